@@ -1,0 +1,133 @@
+"""The `bakery` command. The only module that prints.
+
+Each subcommand is a `cmd_<name>(args) -> int` function registered in `_parser()`.
+Library code raises BakeryError; `main` prints its lines (one per problem) on stderr
+and exits with the error's code. Heavy imports (cloud SDKs, cryptography, Jinja2)
+happen inside the commands so that `bakery --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bakery import __version__
+from bakery.errors import BakeryError
+
+EPILOG = """\
+typical use:
+  bakery init --provider local > cluster.yaml   write a commented starter spec
+  bakery validate -f cluster.yaml               check the spec and everything it renders
+  bakery render -f cluster.yaml                 write build/<cluster>/nodes/<node>/{user-data,files/}
+  bakery bake -f cluster.yaml                   build the golden image with Packer
+  bakery up -f cluster.yaml                     create (or converge) the load balancer and masters
+  bakery status -f cluster.yaml                 what is running, and is it healthy
+  bakery down -f cluster.yaml                   delete exactly what carries the cluster's tag
+
+exit codes: 0 ok, 1 unexpected, 2 bad input, 3 PKI, 4 bake, 5 provider, 6 etcd, 7 state, 130 interrupted
+"""
+
+
+# -- output helpers (the only printing in bakery) -----------------------------------
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+    """A plain, aligned table; numbers right-aligned."""
+    cells = [[str(h) for h in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    numeric = [all(_is_number(r[i]) for r in cells[1:]) and len(cells) > 1 for i in range(len(header))]
+    for n, r in enumerate(cells):
+        line = "  ".join(c.rjust(w) if numeric[i] and n else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        out(line.rstrip())
+
+
+def _is_number(s: str) -> bool:
+    return s.replace(",", "").replace(".", "").replace("%", "").isdigit()
+
+
+class ProgressPrinter:
+    """Turns provider/bake progress events into timestamped lines on stderr.
+
+    One line per state change, prefixed with the seconds since the command started,
+    so a log of a slow `up` reads as a timeline at 3 a.m.
+    """
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.start = time.monotonic()
+        self.quiet = quiet
+        self._last: dict[str, str] = {}
+
+    def __call__(self, step: str, status: str, detail: str = "") -> None:
+        if self.quiet or self._last.get(step) == status + detail:
+            return
+        self._last[step] = status + detail
+        elapsed = time.monotonic() - self.start
+        err(f"[{elapsed:6.1f}s] {step:<28} {status}{('  ' + detail) if detail else ''}")
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from bakery import spec
+
+    out(json.dumps(spec.json_schema(), indent=2))
+    return 0
+
+
+# -- parser and main ----------------------------------------------------------------
+
+
+def _add_spec_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", default="cluster.yaml", metavar="CLUSTER_YAML", help="the cluster spec (default: %(default)s)")
+    p.add_argument("-o", "--build-dir", default=os.environ.get("BAKERY_BUILD_DIR", "build"), metavar="DIR",
+                   help="where bakery keeps PKI, state and rendered files (default: %(default)s, env BAKERY_BUILD_DIR)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bakery",
+        description="Highly available Kubernetes control planes from golden images: one cluster.yaml "
+        "-> certificates, per-node cloud-init, Packer images, masters behind a load balancer.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bakery {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("schema", help="print the JSON schema of cluster.yaml")
+    p.set_defaults(func=cmd_schema)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BakeryError as e:
+        for line in e.lines():
+            err(f"error: {line}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        err("interrupted; nothing half-written (outputs are replaced atomically)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Every error bakery raises on purpose. cli.py maps each class to an exit code.
+
+One flat module (STYLE.md #12): a reader sees the whole hierarchy at once.
+Messages never carry key material: callers pass paths and names, not contents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where (file, line, key) and what is allowed."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file or ""
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.key:
+            where += f"{': ' if where else ''}{self.key}"
+        return f"{where}: {self.message}" if where else self.message
+
+
+class BakeryError(Exception):
+    """Base class. `exit_code` is what the CLI returns; `problems` one line each."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, problems: list[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = list(problems or [])
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems] or [self.message]
+
+
+class SpecError(BakeryError):
+    """cluster.yaml is unreadable or invalid."""
+
+    exit_code = 2
+
+
+class RenderError(BakeryError):
+    """The spec is valid but cannot be rendered (e.g. user-data over the provider limit)."""
+
+    exit_code = 2
+
+
+class PKIError(BakeryError):
+    """Existing certificates or keys are unusable (wrong permissions, mismatched SANs)."""
+
+    exit_code = 3
+
+
+class BakeError(BakeryError):
+    """Packer is missing or failed."""
+
+    exit_code = 4
+
+
+class ProviderError(BakeryError):
+    """A cloud (or the local hypervisor) refused or failed a call."""
+
+    exit_code = 5
+
+
+class EtcdError(BakeryError):
+    """An etcd endpoint failed a call. The message names the endpoint and the call."""
+
+    exit_code = 6
+
+
+class StateError(BakeryError):
+    """build/<cluster>/state.json is missing, corrupt or from another cluster."""
+
+    exit_code = 7

@@ -1,0 +1,98 @@
+"""The provider interface: one small Protocol and the values that cross it.
+
+`bakery up` runs the same sequence on every provider:
+
+    1. the provider finds or creates the load balancer and returns its addresses;
+    2. it calls `render(lb)`: bakery issues or checks the API server certificate for
+       those names and renders every master's user-data (RenderedCluster);
+    3. it finds or creates the masters with that user-data, then registers targets.
+
+Providers find every resource by its tags/labels (or deterministic name) before they
+create it, so a rerun, or a run after an interruption, converges without duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bakery.render.userdata import UserData
+
+
+@dataclass(frozen=True)
+class LBAddress:
+    """What the provider learnt about its load balancer: these go into the certificate SANs."""
+
+    dns_names: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RenderedNode:
+    name: str
+    address: str
+    zone: str
+    user_data: UserData
+
+
+# node name -> what to boot it with
+RenderedCluster = Mapping[str, RenderedNode]
+RenderCallback = Callable[[LBAddress], RenderedCluster]
+
+
+class Progress(Protocol):
+    """Where providers report what they are doing; cli.py turns it into lines or a bar.
+
+    `step` names the resource or phase ("lb", "master demo-master-0"), `status` is a
+    short word ("creating", "exists", "created", "waiting", "healthy", "deleted").
+    """
+
+    def __call__(self, step: str, status: str, detail: str = "") -> None: ...
+
+
+def no_progress(step: str, status: str, detail: str = "") -> None:
+    """A Progress that drops everything (library use, tests)."""
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    id: str | None
+    address: str | None
+    zone: str | None
+    state: str
+    health: str = "unknown"
+    image: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterStatus:
+    cluster: str
+    provider: str
+    endpoint: str | None
+    nodes: list[NodeStatus]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class UpResult:
+    """What `up` did: ids of resources it created and found, and drift it refused to fix."""
+
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    endpoint: str | None = None
+
+
+class Provider(Protocol):
+    name: str
+
+    def up(self, render: RenderCallback, *, wait: bool = False) -> UpResult: ...
+
+    def status(self) -> ClusterStatus: ...
+
+    def down(self) -> list[str]:
+        """Delete exactly the resources that carry the cluster's tag; return what was deleted."""
+        ...
