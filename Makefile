@@ -1,0 +1,72 @@
+# bakery — `make help` lists the targets. Variables: SPEC (cluster spec), BUILD (build dir).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+SPEC  ?= examples/local.yaml
+BUILD ?= build
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+BAKERY := $(VENV)/bin/bakery
+
+# Debian packages the tests and the local provider run for real (TESTING.md).
+DEBIAN_PACKAGES := packer etcd-server etcd-client monit haproxy cloud-init \
+	qemu-system-x86 qemu-utils cloud-image-utils debootstrap e2fsprogs \
+	openssh-client openssl iproute2 python3-venv ca-certificates curl
+
+.PHONY: help setup-system setup test test-fast lint render validate bake up down status golden bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo; echo "  SPEC=$(SPEC)  BUILD=$(BUILD)"
+
+setup-system: ## install the Debian packages the tests and the local provider use (root)
+	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
+	  apt-get update -q && \
+	  POLICY=/usr/sbin/policy-rc.d; \
+	  if [ ! -e $$POLICY ]; then printf '#!/bin/sh\nexit 101\n' > $$POLICY; chmod +x $$POLICY; trap "rm -f $$POLICY" EXIT; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PACKAGES); \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev,aws,gcp]'
+	@touch $@
+
+setup: $(VENV)/.installed ## create .venv with bakery and its dev, aws and gcp extras
+
+test: setup ## run every test (real etcd, packer, monit, moto, fake GCE, QEMU end-to-end)
+	$(VENV)/bin/pytest
+
+test-fast: setup ## the tests that need no QEMU
+	$(VENV)/bin/pytest -m 'not e2e'
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check bakery tests bench
+
+render: setup ## render SPEC into BUILD/<cluster>/nodes
+	$(BAKERY) render -f $(SPEC) -o $(BUILD)
+
+validate: setup ## validate SPEC and everything it renders
+	$(BAKERY) validate -f $(SPEC) -o $(BUILD)
+
+bake: setup ## build the golden image for SPEC's provider
+	$(BAKERY) bake -f $(SPEC) -o $(BUILD)
+
+up: setup ## create or converge SPEC's cluster
+	$(BAKERY) up -f $(SPEC) -o $(BUILD)
+
+status: setup ## show SPEC's cluster
+	$(BAKERY) status -f $(SPEC) -o $(BUILD)
+
+down: setup ## delete SPEC's cluster
+	$(BAKERY) down -f $(SPEC) -o $(BUILD)
+
+golden: setup ## regenerate tests/golden after an intended rendering change, then review the diff
+	BAKERY_UPDATE_GOLDEN=1 $(VENV)/bin/pytest tests/test_golden.py -q
+
+bench: setup ## print the benchmarks' figures
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean: ## remove build outputs (not PKI kept elsewhere)
+	rm -rf dist .pytest_cache

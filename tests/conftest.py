@@ -1,0 +1,40 @@
+"""Shared fixtures. The rule for missing components (TESTING.md): a test that needs a
+binary may skip on a developer laptop without it, but under CI (CI=true, set by
+.ci/run) a missing component is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(what: str, found: bool, how: str = "") -> None:
+    """Skip (laptop) or fail (CI) when a component the test needs is missing."""
+    if found:
+        return
+    message = f"{what} is not available{': ' + how if how else ''}"
+    if IN_CI:
+        pytest.fail(f"CI: {message} (the project's setup must install it)", pytrace=False)
+    pytest.skip(message)
+
+
+def need_binary(name: str, how: str = "make setup-system") -> str:
+    """Path of an executable on PATH (the venv's bin first), or skip/fail."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = shutil.which(name, path=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]))
+    need(f"`{name}`", path is not None, how)
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
