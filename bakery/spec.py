@@ -41,7 +41,6 @@ REMOVED_FLAGS: dict[str, str] = {
     "enable-swagger-ui": "removed in Kubernetes 1.14",
     "repair-malformed-updates": "removed in Kubernetes 1.14",
     "experimental-bootstrap-kubeconfig": "removed in Kubernetes 1.23; use --bootstrap-kubeconfig",
-    "config": "the 2015 kubelet --config took a manifest folder; use staticPodPath in the KubeletConfiguration",
     "api-servers": "removed from the kubelet in 1.8; use --kubeconfig",
 }
 # The same options as 2015-era cluster.yaml keys people write by habit.

@@ -1,0 +1,216 @@
+"""Command lines of the control-plane components, built once, used everywhere.
+
+The static pod manifests and the systemd units (runtime: systemd) render these same
+lists, and the etcd cluster tests start real etcd from them, so a flag changes in
+one place. Only current flags: the 2015 guide's insecure port, basic auth file,
+--address and --admission-control are gone (spec.REMOVED_FLAGS, render.lint).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from bakery.discovery import Bootstrap
+from bakery.errors import RenderError
+from bakery.pki import NODE_ETCD_PKI, NODE_PKI
+from bakery.topology import ClusterPlan, Node
+
+ETCD_DATA_DIR = "/var/etcd/data"
+ETCD_METRICS_PORT = 2381
+MANIFESTS = "/etc/kubernetes/manifests"
+ELECTED_SOURCE = "/srv/kubernetes"  # podmaster copies from here into MANIFESTS
+PODMASTER_TTL_SECS = 30
+PODMASTER_SLEEP = "5s"
+
+
+def local_host(node: Node) -> str:
+    """Where a node's own components reach its etcd and API server.
+
+    127.0.0.1 on a real node. When the node's address is itself a loopback address
+    (several nodes sharing one host in tests and local development), that address,
+    so that the members do not all bind 127.0.0.1.
+    """
+    return node.address if ipaddress.ip_address(node.address).is_loopback else "127.0.0.1"
+
+
+def _extra(args: dict[str, str]) -> list[str]:
+    return [f"--{k.lstrip('-')}={v}" for k, v in sorted(args.items())]
+
+
+def etcd_command(plan: ClusterPlan, node: Node, bootstrap: Bootstrap, binary: str = "etcd") -> list[str]:
+    """etcd's argv for `node`: TLS for peers and clients, and the bootstrap mode's flags."""
+    e = plan.spec.etcd
+    client_urls = [node.client_url]
+    if local_host(node) != node.address:
+        client_urls.append(f"https://127.0.0.1:{e.client_port}")
+    cmd = [
+        binary,
+        f"--name={node.name}",
+        f"--data-dir={ETCD_DATA_DIR}",
+        f"--listen-peer-urls={node.peer_url}",
+        f"--initial-advertise-peer-urls={node.peer_url}",
+        f"--listen-client-urls={','.join(client_urls)}",
+        f"--advertise-client-urls={node.client_url}",
+        f"--listen-metrics-urls=http://{local_host(node)}:{ETCD_METRICS_PORT}",
+        f"--cert-file={NODE_ETCD_PKI}/server.crt",
+        f"--key-file={NODE_ETCD_PKI}/server.key",
+        f"--trusted-ca-file={NODE_ETCD_PKI}/ca.crt",
+        "--client-cert-auth=true",
+        f"--peer-cert-file={NODE_ETCD_PKI}/peer.crt",
+        f"--peer-key-file={NODE_ETCD_PKI}/peer.key",
+        f"--peer-trusted-ca-file={NODE_ETCD_PKI}/ca.crt",
+        "--peer-client-cert-auth=true",
+        f"--quota-backend-bytes={e.quota_backend_bytes}",
+        "--auto-compaction-mode=periodic",
+        "--auto-compaction-retention=1h",
+        "--snapshot-count=10000",
+    ]
+    return cmd + _bootstrap_flags(plan, bootstrap)
+
+
+def _bootstrap_flags(plan: ClusterPlan, b: Bootstrap) -> list[str]:
+    if b.cluster_state == "existing":
+        # A replacement joins the running cluster after `member add`; discovery tokens
+        # are for the first boot only.
+        return [
+            f"--initial-cluster={b.initial_cluster or plan.initial_cluster}",
+            "--initial-cluster-state=existing",
+        ]
+    token = f"--initial-cluster-token={plan.name}"
+    if b.mode == "static":
+        return [f"--initial-cluster={plan.initial_cluster}", "--initial-cluster-state=new", token]
+    if b.mode == "discovery":
+        if not b.discovery_url:
+            raise RenderError(
+                "etcd.bootstrap is discovery but no discovery URL is known: "
+                "run `bakery discovery new -f cluster.yaml` or set etcd.discovery_url"
+            )
+        # exit rather than become a proxy when the token is already full
+        return [f"--discovery={b.discovery_url}", "--discovery-fallback=exit"]
+    if b.mode == "discovery-v3":
+        if not b.discovery_token:
+            raise RenderError(
+                "etcd.bootstrap is discovery-v3 but no token is known: "
+                "run `bakery discovery new -f cluster.yaml` or set etcd.discovery_token"
+            )
+        return [
+            f"--discovery-token={b.discovery_token}",
+            f"--discovery-endpoints={','.join(b.discovery_endpoints)}",
+            "--initial-cluster-state=new",
+        ]
+    return [f"--discovery-srv={b.srv_domain}", "--initial-cluster-state=new", token]
+
+
+def apiserver_command(plan: ClusterPlan, node: Node) -> list[str]:
+    spec = plan.spec
+    net = spec.network
+    return [
+        "kube-apiserver",
+        f"--advertise-address={node.address}",
+        "--bind-address=0.0.0.0",
+        f"--secure-port={plan.lb.port}",
+        "--allow-privileged=true",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        f"--client-ca-file={NODE_PKI}/ca.crt",
+        f"--tls-cert-file={NODE_PKI}/apiserver.crt",
+        f"--tls-private-key-file={NODE_PKI}/apiserver.key",
+        f"--kubelet-client-certificate={NODE_PKI}/apiserver-kubelet-client.crt",
+        f"--kubelet-client-key={NODE_PKI}/apiserver-kubelet-client.key",
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        f"--etcd-servers=https://{local_host(node)}:{spec.etcd.client_port}",
+        f"--etcd-cafile={NODE_ETCD_PKI}/ca.crt",
+        f"--etcd-certfile={NODE_PKI}/apiserver-etcd-client.crt",
+        f"--etcd-keyfile={NODE_PKI}/apiserver-etcd-client.key",
+        f"--service-account-issuer=https://kubernetes.default.svc.{net.dns_domain}",
+        f"--service-account-key-file={NODE_PKI}/sa.pub",
+        f"--service-account-signing-key-file={NODE_PKI}/sa.key",
+        f"--service-cluster-ip-range={net.service_cidr}",
+        "--endpoint-reconciler-type=lease",
+        "--profiling=false",
+        *_extra(spec.apiserver.extra_args),
+    ]
+
+
+def scheduler_command(plan: ClusterPlan) -> list[str]:
+    conf = "/etc/kubernetes/scheduler.conf"
+    return [
+        "kube-scheduler",
+        f"--kubeconfig={conf}",
+        f"--authentication-kubeconfig={conf}",
+        f"--authorization-kubeconfig={conf}",
+        "--bind-address=127.0.0.1",
+        # also in podmaster mode: a second guard if two copies ever run at once
+        "--leader-elect=true",
+        "--profiling=false",
+        *_extra(plan.spec.scheduler.extra_args),
+    ]
+
+
+def controller_manager_command(plan: ClusterPlan) -> list[str]:
+    net = plan.spec.network
+    conf = "/etc/kubernetes/controller-manager.conf"
+    return [
+        "kube-controller-manager",
+        f"--kubeconfig={conf}",
+        f"--authentication-kubeconfig={conf}",
+        f"--authorization-kubeconfig={conf}",
+        "--bind-address=127.0.0.1",
+        "--leader-elect=true",
+        f"--cluster-name={plan.name}",
+        f"--cluster-signing-cert-file={NODE_PKI}/ca.crt",
+        f"--cluster-signing-key-file={NODE_PKI}/ca.key",
+        f"--root-ca-file={NODE_PKI}/ca.crt",
+        f"--service-account-private-key-file={NODE_PKI}/sa.key",
+        f"--service-cluster-ip-range={net.service_cidr}",
+        f"--cluster-cidr={net.pod_cidr}",
+        "--allocate-node-cidrs=true",
+        "--use-service-account-credentials=true",
+        "--controllers=*,bootstrapsigner,tokencleaner",
+        "--profiling=false",
+        *_extra(plan.spec.controller_manager.extra_args),
+    ]
+
+
+def with_log_file(component: str, cmd: list[str]) -> list[str]:
+    """Run `cmd` under the image's kube-log-runner, appending to /var/log/<component>.log.
+
+    The 2015 manifests used `/bin/sh -c '... 1>>/var/log/x.log 2>&1'`; today's images
+    are distroless and ship /go-runner for exactly this.
+    """
+    return [
+        "/go-runner",
+        f"--log-file=/var/log/{component}.log",
+        "--also-stdout=false",
+        "--redirect-stderr=true",
+        f"/usr/local/bin/{cmd[0]}",
+        *cmd[1:],
+    ]
+
+
+def podmaster_command(plan: ClusterPlan, node: Node, component: str, *, source: str, dest: str, binary: str = "bakery-podmaster") -> list[str]:
+    """The podmaster that holds `component`'s lock and copies its manifest while it does."""
+    return [
+        binary,
+        f"--etcd-servers=https://{local_host(node)}:{plan.spec.etcd.client_port}",
+        f"--etcd-cafile={NODE_ETCD_PKI}/ca.crt",
+        f"--etcd-certfile={NODE_ETCD_PKI}/healthcheck-client.crt",
+        f"--etcd-keyfile={NODE_ETCD_PKI}/healthcheck-client.key",
+        f"--key=/bakery/{plan.name}/podmaster/{component}",
+        f"--whoami={node.name}",
+        f"--ttl-secs={PODMASTER_TTL_SECS}",
+        f"--sleep={PODMASTER_SLEEP}",
+        f"--source-file={source}/{component}.manifest",
+        f"--dest-file={dest}/{component}.manifest",
+    ]
+
+
+def kubelet_args(plan: ClusterPlan, node: Node) -> list[str]:
+    return [
+        "--config=/etc/kubernetes/kubelet-config.yaml",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        f"--node-ip={node.address}",
+        f"--hostname-override={node.name}",
+        "--node-labels=node-role.kubernetes.io/control-plane=",
+        "--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule",
+    ]
