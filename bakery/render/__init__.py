@@ -1,0 +1,139 @@
+"""Pure rendering: plan + PKI + bootstrap -> each master's files and user-data.
+
+    render_cluster(plan, pki, bootstrap)    {node name: NodeRender}
+    render_node(plan, node, pki, bootstrap) NodeRender(files, user_data)
+
+The files come from the builders in builders.BUILDERS, in order; cloud_config()
+turns them into one #cloud-config document; userdata.encode() fits it to the
+provider's limit. Nothing here touches the disk (bakery.output writes).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bakery.discovery import Bootstrap
+from bakery.errors import RenderError
+from bakery.pki import PKI
+from bakery.render.builders import BUILDERS, NodeContext, NodeFile
+from bakery.render.templates import render
+from bakery.render.userdata import UserData, encode, gzip_bytes
+from bakery.topology import ClusterPlan, Node
+
+__all__ = ["NodeFile", "NodeRender", "cloud_config", "render_cluster", "render_node"]
+
+# Files above this size are written gzip+base64 when that is smaller (manifests
+# compress ~4x; PEM does not, and stays plain).
+GZIP_FILES_OVER = 4096
+
+
+@dataclass(frozen=True)
+class NodeRender:
+    node: Node
+    files: tuple[NodeFile, ...]
+    user_data: UserData
+
+
+def node_files(plan: ClusterPlan, node: Node, pki: PKI, bootstrap: Bootstrap) -> list[NodeFile]:
+    ctx = NodeContext(plan, node, pki, bootstrap)
+    files: list[NodeFile] = []
+    for build in BUILDERS:
+        files.extend(build(ctx))
+    seen: set[str] = set()
+    for f in files:
+        if f.path in seen:
+            raise RenderError(f"{node.name}: two builders declare {f.path}")
+        seen.add(f.path)
+    return files
+
+
+def _runcmd(plan: ClusterPlan) -> list[list[str]]:
+    spec = plan.spec
+    if spec.runtime == "static-pods":
+        return [
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "--now", "containerd.service", "kubelet.service"],
+            ["systemctl", "restart", "monit.service"],
+        ]
+    units = ["etcd.service"]
+    if spec.election == "podmaster":
+        units += ["podmaster-kube-scheduler.service", "podmaster-kube-controller-manager.service"]
+    wants = "/etc/systemd/system/multi-user.target.wants"
+    # `systemctl enable` costs ~30 s under TCG; the symlinks are what it would create.
+    links = " && ".join(f"ln -sf /etc/systemd/system/{u} {wants}/{u}" for u in units)
+    return [
+        ["sh", "-c", f"mkdir -p {wants} && {links}"],
+        ["systemctl", "daemon-reload"],
+        # etcd is Type=notify and reports ready only at quorum: do not block cloud-init on it
+        ["systemctl", "start", "--no-block", *units],
+        ["systemctl", "restart", "--no-block", "monit.service"],
+    ]
+
+
+def _file_entry(f: NodeFile) -> dict[str, str]:
+    entry = {"path": f.path, "owner": f.owner, "permissions": f"{f.mode:04o}", "encoding": "", "content": ""}
+    if not f.content:
+        return entry
+    text = _literal_text(f.content)
+    if text is not None and len(f.content) <= GZIP_FILES_OVER:
+        entry["content"] = text
+        return entry
+    packed = base64.b64encode(gzip_bytes(f.content)).decode()
+    if text is not None and len(packed) >= len(f.content):
+        entry["content"] = text
+    elif text is None and len(packed) >= len(base64.b64encode(f.content)):
+        entry.update(encoding="b64", content=base64.b64encode(f.content).decode())
+    else:
+        entry.update(encoding="gz+b64", content=packed)
+    return entry
+
+
+def _literal_text(content: bytes) -> str | None:
+    """The content as YAML literal block text, or None when a block would not round-trip."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if (
+        not text.endswith("\n")
+        or text.endswith("\n\n")
+        or "\r" in text
+        or "\t" in text
+        or text[0] in " \n"
+        or any(line != line.rstrip() for line in text.splitlines())
+        or not text.isprintable() and any(not (c.isprintable() or c == "\n") for c in text)
+    ):
+        return None
+    return text
+
+
+def cloud_config(hostname: str, files: Sequence[NodeFile], runcmd: list[list[str]], ssh_authorized_keys: Sequence[str] = ()) -> bytes:
+    """The #cloud-config document that writes `files` and runs `runcmd`."""
+    return render(
+        "user-data.yaml.j2",
+        hostname=hostname,
+        files=[_file_entry(f) for f in files],
+        runcmd=runcmd,
+        ssh_authorized_keys=list(ssh_authorized_keys),
+    ).encode()
+
+
+def render_node(plan: ClusterPlan, node: Node, pki: PKI, bootstrap: Bootstrap, *, provider: str | None = None,
+                ssh_authorized_keys: Sequence[str] = ()) -> NodeRender:
+    files = node_files(plan, node, pki, bootstrap)
+    plain = cloud_config(node.name, files, _runcmd(plan), ssh_authorized_keys)
+    sizes = {f.path: len(f.content) for f in files}
+    user_data = encode(plain, provider or plan.spec.provider, node=node.name, sizes=sizes)
+    return NodeRender(node, tuple(files), user_data)
+
+
+def render_cluster(plan: ClusterPlan, pki: PKI, bootstrap: Bootstrap, *, provider: str | None = None,
+                   ssh_authorized_keys: Sequence[str] = ()) -> dict[str, NodeRender]:
+    """Every master's files and user-data. Raises RenderError (with a per-file size
+    breakdown) before anything is written when one does not fit the provider's limit."""
+    return {
+        n.name: render_node(plan, n, pki, bootstrap, provider=provider, ssh_authorized_keys=ssh_authorized_keys)
+        for n in plan.nodes
+    }

@@ -1,0 +1,187 @@
+"""One small builder per piece of node configuration, listed in order in BUILDERS.
+
+Each builder takes the node's context and returns the files it declares; none
+writes anything (STYLE.md #1, #2). To find where a file on a master comes from,
+search for its path here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bakery.discovery import Bootstrap
+from bakery.pki import NODE_ETCD_PKI, NODE_PKI, PKI
+from bakery.render import flags
+from bakery.render.templates import render
+from bakery.topology import ClusterPlan, Node
+
+
+@dataclass(frozen=True)
+class NodeFile:
+    """A file on a master: absolute path, bytes, mode, owner."""
+
+    path: str
+    content: bytes
+    mode: int = 0o644
+    owner: str = "root:root"
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    plan: ClusterPlan
+    node: Node
+    pki: PKI
+    bootstrap: Bootstrap
+
+    @property
+    def static_pods(self) -> bool:
+        return self.plan.spec.runtime == "static-pods"
+
+    @property
+    def podmaster(self) -> bool:
+        return self.plan.spec.election == "podmaster"
+
+
+Builder = Callable[[NodeContext], list[NodeFile]]
+
+ELECTED = ("kube-scheduler", "kube-controller-manager")
+LOG_FILES = ("kube-apiserver", "kube-scheduler", "kube-controller-manager")
+
+
+def _text(path: str, text: str, mode: int = 0o644) -> NodeFile:
+    return NodeFile(path, text.encode(), mode)
+
+
+def pki_files(ctx: NodeContext) -> list[NodeFile]:
+    """Certificates, keys and kubeconfigs (keys and kubeconfigs 0600)."""
+    return [NodeFile(path, content, mode) for path, content, mode in ctx.pki.node_files(ctx.node)]
+
+
+def etcd_manifest(ctx: NodeContext) -> list[NodeFile]:
+    """/etc/kubernetes/manifests/etcd.manifest (static pods) or etcd.service (systemd)."""
+    if not ctx.static_pods:
+        command = flags.etcd_command(ctx.plan, ctx.node, ctx.bootstrap, binary="/usr/bin/etcd")
+        return [_text("/etc/systemd/system/etcd.service", render("systemd/etcd.service.j2", name=ctx.node.name, command=command))]
+    text = render(
+        "manifests/etcd.manifest.j2",
+        name=ctx.node.name,
+        image=ctx.plan.spec.image_ref("etcd"),
+        command=flags.etcd_command(ctx.plan, ctx.node, ctx.bootstrap),
+        data_dir=flags.ETCD_DATA_DIR,
+        pki_dir=NODE_ETCD_PKI,
+        metrics_host=flags.local_host(ctx.node),
+        metrics_port=flags.ETCD_METRICS_PORT,
+    )
+    return [_text(f"{flags.MANIFESTS}/etcd.manifest", text)]
+
+
+def _mount(name: str, path: str, read_only: bool = True, type_: str = "Directory") -> dict[str, object]:
+    return {"name": name, "path": path, "read_only": read_only, "type": type_}
+
+
+def _control_plane(ctx: NodeContext, component: str, command: list[str], port: int, scheme: str, probe_path: str, conf: str | None) -> str:
+    mounts = [_mount("pki", NODE_PKI), _mount("logfile", f"/var/log/{component}.log", False, "FileOrCreate")]
+    if conf:
+        mounts.insert(1, _mount("kubeconfig", conf, True, "File"))
+    return render(
+        "manifests/control-plane.manifest.j2",
+        component=component,
+        image=ctx.plan.spec.image_ref(component),
+        command=flags.with_log_file(component, command),
+        port=port,
+        scheme=scheme,
+        probe_host=flags.local_host(ctx.node) if component != "kube-apiserver" else ctx.node.address,
+        probe_path=probe_path,
+        mounts=mounts,
+    )
+
+
+def apiserver_manifest(ctx: NodeContext) -> list[NodeFile]:
+    """/etc/kubernetes/manifests/kube-apiserver.manifest: one replica per master behind the LB."""
+    text = _control_plane(ctx, "kube-apiserver", flags.apiserver_command(ctx.plan, ctx.node), ctx.plan.lb.port, "HTTPS", "/livez", None)
+    return [_text(f"{flags.MANIFESTS}/kube-apiserver.manifest", text)]
+
+
+def election_manifests(ctx: NodeContext) -> list[NodeFile]:
+    """Scheduler and controller-manager: in the manifests folder (builtin election) or in
+    /srv/kubernetes for the podmaster to copy, plus the podmaster itself."""
+    commands = {
+        "kube-scheduler": (flags.scheduler_command(ctx.plan), 10259, "/etc/kubernetes/scheduler.conf"),
+        "kube-controller-manager": (flags.controller_manager_command(ctx.plan), 10257, "/etc/kubernetes/controller-manager.conf"),
+    }
+    folder = flags.ELECTED_SOURCE if ctx.podmaster else flags.MANIFESTS
+    out = [
+        _text(f"{folder}/{c}.manifest", _control_plane(ctx, c, cmd, port, "HTTPS", "/healthz", conf))
+        for c, (cmd, port, conf) in commands.items()
+    ]
+    if not ctx.podmaster:
+        return out
+    if ctx.static_pods:
+        electors = [
+            {"name": f"{c.removeprefix('kube-')}-elector", "command": flags.podmaster_command(ctx.plan, ctx.node, c, source=flags.ELECTED_SOURCE, dest=flags.MANIFESTS)}
+            for c in ELECTED
+        ]
+        text = render("manifests/podmaster.manifest.j2", image=ctx.plan.spec.image_ref("podmaster"), electors=electors,
+                      source=flags.ELECTED_SOURCE, dest=flags.MANIFESTS, pki_dir=NODE_ETCD_PKI)
+        out.append(_text(f"{flags.MANIFESTS}/podmaster.manifest", text))
+    else:
+        for c in ELECTED:
+            command = flags.podmaster_command(ctx.plan, ctx.node, c, source=flags.ELECTED_SOURCE, dest=flags.MANIFESTS,
+                                              binary="/usr/local/bin/bakery-podmaster")
+            out.append(_text(f"/etc/systemd/system/podmaster-{c}.service", render("systemd/podmaster.service.j2", component=c, command=command)))
+    return out
+
+
+def kubelet_files(ctx: NodeContext) -> list[NodeFile]:
+    """KubeletConfiguration, its systemd unit and /etc/default/kubelet (static-pods runtime)."""
+    if not ctx.static_pods:
+        return []
+    dns = str(ipaddress.IPv4Network(ctx.plan.spec.network.service_cidr).network_address + 10)
+    return [
+        _text("/etc/kubernetes/kubelet-config.yaml", render(
+            "kubelet/kubelet-config.yaml.j2", static_pod_path=flags.MANIFESTS, client_ca=f"{NODE_PKI}/ca.crt",
+            cluster_domain=ctx.plan.spec.network.dns_domain, cluster_dns=dns)),
+        _text("/etc/systemd/system/kubelet.service", render("kubelet/kubelet.service.j2")),
+        _text("/etc/default/kubelet", render("kubelet/default-kubelet.j2", args=flags.kubelet_args(ctx.plan, ctx.node))),
+    ]
+
+
+def monit_files(ctx: NodeContext) -> list[NodeFile]:
+    """monit watches what systemd runs: kubelet and containerd, or etcd and the podmasters."""
+    def proc(name: str, match: str, unit: str, checks: list[str]) -> NodeFile:
+        return _text(f"/etc/monit/conf.d/{name}", render("monit/process.j2", name=name, match=match, unit=unit, checks=checks), 0o600)
+
+    if ctx.static_pods:
+        return [
+            proc("kubelet", "/usr/bin/kubelet", "kubelet",
+                 ['if failed host 127.0.0.1 port 10248 protocol http request "/healthz" for 3 cycles then restart']),
+            proc("containerd", "/usr/bin/containerd", "containerd",
+                 ["if failed unixsocket /run/containerd/containerd.sock for 3 cycles then restart"]),
+        ]
+    out = [proc("etcd", "/usr/bin/etcd", "etcd",
+                [f"if failed host {flags.local_host(ctx.node)} port {flags.ETCD_METRICS_PORT} protocol http "
+                 'request "/health?serializable=true" for 10 cycles then restart'])]
+    if ctx.podmaster:
+        out += [proc(f"podmaster-{c}", f"bakery-podmaster.*{c}.manifest", f"podmaster-{c}", []) for c in ELECTED]
+    return out
+
+
+def log_files(ctx: NodeContext) -> list[NodeFile]:
+    """Empty log files the manifests mount, created before the pods start so the
+    runtime mounts files rather than making directories (as the 2015 guide did)."""
+    if not ctx.static_pods:
+        return []
+    return [NodeFile(f"/var/log/{c}.log", b"", 0o640) for c in LOG_FILES]
+
+
+BUILDERS: tuple[Builder, ...] = (
+    pki_files,
+    etcd_manifest,
+    apiserver_manifest,
+    election_manifests,
+    kubelet_files,
+    monit_files,
+    log_files,
+)
