@@ -1,0 +1,362 @@
+"""A small etcd v3 client over the HTTP/JSON gateway (httpx), with TLS client certificates.
+
+The gateway speaks the gRPC API as JSON: `POST /v3/<service>/<call>`; keys and values
+are base64; int64 fields are JSON strings; a failed txn leaves out `succeeded`. Every
+failure raises EtcdError naming the endpoint and the call, never key material.
+
+    c = Client(["https://10.0.0.10:2379"], tls=TLS(ca, crt, key))
+    lease = c.lease_grant(30)
+    won = c.create(b"/podmaster/scheduler", b"node-1", lease=lease.id)
+
+Requests go to the endpoints in order; a connection failure moves to the next one, an
+answer from etcd (even an error) does not.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bakery.errors import EtcdError
+
+
+@dataclass(frozen=True)
+class TLS:
+    """Paths of the CA bundle and the client certificate/key (never their contents)."""
+
+    ca: str | Path | None = None
+    cert: str | Path | None = None
+    key: str | Path | None = None
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool
+
+
+@dataclass(frozen=True)
+class Status:
+    endpoint: str
+    version: str
+    member_id: int
+    leader: int
+    raft_term: int
+    db_size: int
+
+    @property
+    def is_leader(self) -> bool:
+        return self.member_id == self.leader
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    responses: tuple[dict[str, Any], ...]
+
+
+def b64(data: bytes | str) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def unb64(data: str | None) -> bytes:
+    return base64.b64decode(data) if data else b""
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range_end that selects every key starting with `prefix`."""
+    p = bytearray(prefix)
+    while p:
+        if p[-1] < 0xFF:
+            p[-1] += 1
+            return bytes(p)
+        p.pop()
+    return b"\0"
+
+
+# -- txn building blocks (plain dicts in the gateway's shape) -------------------------
+
+
+def compare_create_revision(key: bytes | str, revision: int = 0, result: str = "EQUAL") -> dict[str, Any]:
+    return {"key": b64(key), "target": "CREATE", "result": result, "create_revision": str(revision)}
+
+
+def compare_lease(key: bytes | str, lease: int, result: str = "EQUAL") -> dict[str, Any]:
+    return {"key": b64(key), "target": "LEASE", "result": result, "lease": str(lease)}
+
+
+def op_put(key: bytes | str, value: bytes | str, lease: int = 0) -> dict[str, Any]:
+    body: dict[str, Any] = {"key": b64(key), "value": b64(value)}
+    if lease:
+        body["lease"] = str(lease)
+    return {"request_put": body}
+
+
+def op_range(key: bytes | str) -> dict[str, Any]:
+    return {"request_range": {"key": b64(key)}}
+
+
+def op_delete(key: bytes | str) -> dict[str, Any]:
+    return {"request_delete_range": {"key": b64(key)}}
+
+
+def _kv(d: dict[str, Any]) -> KeyValue:
+    return KeyValue(
+        key=unb64(d.get("key")),
+        value=unb64(d.get("value")),
+        create_revision=int(d.get("create_revision", 0)),
+        mod_revision=int(d.get("mod_revision", 0)),
+        version=int(d.get("version", 0)),
+        lease=int(d.get("lease", 0)),
+    )
+
+
+def _member(d: dict[str, Any]) -> Member:
+    return Member(
+        id=int(d.get("ID", 0)),
+        name=d.get("name", ""),
+        peer_urls=tuple(d.get("peerURLs", ())),
+        client_urls=tuple(d.get("clientURLs", ())),
+        is_learner=bool(d.get("isLearner", False)),
+    )
+
+
+class Client:
+    """etcd v3 through the JSON gateway of one or more client URLs."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        tls: TLS | None = None,
+        timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [e for e in endpoints.split(",") if e]
+        if not endpoints:
+            raise EtcdError("no etcd endpoints given")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self.timeout = timeout
+        tls = tls or TLS()
+        kwargs: dict[str, Any] = {"timeout": timeout}
+        if transport is not None:
+            kwargs["transport"] = transport
+        try:
+            if tls.ca or tls.cert:
+                kwargs["verify"] = _ssl_context(tls)
+            self._http = httpx.Client(**kwargs)
+        except (OSError, ValueError) as e:
+            # ssl errors name the file, not its contents
+            raise EtcdError(f"etcd client TLS files unusable (ca={tls.ca}, cert={tls.cert}, key={tls.key}): {type(e).__name__}") from None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport --------------------------------------------------------------------
+
+    def call(self, path: str, body: dict[str, Any], *, endpoint: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """POST `body` to `/v3/<path>`; the first endpoint that answers wins."""
+        targets = [endpoint] if endpoint else self.endpoints
+        failures: list[str] = []
+        for ep in targets:
+            try:
+                r = self._http.post(f"{ep}/v3/{path}", json=body, timeout=self.timeout if timeout is None else timeout)
+            except httpx.HTTPError as e:
+                failures.append(f"{ep}: {_reason(e)}")
+                continue
+            return _decode(ep, path, r)
+        raise EtcdError(f"etcd {path} failed on every endpoint: {'; '.join(failures)}")
+
+    # -- kv ---------------------------------------------------------------------------
+
+    def put(self, key: bytes | str, value: bytes | str, lease: int = 0) -> int:
+        """Write `key`; returns the revision of the write."""
+        body = op_put(key, value, lease)["request_put"]
+        return int(self.call("kv/put", body).get("header", {}).get("revision", 0))
+
+    def range(self, key: bytes | str, range_end: bytes | None = None, *, prefix: bool = False, limit: int = 0) -> list[KeyValue]:
+        k = key.encode() if isinstance(key, str) else key
+        body: dict[str, Any] = {"key": b64(k)}
+        if prefix:
+            range_end = prefix_end(k)
+        if range_end is not None:
+            body["range_end"] = b64(range_end)
+        if limit:
+            body["limit"] = str(limit)
+        return [_kv(d) for d in self.call("kv/range", body).get("kvs", [])]
+
+    def get(self, key: bytes | str) -> KeyValue | None:
+        kvs = self.range(key)
+        return kvs[0] if kvs else None
+
+    def delete(self, key: bytes | str, *, prefix: bool = False) -> int:
+        """Delete `key` (or every key under it); returns how many went."""
+        k = key.encode() if isinstance(key, str) else key
+        body: dict[str, Any] = {"key": b64(k)}
+        if prefix:
+            body["range_end"] = b64(prefix_end(k))
+        return int(self.call("kv/deleterange", body).get("deleted", 0))
+
+    def txn(self, compare: Iterable[dict[str, Any]], success: Iterable[dict[str, Any]] = (), failure: Iterable[dict[str, Any]] = (), *, timeout: float | None = None) -> TxnResult:
+        body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
+        r = self.call("kv/txn", body, timeout=timeout)
+        return TxnResult(bool(r.get("succeeded", False)), tuple(r.get("responses", ())))
+
+    def create(self, key: bytes | str, value: bytes | str, lease: int = 0, *, timeout: float | None = None) -> bool:
+        """Put `key` only if it does not exist (compare create_revision == 0): a real compare-and-swap."""
+        return self.txn([compare_create_revision(key, 0)], [op_put(key, value, lease)], timeout=timeout).succeeded
+
+    # -- leases -----------------------------------------------------------------------
+
+    def lease_grant(self, ttl: int, *, timeout: float | None = None) -> Lease:
+        r = self.call("lease/grant", {"TTL": str(ttl)}, timeout=timeout)
+        if r.get("error"):
+            raise EtcdError(f"etcd lease/grant refused: {r['error']}")
+        return Lease(int(r["ID"]), int(r.get("TTL", 0)))
+
+    def lease_keepalive(self, lease: int, *, timeout: float | None = None) -> int:
+        """Renew `lease`; returns its TTL in seconds, 0 when it has already expired."""
+        r = self.call("lease/keepalive", {"ID": str(lease)}, timeout=timeout)
+        return int(r.get("result", r).get("TTL", 0))
+
+    def lease_revoke(self, lease: int, *, timeout: float | None = None) -> None:
+        self.call("lease/revoke", {"ID": str(lease)}, timeout=timeout)
+
+    # -- cluster ----------------------------------------------------------------------
+
+    def member_list(self) -> list[Member]:
+        return [_member(m) for m in self.call("cluster/member/list", {}).get("members", [])]
+
+    def member_add(self, peer_urls: Sequence[str], *, learner: bool = False) -> Member:
+        r = self.call("cluster/member/add", {"peerURLs": list(peer_urls), "isLearner": learner})
+        return _member(r.get("member", {}))
+
+    def member_promote(self, member_id: int) -> None:
+        self.call("cluster/member/promote", {"ID": str(member_id)})
+
+    def member_remove(self, member_id: int) -> None:
+        self.call("cluster/member/remove", {"ID": str(member_id)})
+
+    # -- maintenance ------------------------------------------------------------------
+
+    def status(self, endpoint: str) -> Status:
+        ep = endpoint.rstrip("/")
+        r = self.call("maintenance/status", {}, endpoint=ep)
+        return Status(
+            endpoint=ep,
+            version=r.get("version", ""),
+            member_id=int(r.get("header", {}).get("member_id", 0)),
+            leader=int(r.get("leader", 0)),
+            raft_term=int(r.get("raftTerm", 0)),
+            db_size=int(r.get("dbSize", 0)),
+        )
+
+    def health(self, endpoint: str) -> bool:
+        """etcd's own /health: true when the member has a leader and serves reads."""
+        ep = endpoint.rstrip("/")
+        try:
+            r = self._http.get(f"{ep}/health")
+            return r.status_code == 200 and r.json().get("health") == "true"
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def snapshot(self, dest: str | Path, endpoint: str | None = None) -> Path:
+        """Stream a snapshot of the backend into `dest` (0600, written atomically)."""
+        ep = (endpoint or self.endpoints[0]).rstrip("/")
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                try:
+                    with self._http.stream("POST", f"{ep}/v3/maintenance/snapshot", json={}, timeout=None) as r:
+                        if r.status_code != 200:
+                            r.read()
+                            _decode(ep, "maintenance/snapshot", r)
+                        for line in r.iter_lines():
+                            if not line.strip():
+                                continue
+                            chunk = json.loads(line)
+                            if "error" in chunk:
+                                raise EtcdError(f"{ep}: etcd maintenance/snapshot failed: {_message(chunk['error'])}")
+                            f.write(unb64(chunk.get("result", {}).get("blob")))
+                except httpx.HTTPError as e:
+                    raise EtcdError(f"{ep}: etcd maintenance/snapshot failed: {_reason(e)}") from None
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return dest
+
+
+def _ssl_context(tls: TLS) -> Any:
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
+    if tls.cert:
+        ctx.load_cert_chain(str(tls.cert), str(tls.key) if tls.key else None)
+    return ctx
+
+
+def _reason(e: httpx.HTTPError) -> str:
+    kind = type(e).__name__
+    text = str(e)
+    return f"{kind}: {text}" if text else kind
+
+
+def _message(err: Any) -> str:
+    if isinstance(err, dict):
+        return str(err.get("message") or err.get("error") or err)
+    return str(err)
+
+
+def _decode(endpoint: str, path: str, r: httpx.Response) -> dict[str, Any]:
+    try:
+        data = r.json()
+    except ValueError:
+        data = None
+    if r.status_code != 200 or not isinstance(data, dict):
+        detail = _message(data) if isinstance(data, dict) else r.text[:200]
+        raise EtcdError(f"{endpoint}: etcd {path} failed: HTTP {r.status_code}: {detail}")
+    if "error" in data and "result" in data:
+        # streaming calls (keepalive) wrap results and errors
+        raise EtcdError(f"{endpoint}: etcd {path} failed: {_message(data['error'])}")
+    if "error" in data and isinstance(data["error"], dict):
+        raise EtcdError(f"{endpoint}: etcd {path} failed: {_message(data['error'])}")
+    return data

