@@ -89,6 +89,71 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from bakery.errors import SpecError
+    from bakery.output import atomic_write
+    from bakery.render.templates import data_dir
+
+    text = (data_dir("examples") / f"{args.provider}.yaml").read_text()
+    if args.file == "-":
+        out(text.rstrip("\n"))
+        return 0
+    target = Path(args.file)
+    if target.exists() and not args.force:
+        raise SpecError(f"{target} exists; not overwriting it (use --force, or -f another path, or -f - for stdout)")
+    atomic_write(target, text)
+    err(f"wrote {target}: a commented {args.provider} spec. Next: bakery validate -f {target}")
+    return 0
+
+
+def _print_pki_changes(changes: list[str]) -> None:
+    for change in changes:
+        err(f"pki: {change}")
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from bakery.pipeline import Cluster, write_nodes
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    rendered = cluster.render()
+    write_nodes(cluster.paths, rendered)
+    _print_pki_changes(rendered.pki.changes)
+    rows = []
+    for name, r in rendered.nodes.items():
+        ud = r.user_data
+        rows.append((name, r.node.address, r.node.zone, len(r.files), f"{len(ud.plain):,}", f"{len(ud.encoded):,}",
+                     ud.encoding, f"{ud.share:.0%}"))
+    table(rows, ("NODE", "ADDRESS", "ZONE", "FILES", "PLAIN", "ENCODED", "ENCODING", f"OF {cluster.spec.provider.upper()} LIMIT"))
+    out(f"\nwrote {cluster.paths.nodes}/<node>/{{user-data,files/}} and {cluster.paths.base / 'admin.kubeconfig'}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bakery import validate
+    from bakery.errors import Problem, RenderError
+    from bakery.pipeline import Cluster
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    out(f"{args.file}: spec ok ({cluster.spec.name}, {cluster.spec.provider}, {cluster.spec.masters} masters)")
+    # Render in memory with a throwaway copy of the PKI: validate writes nothing.
+    rendered = cluster.render(keep_pki=False)
+    schema = validate.cloud_init_schema()
+    problems: list[str] = []
+    skipped: set[str] = set()
+    for name, r in rendered.nodes.items():
+        report = validate.check_node(r.user_data.plain, schema=schema)
+        problems += [f"{name}: {p}" for p in report.problems]
+        skipped.update(report.skipped)
+        if not problems:
+            out(f"{name}: user-data ok ({len(r.files)} files, {len(r.user_data.encoded):,} bytes {r.user_data.encoding}, "
+                f"{r.user_data.share:.0%} of the limit)")
+    for s in sorted(skipped):
+        err(f"not checked: {s}")
+    if problems:
+        raise RenderError("rendered output has problems", [Problem(p) for p in problems])
+    return 0
+
+
 # -- parser and main ----------------------------------------------------------------
 
 
@@ -111,6 +176,27 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the JSON schema of cluster.yaml")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("init", help="write a commented starter cluster.yaml",
+                       description="Write a commented starter spec for a provider. Refuses to overwrite a file.")
+    p.add_argument("--provider", choices=("local", "aws", "gcp"), default="local", help="default: %(default)s")
+    p.add_argument("-f", "--file", default="cluster.yaml", help="where to write it; - for stdout (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("render", help="render every master's user-data and file tree",
+                       description="Issue or reuse the cluster's certificates and write build/<cluster>/nodes/<node>/ "
+                       "(user-data and the expanded files/ tree). Prints the size of each node's user-data "
+                       "against the provider's limit. Same spec + same PKI = byte-identical output.")
+    _add_spec_arg(p)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("validate", help="check the spec and everything it renders (writes nothing)",
+                       description="Check the spec, then render in memory and check each node's user-data against "
+                       "cloud-init's schema, each manifest's structure and flags, each monit file with `monit -t`, "
+                       "and each certificate against its CA. Exit 2 on any problem.")
+    _add_spec_arg(p)
+    p.set_defaults(func=cmd_validate)
 
     return parser
 

@@ -103,7 +103,7 @@ def _literal_text(content: bytes) -> str | None:
         or "\t" in text
         or text[0] in " \n"
         or any(line != line.rstrip() for line in text.splitlines())
-        or not text.isprintable() and any(not (c.isprintable() or c == "\n") for c in text)
+        or any(not (c.isprintable() or c == "\n") for c in text)
     ):
         return None
     return text

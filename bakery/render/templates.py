@@ -30,7 +30,7 @@ def environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(data_dir("cloudinit"))),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,  # YAML and shell, not HTML  # noqa: S701
+        autoescape=False,  # YAML and shell, not HTML
     )
 
 
