@@ -1,0 +1,530 @@
+"""A small Compute Engine REST server for tests: keeps state and answers like GCE.
+
+No GCE emulator exists (TESTING.md), so the real google-cloud-compute clients talk to
+this one on 127.0.0.1. It holds the resources bakery uses (addresses, firewalls,
+instances, region health checks and backend services, instance groups, forwarding
+rules, instance templates, images) and behaves as GCE does where bakery depends on it:
+
+- insert of an existing name: 409 `alreadyExists`; get/delete of a missing one: 404 `notFound`;
+- references to missing resources: 404; deleting a resource still in use: 400
+  `resourceInUseByAnotherResource`; adding a member twice: 400 `memberAlreadyExists`;
+- one metadata value over 262,144 bytes (or all of them over 512 KB): 400;
+- every mutation returns an Operation (zone, region or global) that is RUNNING for
+  `op_seconds`, then DONE; `.../operations/NAME/wait` blocks until then;
+- lists take `filter` (`field = value`, `!=`, `:`, several in parentheses ANDed;
+  dotted fields such as `labels.bakery-cluster`) and `maxResults`/`pageToken`.
+
+Tests inject faults (an HTTP error, or an operation that ends in an error and creates
+nothing) and per-call latency, and count calls by kind (insert, delete, get, list,
+action:<verb>, wait).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+BASE = "https://www.googleapis.com/compute/v1/"
+METADATA_VALUE_LIMIT = 262_144
+METADATA_TOTAL_LIMIT = 512 * 1024
+PAGE_MAX = 500
+
+# collection -> scope kind ("global", "regions", "zones") and the resource's `kind`
+COLLECTIONS = {
+    "addresses": ("regions", "compute#address"),
+    "firewalls": ("global", "compute#firewall"),
+    "instances": ("zones", "compute#instance"),
+    "healthChecks": ("regions", "compute#healthCheck"),
+    "backendServices": ("regions", "compute#backendService"),
+    "instanceGroups": ("zones", "compute#instanceGroup"),
+    "forwardingRules": ("regions", "compute#forwardingRule"),
+    "instanceTemplates": ("global", "compute#instanceTemplate"),
+    "images": ("global", "compute#image"),
+}
+
+PATH_RE = re.compile(
+    r"^/compute/v1/projects/(?P<project>[^/]+)/(?P<scope>global|regions/[^/]+|zones/[^/]+)"
+    r"/(?P<collection>[A-Za-z]+)(?:/(?P<name>[^/]+)(?:/(?P<verb>[A-Za-z]+))?)?$"
+)
+FILTER_TERM_RE = re.compile(r'^\s*([A-Za-z0-9_.\-]+)\s*(!=|=|:)\s*(?:"([^"]*)"|([^\s()"]+))\s*$')
+
+
+class GceError(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    kind: str  # insert, delete, get, list, wait, action:<verb>
+    collection: str
+    name: str | None
+
+
+@dataclass
+class Fault:
+    """Make the next matching call fail. `op_error`: accept it, then end its operation in an error."""
+
+    kind: str  # as Call.kind, e.g. "insert" or "action:addInstances"
+    collection: str | None = None
+    status: int = 503
+    op_error: bool = False
+    remaining: int = 1
+
+    def matches(self, call: Call) -> bool:
+        return self.remaining > 0 and call.kind == self.kind and self.collection in (None, call.collection)
+
+
+@dataclass
+class _Op:
+    body: dict[str, Any]
+    done_at: float
+    error: dict[str, Any] | None = None
+    apply: Any = None  # callable run when the operation completes (e.g. a delayed rollback)
+
+
+@dataclass
+class FakeGCE:
+    """`with FakeGCE().running() as gce:` then point clients at `gce.url`."""
+
+    project: str = "test-project"
+    latency: float = 0.0  # seconds added to every request
+    op_seconds: float = 0.0  # how long each operation stays RUNNING
+    page_size: int = PAGE_MAX
+    calls: list[Call] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    # (project, scope, collection) -> name -> resource
+    store: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    health: dict[str, str] = field(default_factory=dict)  # instance selfLink -> HEALTHY/UNHEALTHY
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1_000_000_000_000)
+        self._ops: dict[str, _Op] = {}
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @contextmanager
+    def running(self) -> Iterator[FakeGCE]:
+        fake = self
+
+        class Handler(_Handler):
+            gce = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._server.shutdown()
+            self._server.server_close()
+            thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "use `with fake.running():`"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- test helpers ------------------------------------------------------------------
+
+    def add_image(self, name: str) -> str:
+        with self._lock:
+            res = self._create(self.project, "global", "images", {"name": name, "status": "READY"})
+        return res["selfLink"]
+
+    def count(self, kind: str, collection: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for c in self.calls if c.kind == kind and collection in (None, c.collection))
+
+    def resources(self, collection: str) -> list[dict[str, Any]]:
+        """Every stored resource of one collection, across scopes."""
+        with self._lock:
+            return [dict(r) for (_, _, col), items in self.store.items() if col == collection for r in items.values()]
+
+    def inventory(self) -> dict[str, list[str]]:
+        """collection -> sorted names, for comparing end states."""
+        with self._lock:
+            out: dict[str, list[str]] = {}
+            for (_, _, col), items in self.store.items():
+                if col != "images":
+                    out.setdefault(col, []).extend(items)
+            return {k: sorted(v) for k, v in out.items() if v}
+
+    def members(self, group_name: str) -> list[str]:
+        for g in self.resources("instanceGroups"):
+            if g["name"] == group_name:
+                return sorted(_last(m) for m in g["_members"])
+        raise KeyError(group_name)
+
+    # -- request handling (called from handler threads) --------------------------------
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        if self.latency:
+            time.sleep(self.latency)
+        m = PATH_RE.match(path)
+        if not m:
+            raise GceError(404, "notFound", f"The requested URL {path} was not found on this server.")
+        project, scope, collection, name, verb = m.group("project", "scope", "collection", "name", "verb")
+        kind = _call_kind(method, collection, name, verb)
+        call = Call(method, path, kind, collection, name)
+        with self._lock:
+            self.calls.append(call)
+            fault = next((f for f in self.faults if f.matches(call)), None)
+            if fault:
+                fault.remaining -= 1
+                if not fault.op_error:
+                    raise GceError(fault.status, "backendError", f"Injected fault on {method} {path}")
+            if collection == "operations":
+                return 200, self._operation(project, scope, name, verb, path)
+            if collection not in COLLECTIONS or COLLECTIONS[collection][0] != scope.split("/")[0]:
+                raise GceError(404, "notFound", f"The requested URL {path} was not found on this server.")
+            key = (project, scope, collection)
+            if kind == "list":
+                return 200, self._list(key, path, query)
+            if kind == "get":
+                return 200, _public(self._get(key, name))
+            if kind == "insert":
+                return 200, self._insert(key, body or {}, fault)
+            if kind == "delete":
+                return 200, self._delete(key, name, fault)
+            return 200, self._action(key, name, verb, body or {}, fault)
+
+    # operations
+
+    def _new_op(self, project: str, scope: str, op_type: str, target: str, fault: Fault | None, rollback: Any = None) -> dict[str, Any]:
+        op_id = next(self._ids)
+        name = f"operation-{op_id}"
+        body: dict[str, Any] = {
+            "kind": "compute#operation",
+            "id": str(op_id),
+            "name": name,
+            "operationType": op_type,
+            "targetLink": target,
+            "status": "RUNNING",
+            "progress": 0,
+            "insertTime": _now(),
+            "selfLink": f"{BASE}projects/{project}/{scope}/operations/{name}",
+        }
+        if scope.startswith("zones/"):
+            body["zone"] = f"{BASE}projects/{project}/{scope}"
+        elif scope.startswith("regions/"):
+            body["region"] = f"{BASE}projects/{project}/{scope}"
+        op = _Op(body, time.monotonic() + self.op_seconds)
+        if fault and fault.op_error:
+            op.error = {"errors": [{"code": "QUOTA_EXCEEDED", "message": f"Injected operation error on {op_type} {_last(target)}"}]}
+            op.apply = rollback
+        self._ops[name] = op
+        if not self.op_seconds:
+            self._finish(op)
+        return dict(op.body)
+
+    def _finish(self, op: _Op) -> None:
+        if op.body["status"] == "DONE":
+            return
+        op.body.update(status="DONE", progress=100, endTime=_now())
+        if op.error:
+            op.body["error"] = op.error
+            op.body["httpErrorStatusCode"] = 403
+            op.body["httpErrorMessage"] = "FORBIDDEN"
+            if op.apply:
+                op.apply()
+
+    def _operation(self, project: str, scope: str, name: str | None, verb: str | None, path: str) -> dict[str, Any]:
+        op = self._ops.get(name or "")
+        if op is None or not op.body["selfLink"].endswith(f"projects/{project}/{scope}/operations/{name}"):
+            raise GceError(404, "notFound", f"The resource 'projects/{project}/{scope}/operations/{name}' was not found")
+        if verb == "wait":
+            # GCE's wait returns when the operation is DONE or after about two minutes.
+            deadline = min(op.done_at, time.monotonic() + 120)
+            self._lock.release()
+            try:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+            finally:
+                self._lock.acquire()
+        if time.monotonic() >= op.done_at:
+            self._finish(op)
+        return dict(op.body)
+
+    # storage
+
+    def _create(self, project: str, scope: str, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        res = dict(body)
+        res.update(
+            kind=COLLECTIONS[collection][1],
+            id=str(next(self._ids)),
+            creationTimestamp=_now(),
+            selfLink=f"{BASE}projects/{project}/{scope}/{collection}/{body['name']}",
+        )
+        if scope.startswith("zones/"):
+            res["zone"] = f"{BASE}projects/{project}/{scope}"
+        elif scope.startswith("regions/"):
+            res["region"] = f"{BASE}projects/{project}/{scope}"
+        self.store.setdefault((project, scope, collection), {})[body["name"]] = res
+        return res
+
+    def _get(self, key: tuple[str, str, str], name: str | None) -> dict[str, Any]:
+        res = self.store.get(key, {}).get(name or "")
+        if res is None:
+            raise GceError(404, "notFound", f"The resource 'projects/{key[0]}/{key[1]}/{key[2]}/{name}' was not found")
+        return res
+
+    def _find(self, link: str) -> dict[str, Any] | None:
+        """A resource by self link or partial URL (projects/P/zones/Z/instances/N)."""
+        m = re.search(r"projects/([^/]+)/(global|regions/[^/]+|zones/[^/]+)/([A-Za-z]+)/([^/]+)$", link or "")
+        if not m:
+            return None
+        return self.store.get((m[1], m[2], m[3]), {}).get(m[4])
+
+    def _require(self, link: str, what: str) -> dict[str, Any]:
+        res = self._find(link)
+        if res is None:
+            raise GceError(404, "notFound", f"The resource '{link}' of {what} was not found")
+        return res
+
+    def _list(self, key: tuple[str, str, str], path: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        items = [r for r in self.store.get(key, {}).values() if _matches(r, query.get("filter", [""])[0])]
+        size = min(int(query.get("maxResults", [PAGE_MAX])[0]), self.page_size, PAGE_MAX)
+        token = query.get("pageToken", [""])[0]
+        start = 0
+        if token:
+            if not token.startswith("page-") or not token[5:].isdigit():
+                raise GceError(400, "invalid", f"Invalid value for field 'pageToken': '{token}'.")
+            start = int(token[5:])
+        out: dict[str, Any] = {"kind": COLLECTIONS[key[2]][1] + "List", "id": path, "items": [_public(r) for r in items[start : start + size]]}
+        if start + size < len(items):
+            out["nextPageToken"] = f"page-{start + size}"
+        return out
+
+    def _insert(self, key: tuple[str, str, str], body: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
+        project, scope, collection = key
+        name = body.get("name")
+        if not name or not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
+            raise GceError(400, "invalid", f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'")
+        if name in self.store.get(key, {}):
+            raise GceError(409, "alreadyExists", f"The resource 'projects/{project}/{scope}/{collection}/{name}' already exists")
+        getattr(self, f"_check_{collection}", lambda s, b: None)(scope, body)
+        res = self._create(project, scope, collection, body)
+        getattr(self, f"_fill_{collection}", lambda r: None)(res)
+        items = self.store[key]
+        return self._new_op(project, scope, "insert", res["selfLink"], fault, rollback=lambda: items.pop(name, None))
+
+    def _delete(self, key: tuple[str, str, str], name: str | None, fault: Fault | None) -> dict[str, Any]:
+        res = self._get(key, name)
+        users = self._users(res)
+        if users:
+            raise GceError(400, "resourceInUseByAnotherResource", f"The {key[2]} resource '{res['selfLink'][len(BASE):]}' is already being used by '{users[0][len(BASE):]}'")
+        if fault and fault.op_error:
+            return self._new_op(key[0], key[1], "delete", res["selfLink"], fault)
+        del self.store[key][res["name"]]
+        if key[2] == "instances":
+            for g in self.resources("instanceGroups"):
+                self._find(g["selfLink"])["_members"].discard(res["selfLink"])  # type: ignore[index]
+        return self._new_op(key[0], key[1], "delete", res["selfLink"], None)
+
+    def _users(self, res: dict[str, Any]) -> list[str]:
+        link = res["selfLink"]
+        users = []
+        for items in self.store.values():
+            for other in items.values():
+                refs: list[str] = []
+                if other["kind"] == "compute#forwardingRule":
+                    refs = [other.get("backendService", "")]
+                    if res["kind"] == "compute#address" and other.get("IPAddress") in (res.get("address"), link):
+                        users.append(other["selfLink"])
+                elif other["kind"] == "compute#backendService":
+                    refs = list(other.get("healthChecks", [])) + [b.get("group", "") for b in other.get("backends", [])]
+                elif other["kind"] == "compute#instance" and res["kind"] == "compute#address" and res.get("addressType") == "INTERNAL":
+                    if any(n.get("networkIP") == res.get("address") for n in other.get("networkInterfaces", [])):
+                        users.append(other["selfLink"])
+                if any(_same(r, link) for r in refs):
+                    users.append(other["selfLink"])
+        return users
+
+    def _action(self, key: tuple[str, str, str], name: str | None, verb: str | None, body: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
+        res = self._get(key, name)
+        if key[2] == "instanceGroups" and verb == "listInstances":
+            members = sorted(res["_members"])
+            return {"kind": "compute#instanceGroupsListInstances", "items": [{"instance": m, "status": "RUNNING"} for m in members]}
+        if key[2] == "instanceGroups" and verb == "addInstances":
+            new = []
+            for ref in body.get("instances", []):
+                inst = self._require(ref.get("instance", ""), "instances")
+                if inst["zone"] != res["zone"]:
+                    raise GceError(400, "invalid", f"Instance '{inst['name']}' is not in zone {_last(res['zone'])} of the instance group")
+                if inst["selfLink"] in res["_members"]:
+                    raise GceError(400, "memberAlreadyExists", f"The resource '{inst['selfLink'][len(BASE):]}' is already a member of '{res['selfLink'][len(BASE):]}'")
+                new.append(inst["selfLink"])
+            res["_members"].update(new)
+            res["size"] = len(res["_members"])
+            return self._new_op(key[0], key[1], "addInstances", res["selfLink"], fault, rollback=lambda: res["_members"].difference_update(new))
+        if key[2] == "backendServices" and verb == "getHealth":
+            group = self._require(body.get("group", ""), "backend groups")
+            return {
+                "kind": "compute#backendServiceGroupHealth",
+                "healthStatus": [
+                    {"instance": m, "ipAddress": self._find(m)["networkInterfaces"][0]["networkIP"], "healthState": self.health.get(m, "UNHEALTHY")}  # type: ignore[index]
+                    for m in sorted(group["_members"])
+                ],
+            }
+        raise GceError(400, "invalid", f"{verb} is not supported on {key[2]} by this fake")
+
+    # per-collection validation and defaults, as GCE applies them
+
+    def _check_instances(self, scope: str, body: dict[str, Any]) -> None:
+        items = body.get("metadata", {}).get("items", [])
+        for item in items:
+            if len(item.get("value", "").encode()) > METADATA_VALUE_LIMIT:
+                raise GceError(400, "invalid", f"Invalid value for field 'resource.metadata': metadata value for key '{item.get('key')}' exceeds the {METADATA_VALUE_LIMIT} byte limit")
+        if sum(len(i.get("key", "").encode()) + len(i.get("value", "").encode()) for i in items) > METADATA_TOTAL_LIMIT:
+            raise GceError(400, "invalid", "Invalid value for field 'resource.metadata': total metadata size exceeds 512 KB")
+        for disk in body.get("disks", []):
+            image = disk.get("initializeParams", {}).get("sourceImage")
+            if image:
+                self._require(image, "disks[].initializeParams.sourceImage")
+        for nic in body.get("networkInterfaces", []):
+            ip = nic.get("networkIP")
+            for other in self.resources("instances"):
+                if ip and any(n.get("networkIP") == ip for n in other.get("networkInterfaces", [])):
+                    raise GceError(400, "invalid", f"IP address '{ip}' is already being used by instance '{other['name']}'")
+
+    def _check_instanceTemplates(self, scope: str, body: dict[str, Any]) -> None:
+        self._check_instances(scope, body.get("properties", {}))
+
+    def _check_backendServices(self, scope: str, body: dict[str, Any]) -> None:
+        for hc in body.get("healthChecks", []):
+            self._require(hc, "healthChecks")
+        for b in body.get("backends", []):
+            self._require(b.get("group", ""), "backends[].group")
+
+    def _check_forwardingRules(self, scope: str, body: dict[str, Any]) -> None:
+        if body.get("backendService"):
+            self._require(body["backendService"], "backendService")
+
+    def _check_addresses(self, scope: str, body: dict[str, Any]) -> None:
+        ip = body.get("address")
+        if ip and any(a.get("address") == ip for a in self.resources("addresses")):
+            raise GceError(400, "invalid", f"IP address '{ip}' is already reserved")
+
+    def _fill_addresses(self, res: dict[str, Any]) -> None:
+        n = sum(1 for _ in self.resources("addresses"))
+        if not res.get("address"):
+            prefix = "10.128.0." if res.get("addressType") == "INTERNAL" else "203.0.113."
+            res["address"] = f"{prefix}{100 + n}"
+        res.setdefault("addressType", "EXTERNAL")
+        res["status"] = "RESERVED"
+
+    def _fill_instances(self, res: dict[str, Any]) -> None:
+        res["status"] = "RUNNING"
+        for i, nic in enumerate(res.get("networkInterfaces", [])):
+            nic.setdefault("name", f"nic{i}")
+            nic.setdefault("networkIP", f"10.128.1.{next(self._ids) % 250 + 2}")
+
+    def _fill_instanceGroups(self, res: dict[str, Any]) -> None:
+        res["_members"] = set()
+        res["size"] = 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    gce: FakeGCE
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+    def _serve(self, method: str) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+            status, payload = self.gce.handle(method, url.path, parse_qs(url.query), body)
+        except GceError as e:
+            status, payload = e.status, {
+                "error": {"code": e.status, "message": e.message, "errors": [{"message": e.message, "domain": "global", "reason": e.reason}]}
+            }
+        except json.JSONDecodeError as e:
+            status, payload = 400, {"error": {"code": 400, "message": f"Invalid JSON payload received. {e}", "errors": [{"reason": "parseError", "domain": "global", "message": str(e)}]}}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+
+def _call_kind(method: str, collection: str, name: str | None, verb: str | None) -> str:
+    if collection == "operations":
+        return "wait" if verb == "wait" else "get"
+    if verb:
+        return f"action:{verb}"
+    if name is None:
+        return "insert" if method == "POST" else "list"
+    return {"GET": "get", "DELETE": "delete"}.get(method, f"action:{method.lower()}")
+
+
+def _matches(res: dict[str, Any], expr: str) -> bool:
+    """GCE list filter: `a = b`, `a != b`, `a : b`, or several `(a = b) (c = d)` ANDed."""
+    expr = expr.strip()
+    if not expr:
+        return True
+    terms = re.findall(r"\(([^()]*)\)", expr) if expr.startswith("(") else [expr]
+    if expr.startswith("(") and re.sub(r"\([^()]*\)", "", expr).strip():
+        raise GceError(400, "invalid", f"Invalid value for field 'filter': '{expr}'. Invalid list filter expression.")
+    for term in terms:
+        m = FILTER_TERM_RE.match(term)
+        if not m:
+            raise GceError(400, "invalid", f"Invalid value for field 'filter': '{expr}'. Invalid list filter expression.")
+        path, op, value = m[1], m[2], m[3] if m[3] is not None else m[4]
+        actual: Any = res
+        for part in path.split("."):
+            actual = actual.get(part) if isinstance(actual, dict) else None
+        if op == ":":
+            ok = actual is not None and (value == "*" or value in str(actual))
+        else:
+            ok = (actual is not None and str(actual) == value) == (op == "=")
+        if not ok:
+            return False
+    return True
+
+
+def _public(res: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in res.items() if not k.startswith("_")}
+
+
+def _same(a: str, b: str) -> bool:
+    def tail(x: str) -> str:
+        return x[x.find("projects/") :] if "projects/" in x else x
+
+    return bool(a) and tail(a) == tail(b)
+
+
+def _last(link: str) -> str:
+    return link.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())
