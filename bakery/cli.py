@@ -154,6 +154,66 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from bakery import providers
+    from bakery.pipeline import Cluster
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
+    result = provider.up(cluster.render_callback(), wait=args.wait)
+    out(f"{cluster.spec.name}: {len(result.created)} created, {len(result.existing)} already there; "
+        f"ids in {cluster.paths.state}")
+    if result.endpoint:
+        out(f"API: {result.endpoint}  (kubectl --kubeconfig {cluster.paths.base / 'admin.kubeconfig'} get nodes)")
+    for line in result.drift:
+        err(f"drift: {line}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from bakery import providers, spec, state
+
+    s = spec.load(args.file)
+    status = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter(quiet=True)).status()
+    if args.output == "json":
+        out(json.dumps(dataclasses.asdict(status), indent=2, sort_keys=True))
+        return 0
+    table([(n.name, n.id or "-", n.address, n.zone, n.state, n.health, n.image or "-") for n in status.nodes],
+          ("NODE", "ID", "ADDRESS", "ZONE", "STATE", "TARGET HEALTH", "IMAGE"))
+    out(f"\n{status.provider} {status.cluster}: API {status.endpoint or '(no load balancer)'}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from bakery import providers, spec, state
+
+    s = spec.load(args.file)
+    deleted = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter()).down()
+    for d in deleted:
+        out(f"deleted {d}")
+    out(f"{s.name}: {len(deleted)} resources deleted" if deleted else f"{s.name}: nothing carries the cluster's tag; nothing to delete")
+    return 0
+
+
+def cmd_launch_template(args: argparse.Namespace) -> int:
+    from bakery import providers
+    from bakery.errors import SpecError
+    from bakery.pipeline import Cluster
+    from bakery.providers.aws import launch_template
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    if cluster.spec.provider != "aws":
+        raise SpecError(f"{args.file}: launch templates are an AWS feature; this spec's provider is {cluster.spec.provider}")
+    rendered = cluster.render(keep_pki=False)  # the LB's names from state.json; the PKI is left as it is
+    document = launch_template.generic_document(rendered.plan, launch_template.shared_files(rendered.nodes))
+    provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
+    tid, version = provider.launch_template(document)
+    out(f"launch template {tid} version {version} (default): {len(document):,} bytes of generic user-data")
+    return 0
+
+
 # -- parser and main ----------------------------------------------------------------
 
 
@@ -197,6 +257,31 @@ def _parser() -> argparse.ArgumentParser:
                        "and each certificate against its CA. Exit 2 on any problem.")
     _add_spec_arg(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("up", help="create or converge the load balancer and the masters",
+                       description="Find or create (by the cluster's tag) the network, the load balancer, then render "
+                       "with its address and start one master per plan node; register them behind it. Safe to rerun: "
+                       "an existing master whose user-data differs is reported as drift, never replaced.")
+    _add_spec_arg(p)
+    p.add_argument("--wait", action="store_true", help="wait until every master is a healthy target (bounded)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("status", help="the masters, their target health, and the API endpoint")
+    _add_spec_arg(p)
+    p.add_argument("--output", choices=("table", "json"), default="table", help="default: %(default)s")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("down", help="delete exactly what carries the cluster's tag",
+                       description="Delete, in reverse order, every resource tagged with the cluster and wait for it; "
+                       "says what it deleted. Resources without the tag are never touched; a second run does nothing.")
+    _add_spec_arg(p)
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("launch-template", help="AWS: create or update the masters' launch template (for autoscaling groups)",
+                       description="One generic `## template: jinja` user-data that a node completes at boot from its "
+                       "own instance-data; a new template version (made the default) when it changes. Run after `up`.")
+    _add_spec_arg(p)
+    p.set_defaults(func=cmd_launch_template)
 
     return parser
 

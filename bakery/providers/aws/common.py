@@ -1,0 +1,87 @@
+"""What every AWS step shares: tags, resource names, and the ledger of what `up` did.
+
+Every resource bakery creates carries `bakery:cluster=<name>` from the moment it
+exists (TagSpecifications on the create call itself, never a later CreateTags), so a
+run interrupted right after a create finds the resource on the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from bakery.providers.base import Progress
+
+TAG_CLUSTER = "bakery:cluster"
+TAG_ROLE = "bakery:role"
+TAG_NODE = "bakery:node"
+TAG_ZONE = "bakery:zone"
+
+# Instance states that still hold (or will hold) the node's private address.
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+
+
+def tags(cluster: str, role: str, name: str, **extra: str) -> list[dict[str, str]]:
+    items = {"Name": name, TAG_CLUSTER: cluster, TAG_ROLE: role}
+    items.update({f"bakery:{k}": v for k, v in extra.items()})
+    return [{"Key": k, "Value": v} for k, v in items.items()]
+
+
+def tag_spec(resource_type: str, cluster: str, role: str, name: str, **extra: str) -> list[dict[str, Any]]:
+    return [{"ResourceType": resource_type, "Tags": tags(cluster, role, name, **extra)}]
+
+
+def cluster_filter(cluster: str, role: str | None = None) -> list[dict[str, Any]]:
+    out = [{"Name": f"tag:{TAG_CLUSTER}", "Values": [cluster]}]
+    if role:
+        out.append({"Name": f"tag:{TAG_ROLE}", "Values": [role]})
+    return out
+
+
+def tag_value(resource: dict[str, Any], key: str) -> str | None:
+    for t in resource.get("Tags", []):
+        if t["Key"] == key:
+            return t["Value"]
+    return None
+
+
+def elb_name(cluster: str, suffix: str) -> str:
+    """An ELBv2 name (load balancer, target group): at most 32 characters, stable per cluster."""
+    name = f"{cluster}-{suffix}"
+    if len(name) <= 32:
+        return name
+    digest = hashlib.sha256(cluster.encode()).hexdigest()[:6]
+    return f"{cluster[: 32 - len(suffix) - 8].rstrip('-')}-{digest}-{suffix}"
+
+
+@dataclass
+class Ledger:
+    """Thread-safe record of what a run created and found, reported as it happens."""
+
+    progress: Progress
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def found(self, kind: str, rid: str) -> None:
+        with self._lock:
+            self.existing.append(f"{kind} {rid}")
+        self.progress(kind, "exists", rid)
+
+    def made(self, kind: str, rid: str) -> None:
+        with self._lock:
+            self.created.append(f"{kind} {rid}")
+        self.progress(kind, "created", rid)
+
+    def gone(self, kind: str, rid: str) -> None:
+        with self._lock:
+            self.deleted.append(f"{kind} {rid}")
+        self.progress(kind, "deleted", rid)
+
+    def drifted(self, message: str) -> None:
+        with self._lock:
+            self.drift.append(message)

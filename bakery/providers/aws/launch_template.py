@@ -1,0 +1,124 @@
+"""An EC2 launch template for autoscaling groups: one generic user-data for any master.
+
+Per-node user-data cannot go into a launch template: every instance an autoscaling
+group starts gets the same document. So this one is a cloud-init Jinja template
+(`## template: jinja`): the files every master shares go in as they are (base64, so
+Jinja never reads their content), and what differs per node (its address, instance id,
+zone, hostname) is filled in at boot from the instance's own instance-data
+(`v1.*`, `ds.meta_data.*`) into /etc/bakery/node.env.
+
+A change makes a new template version (and the default); no change, no call: each
+version's description carries the digest of its data.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from bakery.providers.aws.common import Ledger, cluster_filter, tag_spec, tags
+from bakery.providers.aws.instances import Image, root_volume
+from bakery.render import NodeFile, NodeRender
+from bakery.render.userdata import UserData, encode
+from bakery.spec import ClusterSpec
+from bakery.topology import ClusterPlan
+
+NODE_ENV = "/etc/bakery/node.env"
+
+# Instance-data (cloud-init's standardized v1 keys and the EC2 datasource's metadata)
+# that completes the document on the node.
+NODE_VARS = {
+    "BAKERY_NODE_ADDRESS": "{{ ds.meta_data.local_ipv4 }}",
+    "BAKERY_INSTANCE_ID": "{{ v1.instance_id }}",
+    "BAKERY_ZONE": "{{ v1.availability_zone }}",
+    "BAKERY_REGION": "{{ v1.region }}",
+    "BAKERY_HOSTNAME": "{{ v1.local_hostname }}",
+}
+
+
+def shared_files(nodes: Mapping[str, NodeRender]) -> list[NodeFile]:
+    """The files every master has byte for byte (CA certificates, kubeconfigs for the LB,
+    monit and kubelet config); anything naming one node's address or name is left out."""
+    renders = list(nodes.values())
+    if not renders:
+        return []
+    common = set(renders[0].files)
+    for r in renders[1:]:
+        common &= set(r.files)
+    return sorted(common, key=lambda f: f.path)
+
+
+def generic_document(plan: ClusterPlan, files: Iterable[NodeFile]) -> bytes:
+    """The `## template: jinja` #cloud-config for any master. Pure: same input, same bytes."""
+    env = {"BAKERY_CLUSTER": plan.name, **NODE_VARS,
+           "BAKERY_API_ENDPOINT": plan.lb.endpoint or "", "BAKERY_ETCD_ENDPOINTS": ",".join(plan.client_urls)}
+    entries = [{"path": NODE_ENV, "permissions": "0644", "owner": "root:root",
+                "content": "".join(f"{k}={v}\n" for k, v in env.items())}]
+    for f in sorted(files, key=lambda f: f.path):
+        entries.append({"path": f.path, "permissions": f"{f.mode:04o}", "owner": f.owner,
+                        "encoding": "b64", "content": base64.b64encode(f.content).decode()})
+    config = {"hostname": NODE_VARS["BAKERY_HOSTNAME"], "write_files": entries}
+    body = yaml.safe_dump(config, sort_keys=False, width=1 << 16)
+    return f"## template: jinja\n#cloud-config\n# bakery {plan.name}: generic master, completed at boot from instance-data\n{body}".encode()
+
+
+def template_data(spec: ClusterSpec, user_data: UserData, image: Image, group_ids: list[str]) -> dict[str, Any]:
+    aws = spec.provider_spec
+    data: dict[str, Any] = {
+        "ImageId": image.id,
+        "InstanceType": aws.instance_type,
+        # Launch templates take user-data already base64'd (RunInstances does it for us).
+        "UserData": base64.b64encode(user_data.encoded).decode(),
+        "SecurityGroupIds": sorted(group_ids),
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+        "BlockDeviceMappings": [root_volume(image.root_device, aws.root_volume_gb)],
+        "TagSpecifications": tag_spec("instance", spec.name, "master-asg", f"{spec.name}-master"),
+    }
+    if aws.instance_profile:
+        data["IamInstanceProfile"] = {"Name": aws.instance_profile}
+    if aws.key_name:
+        data["KeyName"] = aws.key_name
+    return data
+
+
+def digest(data: dict[str, Any]) -> str:
+    return "bakery sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def encode_document(document: bytes) -> UserData:
+    return encode(document, "aws", node="launch-template")
+
+
+def ensure(ec2: Any, spec: ClusterSpec, data: dict[str, Any], ledger: Ledger) -> tuple[str, int]:
+    """(template id, default version): created, or a new version when `data` changed."""
+    name = f"{spec.name}-master"
+    want = digest(data)
+    found = ec2.describe_launch_templates(Filters=cluster_filter(spec.name, "launch-template"))["LaunchTemplates"]
+    if not found:
+        t = ec2.create_launch_template(
+            LaunchTemplateName=name, VersionDescription=want, LaunchTemplateData=data,
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags(spec.name, "launch-template", name)}],
+        )["LaunchTemplate"]
+        ledger.made("launch-template", f"{t['LaunchTemplateId']} v1")
+        return t["LaunchTemplateId"], 1
+    tid = found[0]["LaunchTemplateId"]
+    latest = ec2.describe_launch_template_versions(LaunchTemplateId=tid, Versions=["$Latest"])["LaunchTemplateVersions"][0]
+    if latest.get("VersionDescription") == want:
+        ledger.found("launch-template", f"{tid} v{latest['VersionNumber']}")
+        return tid, int(latest["VersionNumber"])
+    v = ec2.create_launch_template_version(LaunchTemplateId=tid, VersionDescription=want, LaunchTemplateData=data)
+    number = int(v["LaunchTemplateVersion"]["VersionNumber"])
+    ec2.modify_launch_template(LaunchTemplateId=tid, DefaultVersion=str(number))
+    ledger.made("launch-template", f"{tid} v{number}")
+    return tid, number
+
+
+def user_data_of(ec2: Any, template_id: str, version: str = "$Default") -> bytes:
+    """The template version's user-data as sent (base64 removed, gzip kept)."""
+    v = ec2.describe_launch_template_versions(LaunchTemplateId=template_id, Versions=[version])["LaunchTemplateVersions"][0]
+    return base64.b64decode(v["LaunchTemplateData"]["UserData"])

@@ -1,0 +1,305 @@
+r"""AwsProvider: `up`, `status`, `down` and the launch template, as step graphs.
+
+`up`, in dependency order, independent steps in parallel (dag.py):
+
+    image ------------------------------------------------------------.
+    vpc -> subnet:<zone>... -> lb -> render -> master:<node>... -> targets -> healthy (--wait)
+        -> gateway ---------'      \-> listener ----------------------------'
+        -> sg:masters, sg:api ----------------------'
+        -> target-group -------------------------------------------'
+    existing (the masters already running) ------'
+
+Every step finds its resource by tag before it creates it, so a rerun, or one after an
+interruption at any point, converges without duplicates. state.json records every id
+as soon as its step finishes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from bakery import state as state_mod
+from bakery import topology
+from bakery.errors import ProviderError
+from bakery.providers.aws import dag, instances, launch_template, loadbalancer, network
+from bakery.providers.aws.clients import (
+    ClientFactory,
+    Clients,
+    default_factory,
+    endpoint_url,
+    translated,
+)
+from bakery.providers.aws.common import LIVE_STATES, Ledger, cluster_filter, elb_name
+from bakery.providers.base import (
+    ClusterStatus,
+    LBAddress,
+    NodeStatus,
+    Progress,
+    RenderCallback,
+    RenderedNode,
+    UpResult,
+)
+from bakery.spec import ClusterSpec
+from bakery.state import ClusterPaths
+
+
+class AwsProvider:
+    name = "aws"
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        paths: ClusterPaths,
+        progress: Progress,
+        *,
+        client_factory: ClientFactory | None = None,
+        poll_interval: float = 5.0,
+        wait_timeout: float = 900.0,
+        workers: int = 8,
+    ) -> None:
+        self.spec = spec
+        self.paths = paths
+        self.progress = progress
+        self.region = spec.provider_spec.region
+        self.clients = Clients(client_factory or default_factory(self.region, endpoint_url(spec.provider_spec.endpoint_url)))
+        self.poll = poll_interval
+        self.timeout = wait_timeout
+        self.workers = workers
+        self.trace: dict[str, dag.Span] = {}  # the last run's steps, for bench/up.py
+
+    # -- up -----------------------------------------------------------------------------
+
+    def up(self, render: RenderCallback, *, wait: bool = False) -> UpResult:
+        spec, ledger = self.spec, Ledger(self.progress)
+        plan = topology.plan(spec)
+        network.check_layout(spec, plan)
+        ami = instances.image_id(spec, self.paths.images)
+        known = state_mod.load(self.paths).get("lb", {})
+        early: dict[str, Any] = {}
+        if known.get("dns_names"):
+            # The LB's names are known from a previous run: render and check sizes before any call.
+            early["lb"] = LBAddress(tuple(known["dns_names"]), tuple(known.get("ips", ())))
+            early["nodes"] = self._rendered(render, early["lb"], plan)
+        ec2, elbv2 = self.clients.ec2, self.clients.elbv2
+        zones = list(network.zone_subnets(spec))
+
+        def rendered(r: Mapping[str, Any]) -> dict[str, RenderedNode]:
+            address = LBAddress(dns_names=(r["lb"].dns_name,))
+            if early.get("lb") == address:
+                return early["nodes"]
+            return self._rendered(render, address, plan)
+
+        def master(node_name: str):
+            def step(r: Mapping[str, Any]) -> str:
+                node = r["render"][node_name]
+                existing = r["existing"].get(node_name)
+                if existing:
+                    ledger.found(f"master {node_name}", existing["InstanceId"])
+                    instances.check_drift(ec2, node, existing, ami, ledger)
+                    if existing["State"]["Name"] != "pending":
+                        return existing["InstanceId"]
+                    iid = existing["InstanceId"]
+                else:
+                    groups = [r["sg:masters"], r["sg:api"]]
+                    iid = instances.run_master(ec2, spec, node, r[f"subnet:{node.zone}"], groups, r["image"], ledger)
+                self.progress(f"master {node_name}", "waiting", "until running")
+                instances.wait_running(ec2, [iid], delay=self.poll, attempts=self._attempts())
+                return iid
+            return step
+
+        vpc = lambda r: r["vpc"]  # noqa: E731
+        steps = [
+            dag.Step("image", (), lambda r: instances.describe_image(ec2, ami)),
+            dag.Step("existing", (), lambda r: instances.find_masters(ec2, spec.name)),
+            dag.Step("vpc", (), lambda r: network.ensure_vpc(ec2, spec, ledger)),
+            *[dag.Step(f"subnet:{z}", ("vpc",), lambda r, z=z: network.ensure_subnet(ec2, spec, vpc(r), z, ledger))
+              for z in zones],
+            dag.Step("gateway", ("vpc",), lambda r: network.ensure_gateway(ec2, spec, vpc(r), ledger)),
+            *[dag.Step(f"sg:{role}", ("vpc",), lambda r, role=role: network.ensure_security_group(ec2, spec, vpc(r), role, ledger))
+              for role in network.SG_ROLES],
+            dag.Step("target-group", ("vpc",), lambda r: loadbalancer.ensure_target_group(elbv2, spec, vpc(r).id, ledger)),
+            dag.Step("lb", (*[f"subnet:{z}" for z in zones], "gateway"),
+                     lambda r: loadbalancer.ensure_load_balancer(elbv2, spec, [r[f"subnet:{z}"] for z in zones], ledger)),
+            dag.Step("listener", ("lb", "target-group"),
+                     lambda r: loadbalancer.ensure_listener(elbv2, spec, r["lb"], r["target-group"], ledger)),
+            dag.Step("render", ("lb",), rendered, inline=True),
+            *[dag.Step(f"master:{n.name}", ("render", "existing", "image", f"subnet:{n.zone}", "sg:masters", "sg:api"),
+                       master(n.name)) for n in plan.nodes],
+            dag.Step("targets", ("target-group", *[f"master:{n.name}" for n in plan.nodes]),
+                     lambda r: loadbalancer.ensure_targets(
+                         elbv2, r["target-group"], [r[f"master:{n.name}"] for n in plan.nodes], ledger)),
+        ]
+        if wait:
+            steps.append(dag.Step("healthy", ("targets", "listener"), lambda r: loadbalancer.wait_healthy(
+                elbv2, r["target-group"], [r[f"master:{n.name}"] for n in plan.nodes], self.progress,
+                timeout=self.timeout, interval=self.poll)))
+        with translated(self.region):
+            run = dag.run(steps, workers=self.workers, on_done=self._record)
+        self.trace = run.trace
+        lb_plan = topology.plan(spec, lb_dns_names=(run.results["lb"].dns_name,))
+        return UpResult(created=ledger.created, existing=ledger.existing, drift=ledger.drift, endpoint=lb_plan.lb.endpoint)
+
+    def _rendered(self, render: RenderCallback, lb: LBAddress, plan: topology.ClusterPlan) -> dict[str, RenderedNode]:
+        self.progress("render", "rendering", ", ".join(lb.dns_names))
+        nodes = dict(render(lb))
+        want = {n.name: (n.address, n.zone) for n in plan.nodes}
+        got = {n.name: (n.address, n.zone) for n in nodes.values()}
+        if got != want:
+            raise ProviderError(f"the rendered nodes {sorted(got.items())} do not match the plan {sorted(want.items())}")
+        instances.check_size(nodes)
+        return nodes
+
+    def _record(self, step: str, result: Any) -> None:
+        """Write each resource id to state.json as soon as its step is done."""
+        data = state_mod.load(self.paths)
+        aws = data.setdefault("aws", {})
+        kind, _, key = step.partition(":")
+        if kind == "vpc":
+            aws["vpc"] = {"id": result.id, "cidr": result.cidr, "owned": result.owned}
+        elif kind == "subnet":
+            aws.setdefault("subnets", {})[key] = result
+        elif kind == "sg":
+            aws.setdefault("security_groups", {})[key] = result
+        elif kind == "master":
+            aws.setdefault("instances", {})[key] = result
+        elif kind == "gateway" and result:
+            aws["internet_gateway"] = result
+        elif kind in ("target-group", "listener"):
+            aws[kind.replace("-", "_")] = result
+        elif kind == "image":
+            aws["image"] = result.id
+        elif kind == "lb":
+            aws["load_balancer"] = {"arn": result.arn, "dns_name": result.dns_name}
+            data["lb"] = {"dns_names": [result.dns_name], "ips": []}  # as pipeline.Cluster reads it
+        else:
+            return
+        state_mod.save(self.paths, data)
+
+    def _attempts(self) -> int:
+        return max(1, math.ceil(self.timeout / max(self.poll, 0.01)))
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self) -> ClusterStatus:
+        spec = self.spec
+        plan = topology.plan(spec)
+        ec2, elbv2 = self.clients.ec2, self.clients.elbv2
+        with translated(self.region):
+            found = instances.find_masters(ec2, spec.name, (*LIVE_STATES, "shutting-down"))
+            lb = loadbalancer.by_name(elbv2, "lb", elb_name(spec.name, "api"))
+            tg = loadbalancer.by_name(elbv2, "tg", elb_name(spec.name, "api"))
+            health = loadbalancer.target_health(elbv2, tg["TargetGroupArn"]) if tg else {}
+        nodes = []
+        for n in plan.nodes:
+            inst = found.get(n.name)
+            if inst is None:
+                nodes.append(NodeStatus(n.name, None, n.address, n.zone, "absent", "-"))
+                continue
+            nodes.append(NodeStatus(
+                n.name, inst["InstanceId"], inst.get("PrivateIpAddress"), inst["Placement"]["AvailabilityZone"],
+                inst["State"]["Name"], health.get(inst["InstanceId"], "unregistered"), inst.get("ImageId")))
+        dns = lb["DNSName"] if lb else None
+        endpoint = topology.plan(spec, lb_dns_names=(dns,) if dns else ()).lb.endpoint
+        return ClusterStatus(spec.name, "aws", endpoint, nodes, extra={"load_balancer": dns, "region": self.region})
+
+    # -- down -----------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        cluster, ledger = self.spec.name, Ledger(self.progress)
+        ec2, elbv2 = self.clients.ec2, self.clients.elbv2
+        f = cluster_filter(cluster)
+
+        def delete_lbs(r: Mapping[str, Any]) -> None:
+            arns = [lb["LoadBalancerArn"] for lb in r["find:elb"][0]]
+            for lb in r["find:elb"][0]:
+                elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+                ledger.gone("load-balancer", lb["LoadBalancerName"])
+            if arns:
+                elbv2.get_waiter("load_balancers_deleted").wait(
+                    LoadBalancerArns=arns, WaiterConfig={"Delay": self.poll, "MaxAttempts": self._attempts()})
+
+        def delete_tgs(r: Mapping[str, Any]) -> None:
+            for tg in r["find:elb"][1]:
+                elbv2.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])
+                ledger.gone("target-group", tg["TargetGroupName"])
+
+        def terminate(r: Mapping[str, Any]) -> None:
+            ids = [i["InstanceId"] for i in r["find:masters"].values()]
+            if not ids:
+                return
+            ec2.terminate_instances(InstanceIds=ids)
+            for name, inst in sorted(r["find:masters"].items()):
+                ledger.gone(f"master {name}", inst["InstanceId"])
+            ec2.get_waiter("instance_terminated").wait(
+                InstanceIds=ids, WaiterConfig={"Delay": self.poll, "MaxAttempts": self._attempts()})
+
+        def delete_each(kind: str, items: list[dict[str, Any]], key: str, call: Any):
+            for item in items:
+                network.retry_dependency(lambda item=item: call(item), f"{kind} {item[key]}",
+                                         timeout=self.timeout, interval=self.poll)
+                ledger.gone(kind, item[key])
+
+        def delete_igws(r: Mapping[str, Any]) -> None:
+            def call(igw: dict[str, Any]) -> None:
+                for a in igw.get("Attachments", []):
+                    ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=a["VpcId"])
+                ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
+            delete_each("internet-gateway", r["find:igw"], "InternetGatewayId", call)
+
+        cleared = ("delete:lb", "delete:masters")
+        steps = [
+            dag.Step("find:masters", (), lambda r: instances.find_masters(ec2, cluster, (*LIVE_STATES, "shutting-down"))),
+            dag.Step("find:elb", (), lambda r: loadbalancer.find_tagged(elbv2, cluster)),
+            dag.Step("find:sg", (), lambda r: ec2.describe_security_groups(Filters=f)["SecurityGroups"]),
+            dag.Step("find:subnet", (), lambda r: ec2.describe_subnets(Filters=f)["Subnets"]),
+            dag.Step("find:igw", (), lambda r: ec2.describe_internet_gateways(Filters=f)["InternetGateways"]),
+            dag.Step("find:vpc", (), lambda r: ec2.describe_vpcs(Filters=f)["Vpcs"]),
+            dag.Step("find:lt", (), lambda r: ec2.describe_launch_templates(Filters=f)["LaunchTemplates"]),
+            dag.Step("delete:lb", ("find:elb",), delete_lbs),
+            dag.Step("delete:tg", ("find:elb", "delete:lb"), delete_tgs),
+            dag.Step("delete:masters", ("find:masters",), terminate),
+            dag.Step("delete:lt", ("find:lt",), lambda r: delete_each(
+                "launch-template", r["find:lt"], "LaunchTemplateId",
+                lambda t: ec2.delete_launch_template(LaunchTemplateId=t["LaunchTemplateId"]))),
+            dag.Step("delete:sg", ("find:sg", *cleared), lambda r: delete_each(
+                "security-group", r["find:sg"], "GroupId", lambda g: ec2.delete_security_group(GroupId=g["GroupId"]))),
+            dag.Step("delete:igw", ("find:igw", *cleared), delete_igws),
+            dag.Step("delete:subnet", ("find:subnet", *cleared), lambda r: delete_each(
+                "subnet", r["find:subnet"], "SubnetId", lambda s: ec2.delete_subnet(SubnetId=s["SubnetId"]))),
+            dag.Step("delete:vpc", ("find:vpc", "delete:sg", "delete:igw", "delete:subnet"), lambda r: delete_each(
+                "vpc", r["find:vpc"], "VpcId", lambda v: ec2.delete_vpc(VpcId=v["VpcId"]))),
+        ]
+        with translated(self.region):
+            run = dag.run(steps, workers=self.workers)
+        self.trace = run.trace
+        data = state_mod.load(self.paths)
+        if "aws" in data or "lb" in data:
+            data.pop("aws", None)
+            data.pop("lb", None)
+            state_mod.save(self.paths, data)
+        return ledger.deleted
+
+    # -- launch template ----------------------------------------------------------------
+
+    def launch_template(self, document: bytes) -> tuple[str, int]:
+        """Create or update `<cluster>-master` with the generic `document`; (id, version)."""
+        spec, ledger = self.spec, Ledger(self.progress)
+        user_data = launch_template.encode_document(document)
+        ami = instances.image_id(spec, self.paths.images)
+        ec2 = self.clients.ec2
+        with translated(self.region):
+            groups = ec2.describe_security_groups(Filters=cluster_filter(spec.name))["SecurityGroups"]
+            roles = {g["GroupId"] for g in groups if any(t["Key"] == "bakery:role" and t["Value"].startswith("sg-")
+                                                          for t in g.get("Tags", []))}
+            if len(roles) < len(network.SG_ROLES):
+                raise ProviderError(f"{spec.name}'s security groups do not exist yet: run `bakery up` first")
+            data = launch_template.template_data(spec, user_data, instances.describe_image(ec2, ami), sorted(roles))
+            tid, version = launch_template.ensure(ec2, spec, data, ledger)
+        state_mod.update(self.paths, launch_template={"id": tid, "version": version})
+        return tid, version
+
+
+def create(spec: ClusterSpec, paths: ClusterPaths, progress: Progress, **options: Any) -> AwsProvider:
+    return AwsProvider(spec, paths, progress, **options)

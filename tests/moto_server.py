@@ -1,0 +1,128 @@
+"""moto's server on 127.0.0.1 and real boto3 clients pointed at it, with event hooks.
+
+Tests inject clients through the provider's `client_factory`; every behaviour they
+observe goes through botocore's own event system (TESTING.md: no patching):
+
+- `Calls` records each API call (service, operation, the dag step running it);
+- `latency` sleeps before each HTTP send (bench/up.py's per-call latency);
+- `fail_after` raises `Interrupted` right after the Nth mutating call has succeeded,
+  the worst moment for an interruption: the resource exists, bakery never heard of it.
+
+moto accepts duplicate LB names and ignores ClientToken, so what these tests see about
+idempotence is bakery's own doing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+MUTATING = ("Create", "Run", "Register", "Deregister", "Authorize", "Attach", "Detach", "Modify",
+            "Delete", "Terminate", "Put")
+REGION = "us-east-1"
+
+
+class Interrupted(Exception):
+    """Raised by the fault hook: stands in for a crash or Ctrl-C mid-run."""
+
+
+@dataclass
+class Calls:
+    """Every call the injected clients made: (service, operation, step)."""
+
+    log: list[tuple[str, str, str | None]] = field(default_factory=list)
+    fail_after: int | None = None
+    latency: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def mutating(self) -> list[str]:
+        return [op for _, op, _ in self.log if op.startswith(MUTATING)]
+
+    def ops(self) -> list[str]:
+        return [op for _, op, _ in self.log]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.log.clear()
+
+    def _before(self, model: Any, **_: Any) -> None:
+        from bakery.providers.aws import dag
+
+        with self._lock:
+            self.log.append((model.service_model.service_name, model.name, dag.current()))
+
+    def _after(self, model: Any, **_: Any) -> None:
+        if self.fail_after is None or not model.name.startswith(MUTATING):
+            return
+        with self._lock:
+            done = len(self.mutating)
+        if done >= self.fail_after:
+            raise Interrupted(f"fault injected after mutating call #{done} ({model.name})")
+
+    def _send(self, **_: Any) -> None:
+        if self.latency:
+            time.sleep(self.latency)
+
+    def hook(self, client: Any) -> Any:
+        events = client.meta.events
+        events.register("before-call.*.*", self._before)
+        events.register("after-call.*.*", self._after)
+        events.register("before-send.*.*", self._send)
+        return client
+
+
+class Moto:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+
+    def client(self, service: str, calls: Calls | None = None) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                        region_name=REGION)
+        c = session.client(service, endpoint_url=self.endpoint,
+                           config=Config(retries={"mode": "adaptive", "max_attempts": 3}))
+        return calls.hook(c) if calls is not None else c
+
+    def factory(self, calls: Calls | None = None):
+        return lambda service: self.client(service, calls)
+
+    def default_ami(self) -> str:
+        return self.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+
+def start() -> tuple[Any, Moto]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, Moto(f"http://{host}:{port}")
+
+
+@pytest.fixture(scope="session")
+def moto_session() -> Iterator[Moto]:
+    server, moto = start()
+    try:
+        yield moto
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto(moto_session: Moto) -> Moto:
+    moto_session.reset()
+    return moto_session
