@@ -46,7 +46,7 @@ class Cluster:
         return LBAddress(tuple(lb.get("dns_names", ())), tuple(lb.get("ips", ())))
 
     def render(self, lb: LBAddress | None = None, *, provider: str | None = None, ssh_authorized_keys: Sequence[str] = (),
-               seed: bytes | None = None, keep_pki: bool = True) -> Rendered:
+               keep_pki: bool = True) -> Rendered:
         """Plan, certificates (issued or checked for these LB names), and every node's files and user-data.
 
         Certificates are issued into a private staging copy of build/<cluster>/pki and
@@ -60,7 +60,7 @@ class Cluster:
             staging = Path(tmp) / "pki"
             if self.paths.pki.is_dir():
                 shutil.copytree(self.paths.pki, staging)
-            keys = pki.ensure(plan, staging, seed=seed)
+            keys = pki.ensure(plan, staging)
             nodes = render.render_cluster(plan, keys, bootstrap, provider=provider, ssh_authorized_keys=ssh_authorized_keys)
             if keep_pki:
                 _sync_pki(staging, self.paths.pki)

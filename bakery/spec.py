@@ -138,16 +138,7 @@ class ImagesSpec(_Model):
 class ComponentArgs(_Model):
     """Extra flags for one component, name without dashes -> value. Removed 2015 flags are refused."""
 
-    extra_args: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("extra_args")
-    @classmethod
-    def _no_removed(cls, v: dict[str, str]) -> dict[str, str]:
-        for flag in v:
-            name = flag.lstrip("-")
-            if name in REMOVED_FLAGS:
-                raise ValueError(f"--{name} is {REMOVED_FLAGS[name]}")
-        return v
+    extra_args: dict[str, str] = Field(default_factory=dict, description="Flags removed since 2015 (REMOVED_FLAGS) are refused")
 
 
 class Zone(_Model):
@@ -274,6 +265,20 @@ def _at_least(v: str, minimum: tuple[int, int], what: str) -> str:
 
 
 # -- semantic checks across fields --------------------------------------------------
+
+
+def _removed_flag_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """2015-era flags in extra_args, found on the raw mapping so that they are reported
+    together with any other problem in the file."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for component in ("apiserver", "scheduler", "controller_manager"):
+        section = data.get(component)
+        args = section.get("extra_args") if isinstance(section, dict) else None
+        for flag in args if isinstance(args, dict) else ():
+            name = str(flag).lstrip("-")
+            if name in REMOVED_FLAGS:
+                out.append(((component, "extra_args", flag), f"--{name} is {REMOVED_FLAGS[name]}"))
+    return out
 
 
 def _semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], str]]:
@@ -410,13 +415,14 @@ def parse(text: str, filename: str = "cluster.yaml") -> ClusterSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{filename}: not a mapping", [Problem("the file must be a YAML mapping (name: ..., provider: ...)", filename, 1)])
     lines = _Lines(node)
-    problems: list[Problem] = []
+    problems = [Problem(m, filename, lines.line(path), _dotted(path)) for path, m in _removed_flag_problems(data)]
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as e:
         for err in e.errors():
             path = tuple(err["loc"])
             problems.append(Problem(_explain(err, path), filename, lines.line(path), _dotted(path)))
+    if problems:
         raise SpecError(f"{filename}: {len(problems)} problem(s)", _by_line(problems)) from None
     for path, message in _semantic_problems(spec):
         problems.append(Problem(message, filename, lines.line(path), _dotted(path)))

@@ -8,6 +8,7 @@ string (STYLE.md #3).
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,21 @@ def data_dir(name: str) -> Path:
     return Path(__file__).resolve().parent.parent.parent / name
 
 
+def quote(value: object) -> str:
+    """A YAML-safe scalar: a JSON string (valid YAML), without Jinja's HTML escaping."""
+    return json.dumps(value)
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("cloudinit"))),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # YAML and shell, not HTML
     )
+    env.filters["q"] = quote
+    return env
 
 
 def render(template: str, **context: Any) -> str:

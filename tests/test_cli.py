@@ -1,0 +1,112 @@
+"""The `bakery` command as users run it: a subprocess, its exit code, its stderr."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BAKERY = [sys.executable, "-m", "bakery.cli"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BAKERY, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_help_teaches_and_does_not_import_cloud_sdks():
+    code = (
+        "import sys, bakery.cli as c\n"
+        "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'google', 'cryptography', 'jinja2')))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "typical use:" in r.stdout and "bakery render -f cluster.yaml" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+BAD = {
+    "unknown-key": ("name: demo\nprovider: aws\naws: {}\nmasers: 3\n", ["cluster.yaml:4: masers: unknown key 'masers'; did you mean 'masters'?"]),
+    "yaml-syntax": ("name: demo\nprovider: aws\naws: {zones: [}\n", ["cluster.yaml:3: YAML syntax error"]),
+    "even-masters": ("name: demo\nprovider: aws\naws: {}\nmasters: 4\n", ["cluster.yaml:4: masters: 4 masters: use 3, 5 or 7"]),
+    "zero-masters": ("name: demo\nprovider: aws\naws: {}\nmasters: 0\n", ["cluster.yaml:4: masters: 0 masters"]),
+    "outside-subnet": ("name: demo\nprovider: aws\naws: {}\nnetwork:\n  addresses: [10.240.0.10, 10.240.0.11, 192.168.1.1]\n",
+                       ["cluster.yaml:5: network.addresses[2]: 192.168.1.1 is outside"]),
+    "duplicate-address": ("name: demo\nprovider: aws\naws: {}\nnetwork:\n  addresses: [10.240.0.10, 10.240.0.10, 10.240.0.12]\n",
+                          ["cluster.yaml:5: network.addresses[1]: 10.240.0.10 is given to masters 0 and 1"]),
+    "old-kubernetes": ("name: demo\nprovider: aws\naws: {}\nkubernetes_version: 1.19.16\n",
+                       ["cluster.yaml:4: kubernetes_version: Kubernetes 1.19.16 is older than the supported minimum 1.29"]),
+    "basic-auth-file": ("name: demo\nprovider: aws\naws: {}\nbasic_auth_file: /srv/kubernetes/basic_auth.csv\n",
+                        ["cluster.yaml:4: basic_auth_file: unknown key 'basic_auth_file': removed in Kubernetes 1.19"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("command", ["render", "validate"])
+def test_bad_input_one_line_per_problem_exit_2_nothing_written(case: str, command: str, tmp_path: Path):
+    text, expected = BAD[case]
+    (tmp_path / "cluster.yaml").write_text(text)
+    r = run(command, "-f", "cluster.yaml", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == len(expected)
+    for line, want in zip(lines, expected, strict=True):
+        assert line.startswith("error: " + want), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yaml"], "nothing may be written"
+
+
+def test_user_data_over_the_aws_limit_is_refused_with_a_breakdown(tmp_path: Path):
+    rng = random.Random(7)  # random hex does not compress: the gzipped document cannot fit
+    args = {f"x-flag-{i}": "".join(rng.choice("0123456789abcdef") for _ in range(400)) for i in range(90)}
+    doc = {"name": "big", "provider": "aws", "aws": {}, "apiserver": {"extra_args": args}}
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(doc))
+    r = run("render", "-f", "cluster.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert "over the aws limit of 16,384 bytes" in lines[0]
+    assert any(line.endswith("/etc/kubernetes/manifests/kube-apiserver.manifest") for line in lines[1:4])
+    assert "PRIVATE KEY" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yaml"]
+
+
+def test_render_table_and_byte_identical_rerender(tmp_path: Path):
+    r1 = run("render", "-f", str(REPO / "examples" / "aws.yaml"), cwd=tmp_path)
+    assert r1.returncode == 0, r1.stderr
+    header = r1.stdout.splitlines()[0].split()
+    assert header[:5] == ["NODE", "ADDRESS", "ZONE", "FILES", "PLAIN"] and "pki: issued ca.crt" in r1.stderr
+    nodes = tmp_path / "build" / "prod-aws" / "nodes"
+    first = {p: p.read_bytes() for p in nodes.rglob("*") if p.is_file()}
+    r2 = run("render", "-f", str(REPO / "examples" / "aws.yaml"), cwd=tmp_path)
+    assert r2.returncode == 0 and "pki:" not in r2.stderr
+    assert first == {p: p.read_bytes() for p in nodes.rglob("*") if p.is_file()}
+    assert (nodes / "prod-aws-master-1" / "files" / "etc/kubernetes/manifests/etcd.manifest").exists()
+
+
+def test_validate_passes_on_local_example_and_writes_nothing(tmp_path: Path):
+    r = run("validate", "-f", str(REPO / "examples" / "local.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("user-data ok") == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_writes_a_valid_spec_and_refuses_to_overwrite(tmp_path: Path):
+    assert run("init", "--provider", "gcp", cwd=tmp_path).returncode == 0
+    first = (tmp_path / "cluster.yaml").read_text()
+    assert "provider: gcp" in first
+    again = run("init", "--provider", "aws", cwd=tmp_path)
+    assert again.returncode == 2 and "exists; not overwriting" in again.stderr
+    assert (tmp_path / "cluster.yaml").read_text() == first
+    assert run("init", "--provider", "aws", "--force", cwd=tmp_path).returncode == 0
+    assert run("validate", cwd=tmp_path).returncode == 0
+
+
+def test_schema_command_prints_json_schema(tmp_path: Path):
+    import json
+
+    r = run("schema", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["title"] == "bakery cluster.yaml"
