@@ -85,9 +85,9 @@ def test_manifests_are_v1_pods_without_removed_flags(rendered):
             assert validate.check_manifest(text, path) == []
             pod = yaml.safe_load(text)
             for c in pod["spec"]["containers"]:
-                if "scheduler" in c["name"] or "controller-manager" in c["name"]:
-                    if "elector" not in c["name"]:
-                        assert "--leader-elect=true" in c["command"]
+                elected = "scheduler" in c["name"] or "controller-manager" in c["name"]
+                if elected and "elector" not in c["name"]:
+                    assert "--leader-elect=true" in c["command"]
 
 
 def test_manifest_check_catches_removed_flags_and_bad_mounts():
