@@ -81,10 +81,16 @@ class Fault:
     collection: str | None = None
     status: int = 503
     op_error: bool = False
+    after: int = 0  # let this many matching calls through first
     remaining: int = 1
 
     def matches(self, call: Call) -> bool:
-        return self.remaining > 0 and call.kind == self.kind and self.collection in (None, call.collection)
+        if self.remaining <= 0 or call.kind != self.kind or self.collection not in (None, call.collection):
+            return False
+        if self.after > 0:
+            self.after -= 1
+            return False
+        return True
 
 
 @dataclass
@@ -184,7 +190,8 @@ class FakeGCE:
         call = Call(method, path, kind, collection, name)
         with self._lock:
             self.calls.append(call)
-            fault = next((f for f in self.faults if f.matches(call)), None)
+            hits = [f for f in self.faults if f.matches(call)]  # every fault counts every call
+            fault = hits[0] if hits else None
             if fault:
                 fault.remaining -= 1
                 if not fault.op_error:
@@ -331,9 +338,11 @@ class FakeGCE:
         if fault and fault.op_error:
             return self._new_op(key[0], key[1], "delete", res["selfLink"], fault)
         del self.store[key][res["name"]]
-        if key[2] == "instances":
-            for g in self.resources("instanceGroups"):
-                self._find(g["selfLink"])["_members"].discard(res["selfLink"])  # type: ignore[index]
+        if key[2] == "instances":  # GCE drops a deleted instance from its groups
+            for (_, _, col), items in self.store.items():
+                for group in items.values() if col == "instanceGroups" else ():
+                    group["_members"].discard(res["selfLink"])
+                    group["size"] = len(group["_members"])
         return self._new_op(key[0], key[1], "delete", res["selfLink"], None)
 
     def _users(self, res: dict[str, Any]) -> list[str]:
@@ -348,9 +357,12 @@ class FakeGCE:
                         users.append(other["selfLink"])
                 elif other["kind"] == "compute#backendService":
                     refs = list(other.get("healthChecks", [])) + [b.get("group", "") for b in other.get("backends", [])]
-                elif other["kind"] == "compute#instance" and res["kind"] == "compute#address" and res.get("addressType") == "INTERNAL":
-                    if any(n.get("networkIP") == res.get("address") for n in other.get("networkInterfaces", [])):
-                        users.append(other["selfLink"])
+                elif (
+                    other["kind"] == "compute#instance"
+                    and res["kind"] == "compute#address"
+                    and any(n.get("networkIP") == res.get("address") for n in other.get("networkInterfaces", []))
+                ):
+                    users.append(other["selfLink"])
                 if any(_same(r, link) for r in refs):
                     users.append(other["selfLink"])
         return users
@@ -442,6 +454,10 @@ class FakeGCE:
 class _Handler(BaseHTTPRequestHandler):
     gce: FakeGCE
     protocol_version = "HTTP/1.1"
+    # One segment per response: headers and body written separately meet Nagle and
+    # delayed ACK, which costs 40 ms a call on keep-alive connections.
+    disable_nagle_algorithm = True
+    wbufsize = -1
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet test output
         pass

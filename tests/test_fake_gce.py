@@ -1,0 +1,144 @@
+"""The fake GCE server answers the real google-cloud-compute clients the way GCE does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google.api_core import exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import compute_v1
+
+from tests.fake_gce import FakeGCE, Fault
+
+P, R, Z = "test-project", "us-central1", "us-central1-a"
+
+
+@pytest.fixture
+def gce() -> Iterator[FakeGCE]:
+    with FakeGCE(project=P).running() as fake:
+        fake.add_image("img")
+        yield fake
+
+
+def client(gce: FakeGCE, name: str) -> Any:
+    return getattr(compute_v1, f"{name}Client")(
+        transport="rest", client_options={"api_endpoint": gce.url}, credentials=AnonymousCredentials()
+    )
+
+
+def address(name: str, **labels: str) -> Any:
+    return compute_v1.Address(name=name, address_type="INTERNAL", labels=labels)
+
+
+def instance(name: str, ip: str, value: str = "#cloud-config\n") -> Any:
+    return compute_v1.Instance(
+        name=name,
+        machine_type=f"zones/{Z}/machineTypes/e2-small",
+        disks=[compute_v1.AttachedDisk(boot=True, initialize_params=compute_v1.AttachedDiskInitializeParams(source_image=f"projects/{P}/global/images/img"))],
+        network_interfaces=[compute_v1.NetworkInterface(network_i_p=ip)],
+        metadata=compute_v1.Metadata(items=[compute_v1.Items(key="user-data", value=value)]),
+    )
+
+
+def test_duplicate_name_is_409_already_exists_and_missing_is_404(gce: FakeGCE) -> None:
+    addresses = client(gce, "Addresses")
+    addresses.insert_unary(project=P, region=R, address_resource=address("a"))
+    with pytest.raises(exceptions.Conflict) as e:
+        addresses.insert_unary(project=P, region=R, address_resource=address("a"))
+    assert e.value.errors[0]["reason"] == "alreadyExists"
+    with pytest.raises(exceptions.NotFound) as nf:
+        addresses.get(project=P, region=R, address="missing")
+    assert nf.value.errors[0]["reason"] == "notFound"
+    with pytest.raises(exceptions.NotFound):
+        addresses.delete_unary(project=P, region=R, address="missing")
+    assert gce.count("insert", "addresses") == 2
+
+
+def test_list_filters_by_label_and_name_across_pages(gce: FakeGCE) -> None:
+    gce.page_size = 2
+    addresses = client(gce, "Addresses")
+    for i in range(5):
+        addresses.insert_unary(project=P, region=R, address_resource=address(f"a{i}", **{"bakery-cluster": "x" if i % 2 else "y"}))
+
+    def names(flt: str) -> list[str]:
+        return [a.name for a in addresses.list(request=compute_v1.ListAddressesRequest(project=P, region=R, filter=flt))]
+
+    assert names("") == ["a0", "a1", "a2", "a3", "a4"]
+    assert gce.count("list", "addresses") == 3  # pages of 2, 2, 1
+    assert names("labels.bakery-cluster = y") == ["a0", "a2", "a4"]
+    assert names('(labels.bakery-cluster = "x") (name != a1)') == ["a3"]
+    with pytest.raises(exceptions.BadRequest):
+        names("labels.bakery-cluster ~ x")
+
+
+def test_operations_run_then_finish_through_wait(gce: FakeGCE) -> None:
+    gce.op_seconds = 0.2
+    op = client(gce, "Addresses").insert_unary(project=P, region=R, address_resource=address("a"))
+    assert op.status == compute_v1.Operation.Status.RUNNING
+    done = client(gce, "RegionOperations").wait(project=P, region=R, operation=op.name)
+    assert done.status == compute_v1.Operation.Status.DONE
+    assert not done.error.errors
+    with pytest.raises(exceptions.NotFound):  # operations live in their scope
+        client(gce, "ZoneOperations").get(project=P, zone=Z, operation=op.name)
+
+
+def test_an_operation_error_creates_nothing(gce: FakeGCE) -> None:
+    gce.faults.append(Fault("insert", "addresses", op_error=True))
+    addresses = client(gce, "Addresses")
+    op = addresses.insert_unary(project=P, region=R, address_resource=address("a"))
+    done = client(gce, "RegionOperations").wait(project=P, region=R, operation=op.name)
+    assert done.error.errors[0].code == "QUOTA_EXCEEDED"
+    with pytest.raises(exceptions.NotFound):
+        addresses.get(project=P, region=R, address="a")
+
+
+def test_injected_http_fault_then_the_call_succeeds(gce: FakeGCE) -> None:
+    gce.faults.append(Fault("insert", "addresses", status=503, after=1))
+    addresses = client(gce, "Addresses")
+    addresses.insert_unary(project=P, region=R, address_resource=address("a"))
+    with pytest.raises(exceptions.ServiceUnavailable):
+        addresses.insert_unary(project=P, region=R, address_resource=address("b"))
+    addresses.insert_unary(project=P, region=R, address_resource=address("b"))
+    assert sorted(gce.inventory()["addresses"]) == ["a", "b"]
+
+
+def test_metadata_value_over_262144_bytes_is_rejected(gce: FakeGCE) -> None:
+    instances = client(gce, "Instances")
+    with pytest.raises(exceptions.BadRequest) as e:
+        instances.insert_unary(project=P, zone=Z, instance_resource=instance("big", "10.0.0.2", "x" * 262_145))
+    assert "262144" in e.value.message
+    instances.insert_unary(project=P, zone=Z, instance_resource=instance("ok", "10.0.0.2", "x" * 262_144))
+    assert gce.inventory()["instances"] == ["ok"]
+
+
+def test_missing_image_is_404_and_duplicate_network_ip_refused(gce: FakeGCE) -> None:
+    instances = client(gce, "Instances")
+    body = instance("a", "10.0.0.2")
+    body.disks[0].initialize_params.source_image = f"projects/{P}/global/images/nope"
+    with pytest.raises(exceptions.NotFound):
+        instances.insert_unary(project=P, zone=Z, instance_resource=body)
+    instances.insert_unary(project=P, zone=Z, instance_resource=instance("a", "10.0.0.2"))
+    with pytest.raises(exceptions.BadRequest):
+        instances.insert_unary(project=P, zone=Z, instance_resource=instance("b", "10.0.0.2"))
+
+
+def test_in_use_resources_cannot_be_deleted_and_members_not_added_twice(gce: FakeGCE) -> None:
+    addresses, instances, groups = client(gce, "Addresses"), client(gce, "Instances"), client(gce, "InstanceGroups")
+    addresses.insert_unary(project=P, region=R, address_resource=compute_v1.Address(name="m", address_type="INTERNAL", address="10.0.0.5"))
+    instances.insert_unary(project=P, zone=Z, instance_resource=instance("m", "10.0.0.5"))
+    groups.insert_unary(project=P, zone=Z, instance_group_resource=compute_v1.InstanceGroup(name="g"))
+    add = compute_v1.InstanceGroupsAddInstancesRequest(instances=[compute_v1.InstanceReference(instance=f"projects/{P}/zones/{Z}/instances/m")])
+    groups.add_instances_unary(project=P, zone=Z, instance_group="g", instance_groups_add_instances_request_resource=add)
+    with pytest.raises(exceptions.BadRequest) as twice:
+        groups.add_instances_unary(project=P, zone=Z, instance_group="g", instance_groups_add_instances_request_resource=add)
+    assert twice.value.errors[0]["reason"] == "memberAlreadyExists"
+    assert gce.members("g") == ["m"]
+    with pytest.raises(exceptions.BadRequest) as in_use:
+        addresses.delete_unary(project=P, region=R, address="m")
+    assert in_use.value.errors[0]["reason"] == "resourceInUseByAnotherResource"
+    instances.delete_unary(project=P, zone=Z, instance="m")
+    assert gce.members("g") == []
+    addresses.delete_unary(project=P, region=R, address="m")
+    assert gce.inventory() == {"instanceGroups": ["g"]}
