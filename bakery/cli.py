@@ -214,7 +214,100 @@ def cmd_launch_template(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_instance_template(args: argparse.Namespace) -> int:
+    from bakery.errors import SpecError
+    from bakery.pipeline import Cluster
+    from bakery.providers.gcp import GcpProvider, template
+    from bakery.render.userdata import encode
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    if cluster.spec.provider != "gcp":
+        raise SpecError(f"{args.file}: instance templates are a GCP feature; this spec's provider is {cluster.spec.provider}")
+    rendered = cluster.render(keep_pki=False)  # the LB's address from state.json; the PKI is left as it is
+    document = template.generic_document(rendered.plan, template.shared_files(rendered.nodes))
+    name = GcpProvider(cluster.spec, cluster.paths, ProgressPrinter()).instance_template(encode(document, "gcp", node="instance-template"))
+    out(f"instance template {name}: {len(document):,} bytes of generic user-data")
+    return 0
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from bakery import bake, spec, state
+
+    s = spec.load(args.file)
+    opts = bake.Options(only=args.only or (), if_changed=args.if_changed, dry_run=args.dry_run, packer=args.packer,
+                        templates=Path(args.templates) if args.templates else None)
+    results = bake.bake(s, state.paths(s.name, args.build_dir), opts, progress=ProgressPrinter())
+    if args.dry_run:
+        out(bake.describe(results))
+        return 0
+    for r in results:
+        rec = r.record or {}
+        where = rec.get("disk") or rec.get("image") or ", ".join(f"{k}={v}" for k, v in rec.get("amis", {}).items())
+        out(f"{r.target}: {r.name} {r.status}{('  ' + where) if where else ''}")
+    out(f"recorded in {state.paths(s.name, args.build_dir).images}")
+    return 0
+
+
+def _images_rows(data: dict[str, Any]) -> list[tuple[Any, ...]]:
+    current = {rec["name"] for rec in data["current"].values()}
+    rows = []
+    for rec in reversed(data["images"]):
+        art = rec.get("disk") or rec.get("image") or " ".join(f"{k}:{v}" for k, v in rec.get("amis", {}).items())
+        rows.append((rec["target"], rec["name"], rec.get("kubernetes_version"), rec.get("built_at"),
+                     "*" if rec["name"] in current else "", art))
+    return rows
+
+
+def cmd_images_list(args: argparse.Namespace) -> int:
+    from bakery import spec, state
+    from bakery.bake import images
+
+    s = spec.load(args.file)
+    data = images.load(state.paths(s.name, args.build_dir).images, s.name)
+    if args.output == "json":
+        out(json.dumps(data, indent=2, sort_keys=True))
+    elif data["images"]:
+        table(_images_rows(data), ("TARGET", "NAME", "KUBERNETES", "BUILT", "CURRENT", "ARTIFACT"))
+    else:
+        out(f"{s.name}: no images yet (bakery bake -f {args.file})")
+    return 0
+
+
+def cmd_images_prune(args: argparse.Namespace) -> int:
+    from bakery import spec, state
+    from bakery.bake import images
+
+    s = spec.load(args.file)
+    dropped = images.prune(state.paths(s.name, args.build_dir).images, s.name, args.keep)
+    for rec in dropped:
+        if rec["target"] == "local":
+            out(f"removed {rec['name']} ({rec.get('disk')})")
+        else:
+            ids = rec.get("image") or " ".join(f"{k}:{v}" for k, v in rec.get("amis", {}).items())
+            out(f"forgot {rec['target']} {rec['name']}: delete {ids} in the cloud console or CLI")
+    out(f"{s.name}: {len(dropped)} image(s) pruned, newest {args.keep} per target kept")
+    return 0
+
+
 # -- parser and main ----------------------------------------------------------------
+
+
+def cmd_discovery_new(args: argparse.Namespace) -> int:
+    from bakery import discovery, spec, state
+
+    s = spec.load(args.file)
+    token = discovery.new_token(s, state.paths(s.name, args.build_dir), replace=args.replace)
+    for record in token.srv_records:
+        out(record)
+    if token.url:
+        out(token.url)
+    elif token.token:
+        out(token.token)
+    if token.note:
+        err(token.note)
+    if token.created:
+        err(f"recorded in {state.paths(s.name, args.build_dir).state}; `bakery render` uses it for the first boot only")
+    return 0
 
 
 def _add_spec_arg(p: argparse.ArgumentParser) -> None:
@@ -282,6 +375,48 @@ def _parser() -> argparse.ArgumentParser:
                        "own instance-data; a new template version (made the default) when it changes. Run after `up`.")
     _add_spec_arg(p)
     p.set_defaults(func=cmd_launch_template)
+
+    p = sub.add_parser("instance-template", help="GCP: create the masters' instance template (for managed instance groups)",
+                       description="One generic `## template: jinja` user-data that a node completes at boot from its "
+                       "own instance-data; templates are immutable, so a change makes a new one (named by its content). Run after `up`.")
+    _add_spec_arg(p)
+    p.set_defaults(func=cmd_instance_template)
+
+    p = sub.add_parser("bake", help="build the golden image(s) with Packer and record them in images.json",
+                       description="Stage build/<cluster>/packer/<target>/, run `packer validate` then `packer build "
+                       "-machine-readable`, and record the artifact (AMI per region, GCE image, local disk + kernel + "
+                       "initrd) in build/<cluster>/images.json. The image name carries the Kubernetes version and a "
+                       "hash of every input. Default target: the spec's provider.")
+    _add_spec_arg(p)
+    p.add_argument("--only", action="append", choices=("aws", "gcp", "local", "qemu"),
+                   help="bake this target (repeatable; qemu = local)")
+    p.add_argument("--if-changed", action="store_true", help="skip a target whose inputs' hash is already in images.json")
+    p.add_argument("--dry-run", action="store_true", help="print the image names, hashes and packer commands; run nothing")
+    p.add_argument("--packer", default=os.environ.get("PACKER", "packer"), help="the packer executable (default: %(default)s, env PACKER)")
+    p.add_argument("--templates", metavar="DIR", help="Packer templates to use instead of bakery's own packer/ folder")
+    p.set_defaults(func=cmd_bake)
+
+    p = sub.add_parser("images", help="list or prune the images bakery built for the cluster")
+    images_sub = p.add_subparsers(dest="images_command", metavar="ACTION", required=True)
+    q = images_sub.add_parser("list", help="every recorded image, newest first (* = what up boots)")
+    _add_spec_arg(q)
+    q.add_argument("--output", choices=("table", "json"), default="table", help="default: %(default)s")
+    q.set_defaults(func=cmd_images_list)
+    q = images_sub.add_parser("prune", help="forget all but the newest N images per target; delete old local disks")
+    _add_spec_arg(q)
+    q.add_argument("--keep", type=int, default=2, help="images to keep per target (default: %(default)s)")
+    q.set_defaults(func=cmd_images_prune)
+
+    p = sub.add_parser("discovery", help="etcd bootstrap: create the discovery token for the spec's mode")
+    discovery_sub = p.add_subparsers(dest="discovery_command", metavar="ACTION", required=True)
+    q = discovery_sub.add_parser("new", help="create (or show the unused) token and record it in state.json",
+                                 description="discovery: GET <discovery_service>/new?size=N, or PUT <token>/_config/size "
+                                 "on a v2 keys URL; discovery-v3: put /_etcd/registry/<token>/_config/size on "
+                                 "discovery_endpoints; dns-srv: print the SRV and A records to publish; static: nothing. "
+                                 "Refused once the cluster bootstrapped: a token is for the first boot only.")
+    _add_spec_arg(q)
+    q.add_argument("--replace", action="store_true", help="make a new token even if an unused one is recorded")
+    q.set_defaults(func=cmd_discovery_new)
 
     return parser
 
