@@ -1,0 +1,96 @@
+"""`bakery up / status / instance-template / down` for a GCP spec, through the CLI, against the fake GCE."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+from bakery import cli
+from bakery.pipeline import Cluster
+from bakery.providers.gcp import template
+from tests.fake_gce import FakeGCE
+
+IMAGE = "bakery-k8s-1-31-4-abc123"
+SPEC = f"""\
+name: demo
+provider: gcp
+gcp:
+  project: test-project
+  image: {IMAGE}
+"""
+
+
+@pytest.fixture
+def gce(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGCE]:
+    with FakeGCE(project="test-project").running() as fake:
+        fake.add_image(IMAGE)
+        monkeypatch.setenv("BAKERY_GCP_ENDPOINT_URL", fake.url)  # the env override, as a user would set it
+        yield fake
+
+
+def test_up_status_instance_template_down(gce: FakeGCE, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(SPEC)
+    args = ["-f", str(spec), "-o", str(tmp_path / "build")]
+
+    assert cli.main(["up", *args]) == 0
+    lb_ip = next(a for a in gce.resources("addresses") if a["name"] == "demo-apiserver")["address"]
+    out = capsys.readouterr()
+    assert f"API: https://{lb_ip}:6443" in out.out
+    assert "instance demo-master-2" in out.err  # progress lines
+
+    assert cli.main(["up", *args]) == 0
+    assert "0 created" in capsys.readouterr().out
+
+    assert cli.main(["status", *args]) == 0
+    status = capsys.readouterr().out
+    for i in range(3):
+        assert f"demo-master-{i}" in status and f"10.240.0.1{i}" in status
+    assert IMAGE in status
+
+    assert cli.main(["instance-template", *args]) == 0
+    (tpl,) = gce.resources("instanceTemplates")
+    assert f"instance template {tpl['name']}" in capsys.readouterr().out
+    meta = {i["key"]: i["value"] for i in tpl["properties"]["metadata"]["items"]}
+    assert meta["user-data"].startswith("## template: jinja\n#cloud-config\n")
+
+    assert cli.main(["down", *args]) == 0
+    assert "resources deleted" in capsys.readouterr().out
+    assert gce.inventory() == {}
+    assert cli.main(["down", *args]) == 0
+    assert "nothing to delete" in capsys.readouterr().out
+
+
+def test_instance_template_refuses_another_provider(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text("name: demo\nprovider: local\n")
+    assert cli.main(["instance-template", "-f", str(spec), "-o", str(tmp_path / "build")]) == 2
+    assert "GCP feature" in capsys.readouterr().err
+
+
+def test_generic_document_completes_from_instance_data(tmp_path: Path) -> None:
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(SPEC)
+    cluster = Cluster.load(spec, tmp_path / "build")
+    rendered = cluster.render()
+    files = template.shared_files(rendered.nodes)
+    document = template.generic_document(rendered.plan, files)
+    assert document == template.generic_document(rendered.plan, files)  # pure
+    header, body = document.decode().split("\n", 1)
+    assert header == "## template: jinja"
+    # cloud-init renders the document with Jinja over its instance-data (v1 keys on GCE)
+    instance_data = {"v1": {"instance_id": "4242", "availability_zone": "us-central1-b", "region": "us-central1", "local_hostname": "demo-mig-x1"}}
+    config = yaml.safe_load(jinja2.Template(body, undefined=jinja2.StrictUndefined).render(**instance_data))
+    assert config["hostname"] == "demo-mig-x1"
+    env = config["write_files"][0]
+    assert env["path"] == template.NODE_ENV
+    assert "BAKERY_ZONE=us-central1-b\n" in env["content"] and "BAKERY_INSTANCE_ID=4242\n" in env["content"]
+    shared = {f.path: f.content for f in files}
+    assert shared and all(base64.b64decode(e["content"]) == shared[e["path"]] for e in config["write_files"][1:])
+    assert not any("etcd/peer" in p for p in shared)  # per-node files stay out
+    assert "metadata.google.internal" in config["runcmd"][0][2]
