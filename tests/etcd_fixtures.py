@@ -226,3 +226,33 @@ class SingleEtcd:
     def close(self) -> None:
         self.client.close()
         self.proc.stop()
+
+
+class DiscoveryEtcd:
+    """Debian's etcd 3.4 with the v2 API: a self-hosted discovery service over plain HTTP.
+
+    `keys` is the v2 keys URL under which tokens live (what etcd.discovery_service names).
+    """
+
+    def __init__(self, folder: Path, binary: Path = DEBIAN_ETCD, host: str | None = None) -> None:
+        self.host = host or loopback_net() + "200"
+        client_port = free_port(self.host)
+        peer_port = free_port(self.host, avoid=[client_port])
+        self.url = f"http://{self.host}:{client_port}"
+        peer = f"http://{self.host}:{peer_port}"
+        argv = [
+            str(binary), "--name", "discovery", "--data-dir", str(folder / "data"), "--enable-v2=true",
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"discovery={peer}",
+        ]  # fmt: skip
+        self.keys = f"{self.url}/v2/keys/discovery"
+        # Debian's etcd reads ETCD_* variables; keep the test's own environment out of it
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ETCD_UNSUPPORTED_ARCH": ""}
+        self.proc = Proc(argv, folder / "discovery-etcd.log", env=env)
+        self.client = Client([self.url])
+        wait_healthy(self.client, [self.url], 30, [self.proc])
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.stop()
