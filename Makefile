@@ -50,8 +50,8 @@ render: setup ## render SPEC into BUILD/<cluster>/nodes
 validate: setup ## validate SPEC and everything it renders
 	$(BAKERY) validate -f $(SPEC) -o $(BUILD)
 
-bake: setup ## build the golden image for SPEC's provider
-	$(BAKERY) bake -f $(SPEC) -o $(BUILD)
+bake: setup ## build the golden image for SPEC's provider (skipped when an image of the same inputs exists)
+	$(BAKERY) bake -f $(SPEC) -o $(BUILD) --if-changed
 
 up: setup ## create or converge SPEC's cluster
 	$(BAKERY) up -f $(SPEC) -o $(BUILD)
