@@ -7,6 +7,7 @@ observe goes through botocore's own event system (TESTING.md: no patching):
 - `latency` sleeps before each HTTP send (bench/up.py's per-call latency);
 - `fail_after` raises `Interrupted` right after the Nth mutating call has succeeded,
   the worst moment for an interruption: the resource exists, bakery never heard of it.
+  From then on every call fails, on every thread, as if the process had died.
 
 moto accepts duplicate LB names and ignores ClientToken, so what these tests see about
 idempotence is bakery's own doing.
@@ -14,6 +15,7 @@ idempotence is bakery's own doing.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import urllib.request
@@ -37,7 +39,9 @@ class Calls:
     """Every call the injected clients made: (service, operation, step)."""
 
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)  # mutating calls the server carried out
     fail_after: int | None = None
+    tripped: bool = False
     latency: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,15 +60,19 @@ class Calls:
         from bakery.providers.aws import dag
 
         with self._lock:
+            if self.tripped:
+                raise Interrupted(f"{model.name}: the process is down (fault injected)")
             self.log.append((model.service_model.service_name, model.name, dag.current()))
 
     def _after(self, model: Any, **_: Any) -> None:
-        if self.fail_after is None or not model.name.startswith(MUTATING):
+        if not model.name.startswith(MUTATING):
             return
         with self._lock:
-            done = len(self.mutating)
-        if done >= self.fail_after:
-            raise Interrupted(f"fault injected after mutating call #{done} ({model.name})")
+            self.completed.append(model.name)
+            if self.fail_after is not None and len(self.completed) >= self.fail_after:
+                self.tripped = True
+        if self.tripped:
+            raise Interrupted(f"fault injected after mutating call #{self.fail_after}")
 
     def _send(self, **_: Any) -> None:
         if self.latency:
@@ -107,6 +115,7 @@ class Moto:
 def start() -> tuple[Any, Moto]:
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

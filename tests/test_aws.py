@@ -1,0 +1,315 @@
+"""The AWS provider through the real boto3 client against moto's server on 127.0.0.1.
+
+Clients are injected (`client_factory`) with botocore event hooks that count calls and
+inject faults; nothing in bakery is patched. moto ignores ClientToken and accepts a
+duplicate LB name, so every "no duplicate" seen here is bakery's find-by-tag at work.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bakery import spec as spec_mod
+from bakery import state, topology
+from bakery.errors import ProviderError, RenderError
+from bakery.providers.aws import create
+from bakery.providers.aws.common import TAG_CLUSTER
+from bakery.providers.base import LBAddress, RenderedNode
+from bakery.render.userdata import UserData, decode, encode
+from tests.moto_server import Calls, Interrupted, Moto, moto, moto_session  # noqa: F401
+
+SPEC = """\
+name: {name}
+provider: aws
+masters: {masters}
+aws:
+  region: us-east-1
+  zones:
+    - {{name: us-east-1a, subnet: 10.240.0.0/24}}
+    - {{name: us-east-1b, subnet: 10.240.1.0/24}}
+    - {{name: us-east-1c, subnet: 10.240.2.0/24}}
+"""
+
+
+def make_spec(name: str = "demo", masters: int = 3, extra: str = "") -> spec_mod.ClusterSpec:
+    return spec_mod.parse(SPEC.format(name=name, masters=masters) + extra)
+
+
+def fixed_render(spec: spec_mod.ClusterSpec, tag: str = "v1", sink: dict[str, bytes] | None = None):
+    """A render callback with fixed user-data per node; master-1's is too big for plain and gzips."""
+
+    def render(lb: LBAddress) -> dict[str, RenderedNode]:
+        plan = topology.plan(spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
+        out = {}
+        for n in plan.nodes:
+            plain = f"#cloud-config\n# {tag} {n.name} {n.address} {plan.lb.endpoint}\n".encode()
+            if n.index == 1:
+                plain += b"# " + b"padding " * 2500 + b"\n"  # 20 KB plain, well under 16 KB gzipped
+            out[n.name] = RenderedNode(n.name, n.address, n.zone, encode(plain, "aws"))
+            if sink is not None:
+                sink[n.name] = plain
+        return out
+
+    return render
+
+
+@pytest.fixture
+def cluster(moto: Moto, tmp_path: Path):  # noqa: F811
+    """(spec, paths, calls, provider factory) for a 3-master cluster on a clean moto."""
+    spec = make_spec()
+    paths = state.paths(spec.name, tmp_path / "build")
+    paths.base.mkdir(parents=True)
+    paths.images.write_text(json.dumps({"aws": {"image": moto.default_ami()}}))
+    calls = Calls()
+    events: list[tuple[str, str, str]] = []
+
+    def provider(s: spec_mod.ClusterSpec = spec, c: Calls = calls):
+        return create(s, paths, lambda *e: events.append(e), client_factory=moto.factory(c),
+                      poll_interval=0.05, wait_timeout=10)
+
+    return spec, paths, calls, provider, events
+
+
+def inventory(moto: Moto, cluster_name: str) -> dict[str, list[str]]:  # noqa: F811
+    """Every resource tagged with the cluster, by kind (ids sorted)."""
+    ec2, elbv2 = moto.client("ec2"), moto.client("elbv2")
+    f = [{"Name": f"tag:{TAG_CLUSTER}", "Values": [cluster_name]}]
+    live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    lbs = elbv2.describe_load_balancers()["LoadBalancers"]
+    tgs = elbv2.describe_target_groups()["TargetGroups"]
+    arns = [x["LoadBalancerArn"] for x in lbs] + [x["TargetGroupArn"] for x in tgs]
+    tagged = set()
+    if arns:
+        for d in elbv2.describe_tags(ResourceArns=arns)["TagDescriptions"]:
+            if any(t["Key"] == TAG_CLUSTER and t["Value"] == cluster_name for t in d["Tags"]):
+                tagged.add(d["ResourceArn"])
+    ours_lb = [x["LoadBalancerArn"] for x in lbs if x["LoadBalancerArn"] in tagged]
+    return {
+        "instance": sorted(i["InstanceId"] for r in ec2.describe_instances(Filters=f + live)["Reservations"] for i in r["Instances"]),
+        "vpc": sorted(v["VpcId"] for v in ec2.describe_vpcs(Filters=f)["Vpcs"]),
+        "subnet": sorted(s["SubnetId"] for s in ec2.describe_subnets(Filters=f)["Subnets"]),
+        "security-group": sorted(g["GroupId"] for g in ec2.describe_security_groups(Filters=f)["SecurityGroups"]),
+        "internet-gateway": sorted(g["InternetGatewayId"] for g in ec2.describe_internet_gateways(Filters=f)["InternetGateways"]),
+        "load-balancer": sorted(ours_lb),
+        "target-group": sorted(x["TargetGroupArn"] for x in tgs if x["TargetGroupArn"] in tagged),
+        "listener": sorted(li["ListenerArn"] for a in ours_lb for li in elbv2.describe_listeners(LoadBalancerArn=a)["Listeners"]),
+        "launch-template": sorted(t["LaunchTemplateId"] for t in ec2.describe_launch_templates(Filters=f)["LaunchTemplates"]),
+    }
+
+
+def counts(inv: dict[str, list[str]]) -> dict[str, int]:
+    return {k: len(v) for k, v in inv.items()}
+
+
+EXPECTED_3 = {"instance": 3, "vpc": 1, "subnet": 3, "security-group": 2, "internet-gateway": 1,
+              "load-balancer": 1, "target-group": 1, "listener": 1, "launch-template": 0}
+
+
+def test_fresh_up_creates_exactly_the_cluster(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, paths, calls, provider, _ = cluster
+    plain: dict[str, bytes] = {}
+    result = provider().up(fixed_render(spec, sink=plain))
+
+    inv = inventory(moto, spec.name)
+    assert counts(inv) == EXPECTED_3
+    ec2, elbv2 = moto.client("ec2"), moto.client("elbv2")
+    lb = elbv2.describe_load_balancers(LoadBalancerArns=inv["load-balancer"])["LoadBalancers"][0]
+    assert lb["Type"] == "network" and lb["Scheme"] == "internet-facing"
+    assert result.endpoint == f"https://{lb['DNSName']}:6443"
+    plan = topology.plan(spec, lb_dns_names=(lb["DNSName"],))
+    instances = {i["InstanceId"]: i for r in ec2.describe_instances(InstanceIds=inv["instance"])["Reservations"]
+                 for i in r["Instances"]}
+    by_node = {next(t["Value"] for t in i["Tags"] if t["Key"] == "bakery:node"): i for i in instances.values()}
+    assert sorted(by_node) == [n.name for n in plan.nodes]
+    for node in plan.nodes:
+        inst = by_node[node.name]
+        assert inst["PrivateIpAddress"] == node.address
+        assert inst["Placement"]["AvailabilityZone"] == node.zone
+        assert inst["MetadataOptions"]["HttpTokens"] == "required"
+        sent = base64.b64decode(ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="userData")["UserData"]["Value"])
+        assert decode(sent, "plain") == plain[node.name]
+        assert plan.lb.endpoint.encode() in plain[node.name]  # rendered after the LB existed
+        tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+        assert tags["Name"] == node.name and tags[TAG_CLUSTER] == spec.name
+        volume_ids = [m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]]
+        assert all(v["Encrypted"] for v in ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"])
+    assert base64.b64decode(ec2.describe_instance_attribute(
+        InstanceId=by_node["demo-master-1"]["InstanceId"], Attribute="userData")["UserData"]["Value"])[:2] == b"\x1f\x8b"
+    targets = elbv2.describe_target_health(TargetGroupArn=inv["target-group"][0])["TargetHealthDescriptions"]
+    assert sorted(t["Target"]["Id"] for t in targets) == inv["instance"]
+
+    groups = {g["GroupName"]: g for g in ec2.describe_security_groups(GroupIds=inv["security-group"])["SecurityGroups"]}
+    masters_ports = {(p["FromPort"], p["ToPort"]) for p in groups["demo-masters"]["IpPermissions"]}
+    assert masters_ports == {(2379, 2380), (10250, 10250)}
+    assert all(g["GroupId"] == groups["demo-masters"]["GroupId"]
+               for p in groups["demo-masters"]["IpPermissions"] for g in p["UserIdGroupPairs"])
+    assert {r["CidrIp"] for p in groups["demo-api"]["IpPermissions"] for r in p["IpRanges"]} == {"0.0.0.0/0", "10.240.0.0/16"}
+
+    recorded = state.load(paths)["aws"]
+    assert recorded["vpc"]["id"] == inv["vpc"][0]
+    assert sorted(recorded["subnets"].values()) == inv["subnet"]
+    assert sorted(recorded["security_groups"].values()) == inv["security-group"]
+    assert sorted(recorded["instances"].values()) == inv["instance"]
+    assert recorded["load_balancer"]["arn"] == inv["load-balancer"][0]
+    assert recorded["target_group"] == inv["target-group"][0]
+    assert [recorded["listener"]] == inv["listener"]
+    assert recorded["internet_gateway"] == inv["internet-gateway"][0]
+    assert state.load(paths)["lb"]["dns_names"] == [lb["DNSName"]]
+
+
+def test_second_up_makes_no_create_call(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, _, calls, provider, _ = cluster
+    provider().up(fixed_render(spec))
+    before = inventory(moto, spec.name)
+    calls.clear()
+    result = provider().up(fixed_render(spec))
+    assert calls.mutating == []
+    assert calls.ops(), "the second up still looked everything up"
+    assert result.created == [] and result.drift == []
+    assert inventory(moto, spec.name) == before
+
+
+def test_up_interrupted_after_each_create_converges(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, paths, calls, provider, _ = cluster
+    provider().up(fixed_render(spec))
+    reference = counts(inventory(moto, spec.name))
+    total = len(calls.mutating)
+    assert total >= 15
+    for n in range(1, total + 1):
+        moto.reset()
+        paths.state.unlink(missing_ok=True)
+        faulty = Calls(fail_after=n)
+        with pytest.raises(Interrupted):
+            provider(c=faulty).up(fixed_render(spec))
+        assert len(faulty.completed) >= n  # others may have been in flight on other threads
+        again = Calls()
+        provider(c=again).up(fixed_render(spec))
+        assert counts(inventory(moto, spec.name)) == reference, f"after an interruption at mutating call {n}"
+        # the rerun created only what the interrupted run had not
+        assert len(faulty.completed) + len(again.completed) == total, (n, faulty.completed, again.completed)
+
+
+def test_down_deletes_exactly_the_cluster(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, paths, calls, provider, _ = cluster
+    ec2, elbv2 = moto.client("ec2"), moto.client("elbv2")
+    # Someone else's resources, some with names like ours: down must not touch them.
+    other_vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    other_subnet = ec2.create_subnet(VpcId=other_vpc, CidrBlock="10.9.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    other_sg = ec2.create_security_group(GroupName="demo-masters", Description="not bakery's", VpcId=other_vpc)["GroupId"]
+    other_instance = ec2.run_instances(ImageId=moto.default_ami(), MinCount=1, MaxCount=1, SubnetId=other_subnet,
+                                       TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": TAG_CLUSTER, "Value": "other"}]}]
+                                       )["Instances"][0]["InstanceId"]
+    other_lb = elbv2.create_load_balancer(Name="other-api", Subnets=[other_subnet], Type="network")["LoadBalancers"][0]["LoadBalancerArn"]
+    provider().up(fixed_render(spec))
+    created = inventory(moto, spec.name)
+
+    deleted = provider().down()
+    assert all(v == [] for v in inventory(moto, spec.name).values())
+    assert len(deleted) == sum(len(v) for k, v in created.items() if k != "listener")  # listeners go with their LB
+    assert ec2.describe_vpcs(VpcIds=[other_vpc])["Vpcs"]
+    assert ec2.describe_subnets(SubnetIds=[other_subnet])["Subnets"]
+    assert ec2.describe_security_groups(GroupIds=[other_sg])["SecurityGroups"]
+    assert ec2.describe_instances(InstanceIds=[other_instance])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+    assert elbv2.describe_load_balancers(LoadBalancerArns=[other_lb])["LoadBalancers"]
+    assert "aws" not in state.load(paths) and "lb" not in state.load(paths)
+
+    calls.clear()
+    assert provider().down() == []
+    assert calls.mutating == []
+
+
+def test_oversize_user_data_is_refused_before_any_api_call(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, _, calls, provider, _ = cluster
+    provider().up(fixed_render(spec))
+    blob = random.Random(0).randbytes(17_000)  # incompressible; moto would take it
+
+    def oversize(lb: LBAddress) -> dict[str, RenderedNode]:
+        plan = topology.plan(spec, lb_dns_names=lb.dns_names)
+        return {n.name: RenderedNode(n.name, n.address, n.zone, UserData(blob, blob, "plain", 16_384)) for n in plan.nodes}
+
+    calls.clear()
+    with pytest.raises(RenderError) as e:
+        provider().up(oversize)
+    assert calls.log == []  # the LB's names were in state.json: rendered and checked first
+    assert "17,000 bytes" in "\n".join(e.value.lines())
+
+    moto.reset()
+    cluster[1].state.unlink()
+    calls.clear()
+    with pytest.raises(RenderError):
+        provider().up(oversize)  # a new cluster: the LB must exist before rendering; no master is started
+    assert not any(op == "RunInstances" for op in calls.ops())
+
+
+def test_changed_user_data_is_reported_as_drift_not_replaced(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, _, calls, provider, _ = cluster
+    provider().up(fixed_render(spec, "v1"))
+    before = inventory(moto, spec.name)
+    calls.clear()
+    result = provider().up(fixed_render(spec, "v2"))
+    assert calls.mutating == []
+    assert inventory(moto, spec.name) == before
+    assert len(result.drift) == 3
+    assert all("user-data differs" in d and "rollout" in d for d in result.drift)
+
+
+def test_wait_reports_healthy_targets(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, _, _, provider, events = cluster
+    provider().up(fixed_render(spec), wait=True)
+    assert ("targets", "healthy", "3/3 healthy") in events
+
+
+def test_status_lists_masters_and_the_endpoint(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, _, _, provider, _ = cluster
+    assert [n.state for n in provider().status().nodes] == ["absent"] * 3
+    result = provider().up(fixed_render(spec))
+    status = provider().status()
+    assert status.endpoint == result.endpoint
+    plan = topology.plan(spec)
+    assert [(n.name, n.address, n.zone, n.state) for n in status.nodes] == [
+        (p.name, p.address, p.zone, "running") for p in plan.nodes]
+    assert all(n.id and n.id.startswith("i-") and n.image for n in status.nodes)
+
+
+def test_layout_aws_cannot_hold_is_refused_before_any_call(moto: Moto, cluster: Any, tmp_path: Path) -> None:  # noqa: F811
+    _, _, calls, provider, _ = cluster
+    shared = spec_mod.parse(SPEC.format(name="demo", masters=3).split("  zones:")[0])  # default zones share one subnet
+    with pytest.raises(ProviderError, match="own `subnet:`"):
+        provider(shared).up(fixed_render(shared))
+    low = make_spec(extra="network: {first_host: 2}\n")
+    with pytest.raises(ProviderError, match="reserved by AWS"):
+        provider(low).up(fixed_render(low))
+    assert calls.log == []
+
+
+def test_missing_credentials_are_one_clear_line(moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("BAKERY_AWS_ENDPOINT_URL", moto.endpoint)
+    spec = make_spec()
+    with pytest.raises(ProviderError) as e:
+        create(spec, state.paths(spec.name, tmp_path), lambda *a: None).status()
+    assert e.value.lines() == [e.value.message] and "no credentials" in e.value.message
+    assert "AWS_PROFILE" in e.value.message
+
+
+def test_permission_and_quota_errors_say_what_to_do() -> None:
+    from botocore.exceptions import ClientError
+
+    from bakery.providers.aws.clients import describe
+
+    denied = ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "You are not authorized. "
+                                    "Encoded authorization failure message: AAAA" + "B" * 500}}, "RunInstances")
+    line = describe(denied, "us-east-1")
+    assert "RunInstances" in line and "grant it" in line and "BBBB" not in line and "\n" not in line
+    quota = ClientError({"Error": {"Code": "VcpuLimitExceeded", "Message": "You have requested more vCPU"}}, "RunInstances")
+    assert "Service Quotas" in describe(quota, "eu-west-1")
