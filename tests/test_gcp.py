@@ -177,6 +177,36 @@ def test_up_interrupted_after_each_step_converges_without_duplicates(tmp_path: P
                 assert not result.drift
 
 
+def test_up_killed_while_waiting_on_operations_converges(tmp_path: Path) -> None:
+    """The inserts were accepted but bakery stopped before their operations finished."""
+    for k in range(4):
+        with FakeGCE(project=PROJECT, op_seconds=0.05).running() as fake:
+            fake.add_image(IMAGE)
+            provider, spec = make(fake, tmp_path / f"wait-{k}")
+            fake.faults.append(Fault("wait", status=503, after=k))
+            with pytest.raises(ProviderError):
+                provider.up(Renderer(spec))
+            provider.up(Renderer(spec))
+            assert fake.inventory() == EXPECTED
+
+
+def test_down_interrupted_after_each_delete_finishes_on_rerun(tmp_path: Path) -> None:
+    total = sum(len(v) for v in EXPECTED.values())
+    for k in range(0, total, 3):
+        with FakeGCE(project=PROJECT).running() as fake:
+            fake.add_image(IMAGE)
+            provider, spec = make(fake, tmp_path / f"down-{k}")
+            provider.up(Renderer(spec))
+            fake.faults.append(Fault("delete", status=503, after=k))
+            with pytest.raises(ProviderError):
+                provider.down()
+            assert fake.inventory() != {}
+            first = list(provider.ledger.deleted)  # what the interrupted run got done
+            second = provider.down()
+            assert sorted(first + second) == sorted(set(first + second)) and len(first + second) == total
+            assert fake.inventory() == {}
+
+
 def test_down_deletes_exactly_the_clusters_resources(gce: FakeGCE, tmp_path: Path) -> None:
     gce.page_size = 2  # down lists by label/marker across pages
     other, other_spec = make(gce, tmp_path, spec_text(name="other", network="default"))

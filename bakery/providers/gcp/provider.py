@@ -330,16 +330,22 @@ class GcpProvider:
         k = KINDS[kind]
         client = self.compute.client(k.client)
         ops = []
+        failure: ProviderError | None = None
         for item in items:
             self.progress(f"{kind} {item.name}", "deleting")
             try:
                 op = self.compute.call(f"delete {kind} {item.name}", client.delete_unary, **self._scope(k, zone), **{k.field: item.name})
             except self.compute.exceptions.NotFound:
                 continue  # gone between the list and the delete
+            except ProviderError as e:
+                failure = e  # still wait for (and report) the deletes already accepted
+                break
             ops.append((item.name, op))
         for name, op in ops:
             self.compute.wait(op, f"delete {kind} {name}")
             self.ledger.gone(kind, name)
+        if failure:
+            raise failure
 
     # -- generic resource calls --------------------------------------------------------
 
