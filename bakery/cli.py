@@ -160,7 +160,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     cluster = Cluster.load(args.file, args.build_dir)
     provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
-    result = provider.up(cluster.render_callback(), wait=args.wait)
+    # local: `up` is watched by a person and returns at a healthy etcd (its whole point)
+    result = provider.up(cluster.render_callback(), wait=args.wait or cluster.spec.provider == "local")
     out(f"{cluster.spec.name}: {len(result.created)} created, {len(result.existing)} already there; "
         f"ids in {cluster.paths.state}")
     if result.endpoint:
@@ -182,15 +183,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     table([(n.name, n.id or "-", n.address, n.zone, n.state, n.health, n.image or "-") for n in status.nodes],
           ("NODE", "ID", "ADDRESS", "ZONE", "STATE", "TARGET HEALTH", "IMAGE"))
+    if status.provider == "local":  # ID is the QEMU PID, health the node's own etcd member
+        out()
+        table([(n.name, n.extra.get("cloud-init", "-"), "leader" if n.extra.get("leader") else "", n.extra.get("ssh", ""))
+               for n in status.nodes], ("NODE", "CLOUD-INIT", "ETCD", "SSH"))
+        for key, value in status.extra.items():
+            out(f"{key}: {value}")
     out(f"\n{status.provider} {status.cluster}: API {status.endpoint or '(no load balancer)'}")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     from bakery import providers, spec, state
+    from bakery.errors import SpecError
 
     s = spec.load(args.file)
-    deleted = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter()).down()
+    provider = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter())
+    if args.purge and s.provider != "local":
+        raise SpecError(f"down --purge removes the local provider's VM disks; this spec's provider is {s.provider}")
+    deleted = provider.down(purge=True) if args.purge else provider.down()
     for d in deleted:
         out(f"deleted {d}")
     out(f"{s.name}: {len(deleted)} resources deleted" if deleted else f"{s.name}: nothing carries the cluster's tag; nothing to delete")
@@ -310,6 +321,38 @@ def cmd_discovery_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_provider(args: argparse.Namespace, command: str) -> Any:
+    from bakery import providers, spec, state
+    from bakery.errors import SpecError
+
+    s = spec.load(args.file)
+    if s.provider != "local":
+        raise SpecError(f"`bakery {command}` is for the local provider's VMs; {args.file} uses {s.provider} "
+                        "(use the cloud's own console and SSH access)")
+    return providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter(quiet=True))
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    remote = args.remote[1:] if args.remote[:1] == ["--"] else args.remote
+    argv = _local_provider(args, "ssh").ssh_argv(args.node, remote)
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+    return 1  # not reached: exec replaces bakery
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from bakery.errors import ProviderError
+
+    path = _local_provider(args, "logs").console_log(args.node)
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        raise ProviderError(f"{path}: no console log yet; `bakery up` starts {args.node} and its log") from None
+    for line in lines[-args.lines:] if args.lines > 0 else lines:
+        out(line)
+    return 0
+
+
 def _add_spec_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", default="cluster.yaml", metavar="CLUSTER_YAML", help="the cluster spec (default: %(default)s)")
     p.add_argument("-o", "--build-dir", default=os.environ.get("BAKERY_BUILD_DIR", "build"), metavar="DIR",
@@ -368,7 +411,22 @@ def _parser() -> argparse.ArgumentParser:
                        description="Delete, in reverse order, every resource tagged with the cluster and wait for it; "
                        "says what it deleted. Resources without the tag are never touched; a second run does nothing.")
     _add_spec_arg(p)
+    p.add_argument("--purge", action="store_true", help="local: also remove the VMs' disks, console logs and SSH key")
     p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("ssh", help="local: ssh into a master VM as root with bakery's key",
+                       description="Runs ssh to the master's forwarded port on 127.0.0.1 with the key in "
+                       "build/<cluster>/local/ssh/. Anything after the node name is run as the remote command.")
+    _add_spec_arg(p)
+    p.add_argument("node", help="master name, e.g. local-master-0")
+    p.add_argument("remote", nargs=argparse.REMAINDER, help="command to run (default: a login shell)")
+    p.set_defaults(func=cmd_ssh)
+
+    p = sub.add_parser("logs", help="local: a master VM's serial console log (kernel, systemd, cloud-init)")
+    _add_spec_arg(p)
+    p.add_argument("node", help="master name, e.g. local-master-0")
+    p.add_argument("-n", "--lines", type=int, default=0, help="only the last N lines (default: all)")
+    p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("launch-template", help="AWS: create or update the masters' launch template (for autoscaling groups)",
                        description="One generic `## template: jinja` user-data that a node completes at boot from its "
