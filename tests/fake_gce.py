@@ -433,10 +433,12 @@ class FakeGCE:
             raise GceError(400, "invalid", f"IP address '{ip}' is already reserved")
 
     def _fill_addresses(self, res: dict[str, Any]) -> None:
-        n = sum(1 for _ in self.resources("addresses"))
         if not res.get("address"):
+            # GCE picks a free one: internal from the subnetwork, external from its pool
+            # (here TEST-NET-3, which is never routed)
             prefix = "10.128.0." if res.get("addressType") == "INTERNAL" else "203.0.113."
-            res["address"] = f"{prefix}{100 + n}"
+            taken = {a.get("address") for a in self.resources("addresses")}
+            res["address"] = next(f"{prefix}{i}" for i in range(2, 255) if f"{prefix}{i}" not in taken)
         res.setdefault("addressType", "EXTERNAL")
         res["status"] = "RESERVED"
 

@@ -317,7 +317,9 @@ def test_image_from_images_json_or_a_clear_error_before_any_call(gce: FakeGCE, t
     provider.paths.images.write_text("not json")
     with pytest.raises(ProviderError, match="no image"):
         provider.up(Renderer(spec))
-    provider.paths.images.write_text(json.dumps({"gcp": {"image": IMAGE, "hash": "abc123"}, "aws": {"us-east-1": "ami-1"}}))
+    # the shape bakery.bake.images records
+    provider.paths.images.write_text(json.dumps({"version": 1, "cluster": "demo", "gcp": {"target": "gcp", "image": IMAGE, "project": PROJECT, "hash": "abc123"},
+                                                 "aws": {"image": "ami-1"}, "images": []}))
     provider.up(Renderer(spec))
     assert {i["disks"][0]["initializeParams"]["sourceImage"] for i in gce.resources("instances")} == {f"projects/{PROJECT}/global/images/{IMAGE}"}
 

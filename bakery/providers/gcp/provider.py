@@ -439,8 +439,9 @@ def _serialized(progress: Progress) -> Progress:
 def _image_from(path: Any) -> str | None:
     """The GCE image recorded by `bakery bake` in images.json, read defensively.
 
-    Accepts {"gcp": "name"}, {"gcp": {"image"|"name"|"self_link"|"id": ...}}, or the same
-    under "images" / "artifacts"; anything else counts as not recorded.
+    bakery.bake.images writes {"gcp": {"image": NAME, "project": P, ...}}; a plain
+    {"gcp": "name"} or the same under "images"/"artifacts" is accepted too; anything
+    else counts as not recorded.
     """
     try:
         data = json.loads(path.read_text())
@@ -456,8 +457,13 @@ def _image_from(path: Any) -> str | None:
             return entry
         if isinstance(entry, dict):
             for key in ("image", "self_link", "name", "id", "artifact_id"):
-                if isinstance(entry.get(key), str) and entry[key]:
-                    return entry[key]
+                value = entry.get(key)
+                if isinstance(value, str) and value:
+                    project = entry.get("project")
+                    # `bakery bake` may build into another project than the cluster's
+                    if "/" not in value and isinstance(project, str) and project:
+                        return f"projects/{project}/global/images/{value}"
+                    return value
     return None
 
 
