@@ -260,7 +260,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
 
 def _images_rows(data: dict[str, Any]) -> list[tuple[Any, ...]]:
-    current = {rec["name"] for rec in data["current"].values()}
+    current = {data[t]["name"] for t in ("aws", "gcp", "local") if isinstance(data.get(t), dict)}
     rows = []
     for rec in reversed(data["images"]):
         art = rec.get("disk") or rec.get("image") or " ".join(f"{k}:{v}" for k, v in rec.get("amis", {}).items())
@@ -286,17 +286,13 @@ def cmd_images_list(args: argparse.Namespace) -> int:
 
 def cmd_images_prune(args: argparse.Namespace) -> int:
     from bakery import spec, state
-    from bakery.bake import images
+    from bakery.bake import cloud, images
 
     s = spec.load(args.file)
-    dropped = images.prune(state.paths(s.name, args.build_dir).images, s.name, args.keep)
-    for rec in dropped:
-        if rec["target"] == "local":
-            out(f"removed {rec['name']} ({rec.get('disk')})")
-        else:
-            ids = rec.get("image") or " ".join(f"{k}:{v}" for k, v in rec.get("amis", {}).items())
-            out(f"forgot {rec['target']} {rec['name']}: delete {ids} in the cloud console or CLI")
-    out(f"{s.name}: {len(dropped)} image(s) pruned, newest {args.keep} per target kept")
+    pruned = images.prune(state.paths(s.name, args.build_dir).images, s.name, args.keep, cloud.Deleter(s))
+    for rec, deleted in pruned:
+        out(f"pruned {rec['target']} {rec['name']}: deleted {', '.join(deleted) or 'nothing (already gone)'}")
+    out(f"{s.name}: {len(pruned)} image(s) pruned, newest {args.keep} per target kept")
     return 0
 
 

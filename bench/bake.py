@@ -37,7 +37,7 @@ def main() -> None:
             base += ["--templates", args.templates]
         build = timed(base)
         noops = sorted(timed([*base, "--if-changed"]) for _ in range(args.no_ops))
-        rec = json.loads((Path(tmp) / "build" / "bench" / "images.json").read_text())["current"]["local"]
+        rec = json.loads((Path(tmp) / "build" / "bench" / "images.json").read_text())["local"]
         disk = Path(rec["disk"]).stat().st_size
     print()
     print(f"templates: {args.templates or 'packer/ (real local image)'}")

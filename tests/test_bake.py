@@ -53,7 +53,7 @@ def _images(tmp_path: Path) -> dict:
 def test_bake_records_the_local_image_and_packers_manifest(packer: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _bake(tmp_path) == 0
     data = _images(tmp_path)
-    rec = data["current"]["local"]
+    rec = data["local"]
     assert rec["name"].startswith("bakery-k8s-1-31-4-") and rec["hash"].startswith(rec["name"][-12:])
     for key in ("disk", "kernel", "initrd"):
         assert Path(rec[key]).is_file() and Path(rec[key]).is_absolute()
@@ -78,7 +78,7 @@ def test_if_changed_skips_an_unchanged_image_and_rebuilds_a_changed_one(packer: 
     assert _bake(tmp_path, "--if-changed", version="1.31.5") == 0
     data = _images(tmp_path)
     assert [r["kubernetes_version"] for r in data["images"]] == ["1.31.4", "1.31.5"]
-    assert data["current"]["local"]["kubernetes_version"] == "1.31.5"
+    assert data["local"]["kubernetes_version"] == "1.31.5"
 
 
 def test_dry_run_runs_no_build_and_writes_nothing(packer: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,7 +134,7 @@ def test_images_list_and_prune(packer: str, tmp_path: Path, capsys: pytest.Captu
     after = _images(tmp_path)
     assert [r["kubernetes_version"] for r in after["images"]] == ["1.31.4", "1.31.5"]
     assert not Path(oldest["disk"]).exists()
-    assert Path(after["current"]["local"]["disk"]).is_file()
+    assert Path(after["local"]["disk"]).is_file()
     assert cli.main(["images", "prune", "--keep", "0", "-f", spec, "-o", str(tmp_path / "build")]) == 4
 
 
@@ -190,7 +190,7 @@ def test_real_local_image(packer: str, tmp_path: Path, capsys: pytest.CaptureFix
     for tool in ("debootstrap", "mkfs.ext4", "debugfs"):
         need_binary(tool)
     assert _bake(tmp_path, templates=None) == 0
-    rec = _images(tmp_path)["current"]["local"]
+    rec = _images(tmp_path)["local"]
     assert _bake(tmp_path, "--if-changed", templates=None) == 0
     assert "unchanged" in capsys.readouterr().out
     assert not (tmp_path / "build" / "demo" / "packer" / ".work").exists()  # the scratch root is gone

@@ -191,8 +191,10 @@ def _record(
     art = arts[0]
     if rec.target == "aws":
         record["amis"] = machine.amis(art)
-        if not record["amis"]:
-            raise BakeError(f"packer's amazon-ebs artifact {art.id!r} names no AMI; images.json left as it was")
+        record["region"] = rec.variables["aws_region"]
+        record["image"] = record["amis"].get(record["region"])
+        if not record["image"]:
+            raise BakeError(f"packer's amazon-ebs artifact {art.id!r} names no AMI in {record['region']}; images.json left as it was")
     elif rec.target == "gcp":
         record["image"] = art.id
         record["project"] = rec.variables["gcp_project"]

@@ -1,19 +1,19 @@
 """build/<cluster>/images.json: every image bakery built for a cluster, newest last.
 
     {"version": 1, "cluster": "demo",
-     "current": {"local": {...record}, "aws": {...}},   # what `up` boots
-     "images":  [{...record}, ...]}                      # history, for `images list/prune`
+     "local": {...record}, "aws": {...record}, "gcp": {...record},   # what `up` boots, per target
+     "images": [{...record}, ...]}                                    # history, for `images list/prune`
 
 A record: target, name, hash, kubernetes_version, etcd_version, packer_version, built_at,
-and per target `amis` ({region: ami id}), `image` + `project` (GCE), or `disk`, `kernel`,
-`initrd` (local, absolute paths). Written atomically through bakery.output, and only
-after a build succeeded.
+and per target: aws `image` (the AMI in the build region), `region`, `amis` ({region: ami
+id} with the copies); gcp `image` + `project`; local `disk`, `kernel`, `initrd` (absolute
+paths). Written atomically through bakery.output, and only after a build succeeded.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,11 @@ def load(path: Path, cluster: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return {"version": VERSION, "cluster": cluster, "current": {}, "images": []}
+        return {"version": VERSION, "cluster": cluster, "images": []}
     except (OSError, json.JSONDecodeError) as e:
         raise BakeError(f"{path}: unreadable ({e}); move it aside and bake again") from None
     if not isinstance(data, dict) or data.get("cluster") != cluster:
         raise BakeError(f"{path}: belongs to cluster {data.get('cluster')!r}, not {cluster!r}")
-    data.setdefault("current", {})
     data.setdefault("images", [])
     return data
 
@@ -47,7 +46,7 @@ def find(data: dict[str, Any], target: str, digest: str) -> dict[str, Any] | Non
 
 def current(path: Path, cluster: str, target: str) -> dict[str, Any] | None:
     """The image `up` should boot for `target` (e.g. "local": disk, kernel, initrd)."""
-    return load(path, cluster)["current"].get(target)
+    return load(path, cluster).get(target)
 
 
 def record(path: Path, cluster: str, rec: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +54,7 @@ def record(path: Path, cluster: str, rec: dict[str, Any]) -> dict[str, Any]:
     data = load(path, cluster)
     data["images"] = [r for r in data["images"] if not (r.get("target") == rec["target"] and r.get("name") == rec["name"])]
     data["images"].append(rec)
-    data["current"][rec["target"]] = rec
+    data[rec["target"]] = rec
     atomic_write_json(path, data)
     return data
 
@@ -67,20 +66,20 @@ def prune_plan(data: dict[str, Any], keep: int) -> list[dict[str, Any]]:
     drop: list[dict[str, Any]] = []
     for target in sorted({r["target"] for r in data["images"]}):
         mine = [r for r in data["images"] if r["target"] == target]
-        cur = data["current"].get(target, {}).get("name")
+        cur = (data.get(target) or {}).get("name")
         drop += [r for r in mine[: max(0, len(mine) - keep)] if r["name"] != cur]
     return drop
 
 
-def prune(path: Path, cluster: str, keep: int) -> list[dict[str, Any]]:
-    """Forget old images and delete the local ones' files. Cloud images (AMIs, GCE images)
-    are dropped from the record and returned so the caller can name them for deletion."""
-    data = load(path, cluster)
-    drop = prune_plan(data, keep)
-    names = {(r["target"], r["name"]) for r in drop}
-    data["images"] = [r for r in data["images"] if (r["target"], r["name"]) not in names]
-    atomic_write_json(path, data)
-    for rec in drop:
-        if rec["target"] == "local" and rec.get("disk"):
-            shutil.rmtree(Path(rec["disk"]).parent, ignore_errors=True)
-    return drop
+def prune(path: Path, cluster: str, keep: int, delete: Callable[[dict[str, Any]], list[str]]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Delete old images (`delete(record)` removes the AMIs, GCE image or local folder) and
+    forget each one only once its deletion succeeded, rewriting images.json every time:
+    an error part-way leaves the not-yet-deleted images recorded. Returns (record, deleted)."""
+    done: list[tuple[dict[str, Any], list[str]]] = []
+    for rec in prune_plan(load(path, cluster), keep):
+        deleted = delete(rec)
+        data = load(path, cluster)
+        data["images"] = [r for r in data["images"] if (r["target"], r["name"]) != (rec["target"], rec["name"])]
+        atomic_write_json(path, data)
+        done.append((rec, deleted))
+    return done
