@@ -209,7 +209,7 @@ class FakeGCE:
                 return 200, self._insert(key, body or {}, fault)
             if kind == "delete":
                 return 200, self._delete(key, name, fault)
-            return 200, self._action(key, name, verb, body or {}, fault)
+            return 200, self._action(key, name, verb, body or {}, query, fault)
 
     # operations
 
@@ -304,7 +304,11 @@ class FakeGCE:
         return res
 
     def _list(self, key: tuple[str, str, str], path: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        items = [r for r in self.store.get(key, {}).values() if _matches(r, query.get("filter", [""])[0])]
+        items = [_public(r) for r in self.store.get(key, {}).values() if _matches(r, query.get("filter", [""])[0])]
+        return {"kind": COLLECTIONS[key[2]][1] + "List", "id": path, **self._page(items, query)}
+
+    def _page(self, items: list[dict[str, Any]], query: dict[str, list[str]]) -> dict[str, Any]:
+        """One page of `items` per maxResults/pageToken, with nextPageToken when more remain."""
         size = min(int(query.get("maxResults", [PAGE_MAX])[0]), self.page_size, PAGE_MAX)
         token = query.get("pageToken", [""])[0]
         start = 0
@@ -312,7 +316,7 @@ class FakeGCE:
             if not token.startswith("page-") or not token[5:].isdigit():
                 raise GceError(400, "invalid", f"Invalid value for field 'pageToken': '{token}'.")
             start = int(token[5:])
-        out: dict[str, Any] = {"kind": COLLECTIONS[key[2]][1] + "List", "id": path, "items": [_public(r) for r in items[start : start + size]]}
+        out: dict[str, Any] = {"items": items[start : start + size]}
         if start + size < len(items):
             out["nextPageToken"] = f"page-{start + size}"
         return out
@@ -367,11 +371,12 @@ class FakeGCE:
                     users.append(other["selfLink"])
         return users
 
-    def _action(self, key: tuple[str, str, str], name: str | None, verb: str | None, body: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
+    def _action(self, key: tuple[str, str, str], name: str | None, verb: str | None, body: dict[str, Any],
+                query: dict[str, list[str]], fault: Fault | None) -> dict[str, Any]:
         res = self._get(key, name)
         if key[2] == "instanceGroups" and verb == "listInstances":
-            members = sorted(res["_members"])
-            return {"kind": "compute#instanceGroupsListInstances", "items": [{"instance": m, "status": "RUNNING"} for m in members]}
+            members = [{"instance": m, "status": "RUNNING"} for m in sorted(res["_members"])]
+            return {"kind": "compute#instanceGroupsListInstances", **self._page(members, query)}
         if key[2] == "instanceGroups" and verb == "addInstances":
             new = []
             for ref in body.get("instances", []):

@@ -324,6 +324,22 @@ def test_image_from_images_json_or_a_clear_error_before_any_call(gce: FakeGCE, t
     assert {i["disks"][0]["initializeParams"]["sourceImage"] for i in gce.resources("instances")} == {f"projects/{PROJECT}/global/images/{IMAGE}"}
 
 
+def test_a_missing_image_is_a_provider_error_naming_the_instance(gce: FakeGCE, tmp_path: Path) -> None:
+    provider, spec = make(gce, tmp_path, spec_text(image="no-such-image"))
+    with pytest.raises(ProviderError, match=r"create instance demo-master-\d.*no-such-image"):
+        provider.up(Renderer(spec))
+
+
+def test_masters_spread_over_pages_of_group_members(gce: FakeGCE, tmp_path: Path) -> None:
+    gce.page_size = 1  # every list, and every group's member list, one item a page
+    provider, spec = make(gce, tmp_path, spec_text(masters=7))
+    provider.up(Renderer(spec))
+    before = gce.count("insert") + gce.count("action:addInstances")
+    assert provider.up(Renderer(spec)).created == []
+    assert gce.count("insert") + gce.count("action:addInstances") == before
+    assert gce.members("demo-masters-us-central1-a") == ["demo-master-0", "demo-master-3", "demo-master-6"]
+
+
 def test_an_address_holding_another_ip_is_refused_not_reused(gce: FakeGCE, tmp_path: Path) -> None:
     provider, spec = make(gce, tmp_path)
     compute = Compute(PROJECT, gce.url)

@@ -88,14 +88,18 @@ class Compute:
 
     # -- calls -------------------------------------------------------------------------
 
-    def call(self, what: str, fn: Callable[..., Any], **kw: Any) -> Any:
-        """One API call; a failure becomes ProviderError naming `what`. NotFound/Conflict pass through."""
+    def call(self, what: str, fn: Callable[..., Any], *, allow: tuple[str, ...] = ("NotFound", "Conflict"), **kw: Any) -> Any:
+        """One API call; a failure becomes ProviderError naming `what`.
+
+        The google.api_core exceptions named in `allow` pass through for the caller to
+        handle (by default NotFound and Conflict: "missing" and "already exists").
+        """
         _counter.n = thread_calls() + 1
         try:
             return fn(**kw)
-        except (self.exceptions.NotFound, self.exceptions.Conflict):
-            raise
         except self.exceptions.GoogleAPICallError as e:
+            if type(e).__name__ in allow:
+                raise
             raise ProviderError(f"gcp: {what}: {e.code} {e.message}{_hint(e.code, self.project)}") from None
         except OSError as e:  # connection refused, DNS, TLS: requests' errors are OSErrors
             raise ProviderError(f"gcp: {what}: cannot reach the Compute API ({type(e).__name__}: {e})") from None
@@ -103,13 +107,13 @@ class Compute:
     def get(self, what: str, fn: Callable[..., Any], **kw: Any) -> Any | None:
         """A resource, or None when GCE says notFound."""
         try:
-            return self.call(what, fn, **kw)
+            return self.call(what, fn, allow=("NotFound",), **kw)
         except self.exceptions.NotFound:
             return None
 
     def list(self, what: str, fn: Callable[..., Any], request: Any) -> list[Any]:
         """Every item of a list call, following nextPageToken; each page counts as a call."""
-        pager = self.call(what, fn, request=request)
+        pager = self.call(what, fn, allow=(), request=request)
         items = list(pager.items) if hasattr(pager, "items") else []
         try:
             while pager.next_page_token:
@@ -134,11 +138,11 @@ class Compute:
             if time.monotonic() > deadline:
                 raise ProviderError(f"gcp: {what}: operation {op.name} not done after {timeout:.0f}s; rerun `bakery up` to resume")
             if op.zone:
-                op = self.call(what, self.client("ZoneOperations").wait, project=self.project, zone=_last(op.zone), operation=op.name)
+                op = self.call(what, self.client("ZoneOperations").wait, allow=(), project=self.project, zone=_last(op.zone), operation=op.name)
             elif op.region:
-                op = self.call(what, self.client("RegionOperations").wait, project=self.project, region=_last(op.region), operation=op.name)
+                op = self.call(what, self.client("RegionOperations").wait, allow=(), project=self.project, region=_last(op.region), operation=op.name)
             else:
-                op = self.call(what, self.client("GlobalOperations").wait, project=self.project, operation=op.name)
+                op = self.call(what, self.client("GlobalOperations").wait, allow=(), project=self.project, operation=op.name)
         if op.error and op.error.errors:
             detail = "; ".join(f"{e.code}: {e.message}" for e in op.error.errors)
             raise ProviderError(f"gcp: {what}: {detail}{_hint(op.http_error_status_code or None, self.project)}")

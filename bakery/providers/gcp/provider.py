@@ -201,15 +201,15 @@ class GcpProvider:
     def _ensure_members(self, zone: str, names: list[str]) -> None:
         c = self.compute
         group = self.names.group(zone)
-        listed = c.call(f"list members of instance group {group}", c.client("InstanceGroups").list_instances,
-                        project=self.layout.project, zone=zone, instance_group=group)
+        request = c.types.ListInstancesInstanceGroupsRequest(project=self.layout.project, zone=zone, instance_group=group)
+        listed = c.list(f"list members of instance group {group}", c.client("InstanceGroups").list_instances, request)
         present = {_last(m.instance) for m in listed}
         refs = [{"instance": self.layout.zonal(zone, "instances", n)} for n in names if n not in present]
         if not refs:
             self.ledger.found("members of", group)
             return
         what = f"add {', '.join(_last(r['instance']) for r in refs)} to instance group {group}"
-        op = c.call(what, c.client("InstanceGroups").add_instances_unary, project=self.layout.project, zone=zone,
+        op = c.call(what, c.client("InstanceGroups").add_instances_unary, allow=(), project=self.layout.project, zone=zone,
                     instance_group=group,
                     instance_groups_add_instances_request_resource=c.types.InstanceGroupsAddInstancesRequest(instances=refs))
         c.wait(op, what)
@@ -291,7 +291,7 @@ class GcpProvider:
             return {}
         out: dict[str, str] = {}
         for b in svc.backends:
-            h = c.call(f"health of {_last(b.group)}", c.client("RegionBackendServices").get_health,
+            h = c.call(f"health of {_last(b.group)}", c.client("RegionBackendServices").get_health, allow=(),
                        project=self.layout.project, region=self.layout.region, backend_service=self.names.lb,
                        resource_group_reference_resource=c.types.ResourceGroupReference(group=b.group))
             out.update({_last(s.instance): s.health_state for s in h.health_status})
@@ -334,7 +334,8 @@ class GcpProvider:
         for item in items:
             self.progress(f"{kind} {item.name}", "deleting")
             try:
-                op = self.compute.call(f"delete {kind} {item.name}", client.delete_unary, **self._scope(k, zone), **{k.field: item.name})
+                op = self.compute.call(f"delete {kind} {item.name}", client.delete_unary, allow=("NotFound",),
+                                       **self._scope(k, zone), **{k.field: item.name})
             except self.compute.exceptions.NotFound:
                 continue  # gone between the list and the delete
             except ProviderError as e:
@@ -379,7 +380,8 @@ class GcpProvider:
         c = self.compute
         resource = getattr(c.types, k.message)(body)
         try:
-            op = c.call(f"create {kind} {name}", c.client(k.client).insert_unary, **self._scope(k, zone), **{f"{k.field}_resource": resource})
+            op = c.call(f"create {kind} {name}", c.client(k.client).insert_unary, allow=("Conflict",),
+                        **self._scope(k, zone), **{f"{k.field}_resource": resource})
         except c.exceptions.Conflict:
             found = self._get(kind, name, zone)
             if found is None:
