@@ -389,6 +389,11 @@ class FakeGCE:
             res["_members"].update(new)
             res["size"] = len(res["_members"])
             return self._new_op(key[0], key[1], "addInstances", res["selfLink"], fault, rollback=lambda: res["_members"].difference_update(new))
+        if verb is None and key[2] == "firewalls":  # PATCH: the given fields replace the stored ones
+            if body.get("name", res["name"]) != res["name"]:
+                raise GceError(400, "invalid", "Invalid value for field 'resource.name': a patch cannot rename")
+            res.update({k: v for k, v in body.items() if k not in ("id", "selfLink", "creationTimestamp", "kind")})
+            return self._new_op(key[0], key[1], "patch", res["selfLink"], fault)
         if key[2] == "backendServices" and verb == "getHealth":
             group = self._require(body.get("group", ""), "backend groups")
             return {
@@ -497,6 +502,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._serve("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
 
 
 def _call_kind(method: str, collection: str, name: str | None, verb: str | None) -> str:

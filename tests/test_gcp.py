@@ -359,6 +359,29 @@ def test_drift_in_user_data_is_reported_not_replaced(gce: FakeGCE, tmp_path: Pat
     assert result.created == []
 
 
+def test_changed_allowed_cidrs_patch_the_firewall_in_place(gce: FakeGCE, tmp_path: Path) -> None:
+    provider, spec = make(gce, tmp_path)
+    provider.up(Renderer(spec))
+    inserts = gce.count("insert")
+    wider, _ = make(gce, tmp_path, spec_text().replace("[10.0.0.0/8, 192.0.2.0/24]", "[10.0.0.0/8, 198.51.100.0/24]"))
+    result = wider.up(Renderer(spec))
+    assert result.created == ["firewall rules of demo-apiserver"] and not result.drift
+    assert gce.count("insert") == inserts and gce.count("action:patch", "firewalls") == 1
+    fw = next(f for f in gce.resources("firewalls") if f["name"] == "demo-apiserver")
+    assert fw["sourceRanges"] == ["10.0.0.0/8", "198.51.100.0/24"]
+    assert wider.up(Renderer(spec)).created == []  # converged
+
+
+def test_a_changed_lb_scheme_is_reported_as_drift(gce: FakeGCE, tmp_path: Path) -> None:
+    provider, spec = make(gce, tmp_path)
+    provider.up(Renderer(spec))
+    internal, _ = make(gce, tmp_path, spec_text(scheme="internal"))
+    result = internal.up(Renderer(spec))
+    assert any("address demo-apiserver is EXTERNAL" in d for d in result.drift)
+    assert any("backend service demo-apiserver is EXTERNAL" in d for d in result.drift)
+    assert gce.inventory() == EXPECTED
+
+
 def test_cloud_errors_become_one_line_with_what_to_do(gce: FakeGCE, tmp_path: Path) -> None:
     provider, spec = make(gce, tmp_path)
     gce.faults.append(Fault("insert", "addresses", status=403))

@@ -133,6 +133,11 @@ class GcpProvider:
             **{n.name: (lambda n=n: self._ensure("address", L.master_address(n))) for n in nodes},
         })
         lb_ip = addresses["lb"].address
+        if addresses["lb"].address_type != L.scheme:
+            self.ledger.drift.append(
+                f"address {self.names.lb} is {addresses['lb'].address_type} but load_balancer.scheme asks for {L.scheme}: "
+                "to switch, `bakery down` then `bakery up` (the API server certificate changes with the address)"
+            )
         for n in nodes:
             if addresses[n.name].address != n.address:
                 raise ProviderError(
@@ -150,7 +155,7 @@ class GcpProvider:
         zone_of = {n.name: n.zone for n in nodes}
 
         wave2: dict[str, Callable[[], Any]] = {
-            f"firewall {fw['name']}": (lambda fw=fw: self._ensure("firewall", fw)) for fw in L.firewalls()
+            f"firewall {fw['name']}": (lambda fw=fw: self._ensure_firewall(fw)) for fw in L.firewalls()
         }
         wave2["health check"] = lambda: self._ensure("health check", L.health_check())
         for z in zones:
@@ -165,7 +170,13 @@ class GcpProvider:
             f"members {z}": (lambda z=z: self._ensure_members(z, [n.name for n in nodes if n.zone == z])) for z in zones
         }
         wave3["backend service"] = lambda: self._ensure("backend service", L.backend_service(zones))
-        self._wave("group members, backend service", wave3)
+        svc = self._wave("group members, backend service", wave3)["backend service"]
+        serving = sorted(_last(b.group) for b in svc.backends)
+        if svc.load_balancing_scheme != L.scheme or serving != sorted(self.names.group(z) for z in zones):
+            self.ledger.drift.append(
+                f"backend service {svc.name} is {svc.load_balancing_scheme} over {', '.join(serving) or 'no groups'}; "
+                f"the spec asks for {L.scheme} over the groups of {', '.join(zones)}: `bakery down` then `bakery up` to rebuild the load balancer"
+            )
 
         rule = self._wave("forwarding rule", {"rule": lambda: self._ensure("forwarding rule", L.forwarding_rule(lb_ip))})["rule"]
         if rule.I_p_address != lb_ip:
@@ -214,6 +225,33 @@ class GcpProvider:
                     instance_groups_add_instances_request_resource=c.types.InstanceGroupsAddInstancesRequest(instances=refs))
         c.wait(op, what)
         self.ledger.made("members of", group)
+
+    def _ensure_firewall(self, body: dict[str, Any]) -> Any:
+        """Firewall rules are configuration, not nodes: when the spec's ranges or ports
+        changed (say, load_balancer.allowed_cidrs), patch the rule in place."""
+        fw = self._ensure("firewall", body)
+        have = {
+            "source_ranges": sorted(fw.source_ranges),
+            "source_tags": sorted(fw.source_tags),
+            "target_tags": sorted(fw.target_tags),
+            "allowed": sorted((a.I_p_protocol, tuple(a.ports)) for a in fw.allowed),
+        }
+        want = {
+            "source_ranges": sorted(body.get("source_ranges", [])),
+            "source_tags": sorted(body.get("source_tags", [])),
+            "target_tags": sorted(body["target_tags"]),
+            "allowed": sorted((a["I_p_protocol"], tuple(a["ports"])) for a in body["allowed"]),
+        }
+        if have == want:
+            return fw
+        c = self.compute
+        what = f"update firewall {body['name']}"
+        self.progress(f"firewall {body['name']}", "updating")
+        op = c.call(what, c.client("Firewalls").patch_unary, allow=(), project=self.layout.project,
+                    firewall=body["name"], firewall_resource=c.types.Firewall(body))
+        c.wait(op, what)
+        self.ledger.made("firewall rules of", body["name"])
+        return fw
 
     def _check_drift(self, instance: Any, body: dict[str, Any]) -> None:
         have = {i.key: i.value for i in instance.metadata.items}
