@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def test_up_status_instance_template_down(gce: FakeGCE, tmp_path: Path, capsys: 
     for i in range(3):
         assert f"demo-master-{i}" in status and f"10.240.0.1{i}" in status
     assert IMAGE in status
+    assert cli.main(["status", *args, "--output", "json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert as_json["endpoint"] == f"https://{lb_ip}:6443"
+    assert [n["address"] for n in as_json["nodes"]] == ["10.240.0.10", "10.240.0.11", "10.240.0.12"]
 
     assert cli.main(["instance-template", *args]) == 0
     (tpl,) = gce.resources("instanceTemplates")

@@ -38,7 +38,7 @@ from bakery.providers.base import (
     no_progress,
 )
 from bakery.providers.gcp.api import Compute, endpoint_url, reset_thread_calls, thread_calls
-from bakery.providers.gcp.resources import LABEL_NODE, Layout, label_filter, marker_filter
+from bakery.providers.gcp.resources import Layout, label_filter, marker_filter
 from bakery.render.userdata import UserData
 from bakery.spec import ClusterSpec
 from bakery.state import ClusterPaths
@@ -116,7 +116,7 @@ class GcpProvider:
         self.poll_seconds = poll_seconds
         # (wave, longest chain of API calls inside it): bench/up.py's critical-path floor
         self.trace: list[tuple[str, int]] = []
-        self.ledger = Ledger(progress)
+        self.ledger = Ledger(self.progress)
 
     # -- up ----------------------------------------------------------------------------
 
@@ -313,7 +313,6 @@ class GcpProvider:
                     state=inst.status,
                     health=(health.get(inst.name) or "unknown").lower(),
                     image=meta.get("bakery-image"),
-                    extra={"node": inst.labels.get(LABEL_NODE, "")},
                 ))
         rule = found["rule"]
         endpoint = self._endpoint(rule.I_p_address) if rule else None
