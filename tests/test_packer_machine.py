@@ -1,8 +1,9 @@
 """The -machine-readable parser against recorded Packer output.
 
 null-ok.txt, null-failed.txt and local-ok.txt were recorded from Debian's Packer 1.6.6
-on this machine (null-ok/failed from a two-line shell-local build, local-ok from the mini
-template's `bakery bake`). amazon-ebs-ok.txt and googlecompute-ok.txt follow the same
+on this machine (null-ok/failed from a two-line shell-local build; local-ok from a real
+`bakery bake` of the local image, with debootstrap's per-package lines cut after six and
+the paths shortened). amazon-ebs-ok.txt and googlecompute-ok.txt follow the same
 format with the artifact lines those builders print; they were written by hand, because
 no cloud build can run here.
 """
@@ -71,6 +72,10 @@ def test_streaming_feed_matches_whole_parse() -> None:
         p.feed(raw)
     assert p.output == machine.parse(text)
     assert p.output.artifacts_of("null.local")[0].id == "Null"
+    assert any("rootfs: 623M" in ui for ui in p.output.ui_lines)
+    # systemctl writes to stderr in a build that succeeds: `ui,error` lines, no `error` lines.
+    assert p.output.errors == {}
+    assert any("Removed \"/etc/systemd/system/multi-user.target.wants/etcd.service\"" in e for e in p.output.error_lines)
 
 
 def test_file_artifacts_are_collected(tmp_path: Path) -> None:
