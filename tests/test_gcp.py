@@ -120,7 +120,7 @@ def test_fresh_up_creates_the_cluster_as_planned(gce: FakeGCE, tmp_path: Path) -
     assert firewalls["demo-masters-internal"]["sourceTags"] == ["demo-master"]
     assert firewalls["demo-masters-internal"]["allowed"] == [{"IPProtocol": "tcp", "ports": ["2379-2380", "10250"]}]
     assert firewalls["demo-apiserver"]["sourceRanges"] == ["10.0.0.0/8", "192.0.2.0/24"]
-    assert firewalls["demo-health-checks"]["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"]
+    assert firewalls["demo-health-checks"]["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22", "209.85.152.0/22", "209.85.204.0/22"]
     assert all(f["targetTags"] == ["demo-master"] and f["allowed"][-1]["ports"][-1] in ("6443", "10250") for f in firewalls.values())
 
     (hc,) = gce.resources("healthChecks")
@@ -275,6 +275,8 @@ def test_internal_lb_and_service_account(gce: FakeGCE, tmp_path: Path) -> None:
     assert (lb["addressType"], lb["subnetwork"]) == ("INTERNAL", subnet)
     (svc,) = gce.resources("backendServices")
     assert svc["loadBalancingScheme"] == "INTERNAL" and svc["network"].endswith("/networks/default")
+    probes = next(f for f in gce.resources("firewalls") if f["name"] == "demo-health-checks")
+    assert probes["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"]
     (rule,) = gce.resources("forwardingRules")
     assert (rule["loadBalancingScheme"], rule["subnetwork"], rule["IPAddress"]) == ("INTERNAL", subnet, lb["address"])
     for inst in gce.resources("instances"):

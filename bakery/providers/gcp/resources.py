@@ -22,9 +22,11 @@ from bakery.topology import Node
 LABEL_CLUSTER = "bakery-cluster"
 LABEL_NODE = "bakery-node"
 LABEL_ROLE = "bakery-role"
-# Google's health-check probers (and the passthrough NLB's) come from these ranges.
+# Where Google's health-check probes come from. Internal passthrough NLBs probe from the
+# first two ranges; external passthrough NLBs also from 209.85.152.0/22 and 209.85.204.0/22.
 # https://cloud.google.com/load-balancing/docs/health-check-concepts#ip-ranges
 HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+EXTERNAL_NLB_PROBE_RANGES = ("209.85.152.0/22", "209.85.204.0/22")
 METADATA_VALUE_LIMIT = LIMITS["gcp"]
 METADATA_TOTAL_LIMIT = 512 * 1024
 SCOPE_CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -143,9 +145,12 @@ class Layout:
              "allowed": [{"I_p_protocol": "tcp", "ports": [etcd, "10250"]}]},
             {**common, "name": self.names.lb, "source_ranges": list(self.spec.load_balancer.allowed_cidrs),
              "allowed": [{"I_p_protocol": "tcp", "ports": [port]}]},
-            {**common, "name": self.names.health_check_firewall, "source_ranges": list(HEALTH_CHECK_RANGES),
+            {**common, "name": self.names.health_check_firewall, "source_ranges": self.probe_ranges(),
              "allowed": [{"I_p_protocol": "tcp", "ports": [port]}]},
         ]
+
+    def probe_ranges(self) -> list[str]:
+        return list(HEALTH_CHECK_RANGES) + ([] if self.internal else list(EXTERNAL_NLB_PROBE_RANGES))
 
     def health_check(self) -> dict[str, Any]:
         return {
