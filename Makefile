@@ -24,7 +24,7 @@ setup-system: ## install the Debian packages the tests and the local provider us
 	  apt-get update -q && \
 	  POLICY=/usr/sbin/policy-rc.d; \
 	  if [ ! -e $$POLICY ]; then printf '#!/bin/sh\nexit 101\n' > $$POLICY; chmod +x $$POLICY; trap "rm -f $$POLICY" EXIT; fi; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PACKAGES); \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
 	fi
 
 $(VENV)/.installed: pyproject.toml
