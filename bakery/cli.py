@@ -164,7 +164,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     result = provider.up(cluster.render_callback(), wait=args.wait or cluster.spec.provider == "local")
     out(f"{cluster.spec.name}: {len(result.created)} created, {len(result.existing)} already there; "
         f"ids in {cluster.paths.state}")
-    if result.endpoint:
+    if result.endpoint and cluster.spec.provider == "local":  # the local LB fronts etcd: the image has no API server
+        pki = cluster.paths.pki / "etcd"
+        out(f"etcd: {result.endpoint}  (client cert {pki / 'healthcheck-client.crt'}, CA {pki / 'ca.crt'}); "
+            f"bakery status | ssh NODE | logs NODE | down")
+    elif result.endpoint:
         out(f"API: {result.endpoint}  (kubectl --kubeconfig {cluster.paths.base / 'admin.kubeconfig'} get nodes)")
     for line in result.drift:
         err(f"drift: {line}")

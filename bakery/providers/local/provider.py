@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,8 +125,10 @@ class LocalProvider:
         return ssh.argv(key, self.net.node(name).ssh_port, files.folder / "known_hosts", name, list(command), batch=batch)
 
     def ssh_run(self, name: str, command: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `command` (an argv, quoted here for the remote shell) on master `name` as root."""
+        argv = self.ssh_argv(name, [shlex.join(command)], batch=True)
         try:
-            return subprocess.run(self.ssh_argv(name, command, batch=True), capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise ProviderError(f"{name}: ssh did not answer within {timeout:.0f}s") from None
 
@@ -312,9 +316,9 @@ class LocalProvider:
     def _wait(self, started: Sequence[str]) -> None:
         """Follow every node to a healthy etcd through the load balancer.
 
-        A node's etcd is probed only once its console shows cloud-init's last stage
-        (etcd starts from runcmd): before that, a forwarded port accepts and then
-        stalls, and each probe would cost its whole timeout.
+        A node's etcd is probed only once cloud-init has written its files (the
+        config stage: monit or runcmd starts etcd from then on): before that, a
+        forwarded port accepts and then stalls, and each probe would cost its timeout.
         """
         t0 = time.monotonic()
         deadline = t0 + self.timeout
@@ -331,7 +335,7 @@ class LocalProvider:
                     boot = _read_boot(files.console) if n.name in started else None
                     if boot is not None:
                         self.progress(step, boot.phase)
-                    if boot is None or boot.cloud_init == "modules:final":
+                    if boot is None or boot.cloud_init in ("modules:config", "modules:final"):
                         ready += 1
                         if n.name not in healthy and client.health(self.node_endpoint(n.name)):
                             healthy.add(n.name)
@@ -351,14 +355,18 @@ class LocalProvider:
     # -- status -------------------------------------------------------------------------
 
     def status(self) -> ClusterStatus:
+        pids = {n.name: self.vm_pid(n.name) for n in self.net.nodes}
+        # one ssh per running node, in parallel: each login takes seconds under TCG
+        with ThreadPoolExecutor(max_workers=len(pids)) as pool:
+            cloud_init = dict(zip(pids, pool.map(lambda name: self.cloud_init_result(name) if pids[name] else "-", pids), strict=True))
         nodes = []
         with Client([self.endpoint], tls=self.tls(), timeout=3) as client:
             for n in self.net.nodes:
-                pid = self.vm_pid(n.name)
-                extra: dict[str, object] = {"ssh": f"{HOST}:{n.ssh_port}", "etcd": self.node_endpoint(n.name)}
+                pid = pids[n.name]
+                extra: dict[str, object] = {"ssh": f"{HOST}:{n.ssh_port}", "etcd": self.node_endpoint(n.name),
+                                            "cloud-init": cloud_init[n.name]}
                 health = "unknown"
                 if pid:
-                    extra["cloud-init"] = self.cloud_init_result(n.name)
                     ep = self.node_endpoint(n.name)
                     if client.health(ep):
                         health = "healthy"

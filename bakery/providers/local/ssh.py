@@ -51,7 +51,7 @@ def argv(key: Path, port: int, known_hosts: Path, alias: str, command: list[str]
         "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", "StrictHostKeyChecking=accept-new",
         "-o", f"HostKeyAlias={alias}",
-        "-o", "ConnectTimeout=10",
+        "-o", "ConnectTimeout=30",
         "-o", "LogLevel=ERROR",
     ]
     if batch:
