@@ -125,9 +125,6 @@ class Compute:
             raise ProviderError(f"gcp: {what}: {e.code} {e.message}") from None
         return items
 
-    def is_conflict(self, e: BaseException) -> bool:
-        return isinstance(e, self.exceptions.Conflict)
-
     # -- operations --------------------------------------------------------------------
 
     def wait(self, op: Any, what: str, timeout: float = OPERATION_TIMEOUT) -> Any:
