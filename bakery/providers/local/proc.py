@@ -99,12 +99,10 @@ def stop(pidfile: Path, *, timeout: float = 10.0) -> int | None:
         assert record is not None
         pid = record.pid
         _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while not exited(pid):
-            if time.monotonic() > deadline:
-                _signal(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 5
-            time.sleep(0.05)
+        if not wait_exit(pid, timeout):
+            _signal(pid, signal.SIGKILL)
+            if not wait_exit(pid, 10):
+                raise ProviderError(f"pid {pid} ({pidfile}) survived SIGKILL for 10 s; it is left running")
     pidfile.unlink(missing_ok=True)
     return pid
 
