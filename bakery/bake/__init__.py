@@ -128,9 +128,13 @@ def _bake_one(
     started = time.time()
     try:
         out = _run(runner, argv[-1], folder, env, progress, step, what="build")
-    finally:
+    except BaseException:
         if rec.target == "local":
-            _remove_work(Path(var["local_work_dir"]))
+            with contextlib.suppress(BakeError):  # the first error is the one to report
+                _remove_work(Path(var["local_work_dir"]))
+        raise
+    if rec.target == "local":
+        _remove_work(Path(var["local_work_dir"]))
     record = _record(spec, paths, rec, version, out, var, started)
     manifest = folder / "manifest.json"
     if manifest.is_file():

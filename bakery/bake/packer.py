@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ class SubprocessRunner:
 
     The child gets its own process group, so that Ctrl-C reaches bakery first; bakery
     then sends SIGINT to the whole group (Packer and the scripts it runs clean up on it)
-    and waits. A second Ctrl-C while waiting kills the group.
+    and waits for all of them. A second Ctrl-C while waiting kills the group.
     """
 
     def __call__(
@@ -119,14 +120,30 @@ class SubprocessRunner:
                 proc.stdout.close()
 
 
+GROUP_GRACE = 120.0  # seconds the scripts Packer ran may take to clean up after it exits
+
+
 def _interrupt(proc: subprocess.Popen[str]) -> None:
-    try:
+    """SIGINT to Packer's process group, then wait for Packer AND every process of the group:
+    Packer can exit before the script it ran has finished its own cleanup (debootstrap's
+    mounts). A second Ctrl-C, or the grace period running out, kills the group."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGINT)
-    except ProcessLookupError:
-        return
     try:
         proc.wait()
+        deadline = time.monotonic() + GROUP_GRACE
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
     except KeyboardInterrupt:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -8,6 +8,8 @@ set -euo pipefail
 work="$OUTPUT_DIR.partial"
 rm -rf "$work"
 mkdir -p "$work"
+# Interrupted or failed: leave no half-made image behind (after the mv below, $work is gone).
+trap 'rm -rf "$work"' EXIT
 cp "$(ls "$ROOT"/boot/vmlinuz-* | sort -V | tail -n1)" "$work/vmlinuz"
 cp "$(ls "$ROOT"/boot/initrd.img-* | sort -V | tail -n1)" "$work/initrd.img"
 chmod 0644 "$work/vmlinuz" "$work/initrd.img"
