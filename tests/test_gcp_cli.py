@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import yaml
 from bakery import cli
 from bakery.pipeline import Cluster
 from bakery.providers.gcp import template
+from tests.conftest import need, need_binary
 from tests.fake_gce import FakeGCE
 
 IMAGE = "bakery-k8s-1-31-4-abc123"
@@ -99,3 +101,42 @@ def test_generic_document_completes_from_instance_data(tmp_path: Path) -> None:
     assert shared and all(base64.b64decode(e["content"]) == shared[e["path"]] for e in config["write_files"][1:])
     assert not any("etcd/peer" in p for p in shared)  # per-node files stay out
     assert "metadata.google.internal" in config["runcmd"][0][2]
+
+
+# cloud-init's own Jinja renderer, run by the system Python that Debian's cloud-init uses.
+CLOUD_INIT_RENDER = """
+import sys
+from cloudinit.handlers.jinja_template import render_jinja_payload_from_file
+out = render_jinja_payload_from_file(open(sys.argv[1]).read(), "part-001", sys.argv[2])
+sys.stdout.write(out or "")
+"""
+
+
+def test_instance_template_user_data_renders_with_cloud_init(gce: FakeGCE, tmp_path: Path) -> None:
+    """The template's user-data, read back from GCE, rendered and schema-checked by cloud-init itself."""
+    cloud_init = need_binary("cloud-init")
+    python = Path("/usr/bin/python3")
+    need("Debian's cloud-init Python package", Path("/usr/lib/python3/dist-packages/cloudinit").is_dir() and python.exists())
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(SPEC)
+    args = ["-f", str(spec), "-o", str(tmp_path / "build")]
+    assert cli.main(["up", *args]) == 0
+    assert cli.main(["instance-template", *args]) == 0
+    (tpl,) = gce.resources("instanceTemplates")
+    meta = {i["key"]: i["value"] for i in tpl["properties"]["metadata"]["items"]}
+    document = tmp_path / "user-data"
+    document.write_text(meta["user-data"])
+    instance_data = tmp_path / "instance-data.json"
+    instance_data.write_text(json.dumps({"v1": {
+        "instance_id": "4242", "availability_zone": "us-central1-b", "region": "us-central1",
+        "local_hostname": "demo-mig-x1", "cloud_name": "gce", "platform": "gce"}}))
+    rendered = subprocess.run([str(python), "-c", CLOUD_INIT_RENDER, str(document), str(instance_data)],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    assert rendered.startswith("#cloud-config")
+    config = yaml.safe_load(rendered)
+    assert config["hostname"] == "demo-mig-x1"
+    assert "BAKERY_INSTANCE_ID=4242\n" in config["write_files"][0]["content"]
+    (tmp_path / "rendered.yaml").write_text(rendered)
+    check = subprocess.run([cloud_init, "schema", "--config-file", str(tmp_path / "rendered.yaml")],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
