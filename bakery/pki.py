@@ -153,10 +153,16 @@ def leaves(plan: ClusterPlan) -> list[Leaf]:
         base = f"nodes/{n.name}"
         out += [
             Leaf(f"{base}/etcd-server", "etcd/ca", n.name, dns=(n.name, "localhost"), ips=(n.address, "127.0.0.1"), server=True, client=True),
-            Leaf(f"{base}/etcd-peer", "etcd/ca", n.name, dns=(n.name,), ips=(n.address,), server=True, client=True),
+            Leaf(f"{base}/etcd-peer", "etcd/ca", n.name, dns=(n.name,), ips=_peer_ips(n), server=True, client=True),
             Leaf(f"{base}/kubelet", "ca", f"system:node:{n.name}", "system:nodes", client=True),
         ]
     return out
+
+
+def _peer_ips(n: Node) -> tuple[str, ...]:
+    """A peer certificate's IPs. etcd checks a peer's source IP against them; members on
+    loopback addresses of one host (tests, local development) dial from 127.0.0.1."""
+    return (n.address, "127.0.0.1") if ipaddress.ip_address(n.address).is_loopback else (n.address,)
 
 
 def ensure(plan: ClusterPlan, folder: str | Path, *, seed: bytes | None = None, now: dt.datetime | None = None) -> PKI:

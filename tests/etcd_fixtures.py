@@ -256,3 +256,93 @@ class DiscoveryEtcd:
     def close(self) -> None:
         self.client.close()
         self.proc.stop()
+
+
+# -- clusters started from the rendered manifests --------------------------------------
+
+NODE_ETCD_PKI = "/etc/kubernetes/pki/etcd"
+NODE_ETCD_DATA = "/var/etcd/data"
+
+
+def manifest_command(manifest: Path) -> list[str]:
+    """The container command of a rendered static pod manifest (a v1 Pod)."""
+    import yaml
+
+    pod = yaml.safe_load(manifest.read_text())
+    (container,) = pod["spec"]["containers"]
+    host_paths = sorted(v["hostPath"]["path"] for v in pod["spec"].get("volumes", []))
+    # Every host path the pod sees is one the test maps (certificates, data dir).
+    assert host_paths == sorted([NODE_ETCD_DATA, NODE_ETCD_PKI]), host_paths
+    return [str(a) for a in container["command"]]
+
+
+def localize(argv: Sequence[str], binary: Path, node_files: Path, data_dir: Path) -> list[str]:
+    """The manifest's argv with only the binary and the host paths changed."""
+    pki = str(node_files / NODE_ETCD_PKI.lstrip("/"))
+    return [str(binary)] + [a.replace(NODE_ETCD_PKI, pki).replace(NODE_ETCD_DATA, str(data_dir)) for a in argv[1:]]
+
+
+class RenderedCluster:
+    """A spec with masters on distinct loopback addresses, rendered by `bakery render`,
+    and its etcd members started with exactly the rendered command lines."""
+
+    def __init__(self, folder: Path, masters: int, bootstrap: str = "static", discovery_service: str | None = None) -> None:
+        for _ in range(10):
+            prefix = loopback_net()
+            self.addresses = [f"{prefix}{11 + i}" for i in range(masters)]
+            if _free_everywhere(self.addresses, 2381):  # the rendered metrics port
+                break
+        self.client_port = free_port_on_all(self.addresses, avoid=[2381])
+        self.peer_port = free_port_on_all(self.addresses, avoid=[2381, self.client_port])
+        self.folder = folder
+        self.build = folder / "build"
+        self.spec_file = folder / "cluster.yaml"
+        lines = [
+            "name: lo", "provider: local", f"masters: {masters}",
+            "network:", f"  subnet: {prefix}0/24", f"  addresses: [{', '.join(self.addresses)}]",
+            "etcd:", f"  bootstrap: {bootstrap}", f"  client_port: {self.client_port}", f"  peer_port: {self.peer_port}",
+        ]  # fmt: skip
+        if discovery_service:
+            lines.append(f"  discovery_service: {discovery_service}")
+        self.spec_file.write_text("\n".join(lines) + "\n")
+        self.names = [f"lo-master-{i}" for i in range(masters)]
+        self.urls = [f"https://{a}:{self.client_port}" for a in self.addresses]
+        self.procs: dict[str, Proc] = {}
+
+    def node_files(self, name: str) -> Path:
+        return self.build / "lo" / "nodes" / name / "files"
+
+    def manifest(self, name: str) -> Path:
+        return self.node_files(name) / "etc" / "kubernetes" / "manifests" / "etcd.manifest"
+
+    def argv(self, name: str, binary: Path) -> list[str]:
+        return localize(manifest_command(self.manifest(name)), binary, self.node_files(name), self.folder / "data" / name)
+
+    def tls(self) -> TLS:
+        pki = self.node_files(self.names[0]) / NODE_ETCD_PKI.lstrip("/")
+        return TLS(pki / "ca.crt", pki / "healthcheck-client.crt", pki / "healthcheck-client.key")
+
+    def client(self, *urls: str) -> Client:
+        return Client(list(urls) or self.urls, self.tls())
+
+    def start(self, binary: Path) -> None:
+        for name in self.names:
+            self.procs[name] = Proc(self.argv(name, binary), self.folder / "logs" / f"{name}.log")
+
+    def wait_healthy(self, timeout: float = 60) -> float:
+        with self.client() as c:
+            return wait_healthy(c, self.urls, timeout, list(self.procs.values()))
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.stop()
+
+
+def _free_everywhere(hosts: Sequence[str], port: int) -> bool:
+    for h in hosts:
+        with socket.socket() as s:
+            try:
+                s.bind((h, port))
+            except OSError:
+                return False
+    return True

