@@ -59,13 +59,20 @@ def fixed_render(spec: spec_mod.ClusterSpec, tag: str = "v1", sink: dict[str, by
     return render
 
 
+def fresh(moto: Moto, paths: state.ClusterPaths) -> None:  # noqa: F811
+    """A clean moto and build folder, with an AMI recorded as `bakery bake` would."""
+    moto.reset()
+    paths.state.unlink(missing_ok=True)
+    paths.base.mkdir(parents=True, exist_ok=True)
+    paths.images.write_text(json.dumps({"aws": {"image": moto.register_ami()}}))
+
+
 @pytest.fixture
 def cluster(moto: Moto, tmp_path: Path):  # noqa: F811
     """(spec, paths, calls, provider factory) for a 3-master cluster on a clean moto."""
     spec = make_spec()
     paths = state.paths(spec.name, tmp_path / "build")
-    paths.base.mkdir(parents=True)
-    paths.images.write_text(json.dumps({"aws": {"image": moto.default_ami()}}))
+    fresh(moto, paths)
     calls = Calls()
     events: list[tuple[str, str, str]] = []
 
@@ -112,7 +119,7 @@ EXPECTED_3 = {"instance": 3, "vpc": 1, "subnet": 3, "security-group": 2, "intern
 
 
 def test_fresh_up_creates_exactly_the_cluster(moto: Moto, cluster: Any) -> None:  # noqa: F811
-    spec, paths, calls, provider, _ = cluster
+    spec, paths, _, provider, _ = cluster
     plain: dict[str, bytes] = {}
     result = provider().up(fixed_render(spec, sink=plain))
 
@@ -182,8 +189,7 @@ def test_up_interrupted_after_each_create_converges(moto: Moto, cluster: Any) ->
     total = len(calls.mutating)
     assert total >= 15
     for n in range(1, total + 1):
-        moto.reset()
-        paths.state.unlink(missing_ok=True)
+        fresh(moto, paths)
         faulty = Calls(fail_after=n)
         with pytest.raises(Interrupted):
             provider(c=faulty).up(fixed_render(spec))
@@ -202,7 +208,7 @@ def test_down_deletes_exactly_the_cluster(moto: Moto, cluster: Any) -> None:  # 
     other_vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     other_subnet = ec2.create_subnet(VpcId=other_vpc, CidrBlock="10.9.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
     other_sg = ec2.create_security_group(GroupName="demo-masters", Description="not bakery's", VpcId=other_vpc)["GroupId"]
-    other_instance = ec2.run_instances(ImageId=moto.default_ami(), MinCount=1, MaxCount=1, SubnetId=other_subnet,
+    other_instance = ec2.run_instances(ImageId=moto.register_ami(), MinCount=1, MaxCount=1, SubnetId=other_subnet,
                                        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": TAG_CLUSTER, "Value": "other"}]}]
                                        )["Instances"][0]["InstanceId"]
     other_lb = elbv2.create_load_balancer(Name="other-api", Subnets=[other_subnet], Type="network")["LoadBalancers"][0]["LoadBalancerArn"]
@@ -239,8 +245,7 @@ def test_oversize_user_data_is_refused_before_any_api_call(moto: Moto, cluster: 
     assert calls.log == []  # the LB's names were in state.json: rendered and checked first
     assert "17,000 bytes" in "\n".join(e.value.lines())
 
-    moto.reset()
-    cluster[1].state.unlink()
+    fresh(moto, cluster[1])
     calls.clear()
     with pytest.raises(RenderError):
         provider().up(oversize)  # a new cluster: the LB must exist before rendering; no master is started
