@@ -234,3 +234,15 @@ def test_three_podmasters_survive_100_disruptions_of_the_holder(cluster: Cluster
             unable.discard(node.name)
         current = wait_for("one settled holder", settled_holder, TTL + SLEEP + SLACK, cluster)
     assert len(failovers) == CYCLES
+
+
+def test_podmaster_imports_only_what_its_image_installs() -> None:
+    """The Dockerfile installs bakery without dependencies, plus httpx."""
+    import subprocess
+
+    code = "import sys, bakery.podmaster; print(' '.join(sorted(m.split('.')[0] for m in sys.modules)))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    loaded = set(r.stdout.split())
+    assert "httpx" in loaded
+    assert not loaded & {"pydantic", "yaml", "jinja2", "cryptography", "boto3", "google"}, loaded
+    assert (Path(__file__).parent.parent / "Dockerfile").read_text().count('ENTRYPOINT ["bakery-podmaster"]') == 1
