@@ -90,6 +90,19 @@ def test_dry_run_runs_no_build_and_writes_nothing(packer: str, tmp_path: Path, c
     assert not (tmp_path / "build" / "demo" / "packer" / "local").exists()
 
 
+def test_dry_run_of_cloud_targets_plans_their_sources_without_credentials(
+    packer: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BAKERY_AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert _bake(tmp_path, "--dry-run", "--only", "aws", "--only", "gcp", "--only", "qemu", templates=None) == 0
+    plan = {p["target"]: p for p in json.loads(capsys.readouterr().out)}
+    assert set(plan) == {"aws", "gcp", "local"}
+    assert "-only=amazon-ebs.bakery" in plan["aws"]["argv"][-1]
+    assert "-var=aws_endpoint=http://127.0.0.1:9" in plan["aws"]["argv"][-1]  # not part of the hash
+    assert "-only=googlecompute.bakery" in plan["gcp"]["argv"][-1]
+    assert len({p["hash"] for p in plan.values()}) == 3
+
+
 def test_failed_build_exits_non_zero_with_packers_errors_and_leaves_images_json(
     packer: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,6 +112,7 @@ def test_failed_build_exits_non_zero_with_packers_errors_and_leaves_images_json(
     monkeypatch.setenv("BAKERY_TEST_FAIL", "1")
     assert _bake(tmp_path, version="1.31.5") == 4
     err = capsys.readouterr().err
+    assert "error: packer build failed (exit 1); its whole output: " in err
     assert "error: packer: null.local: Script exited with non-zero exit status: 1" in err
     assert "E: Failed getting release file" in err  # Packer's own lines, shown as progress
     assert (tmp_path / "build" / "demo" / "images.json").read_bytes() == before

@@ -51,7 +51,6 @@ class Options:
     dry_run: bool = False
     packer: str = "packer"
     mirror: str | None = None  # default: the one apt uses on this machine
-    extra_vars: Mapping[str, str] = field(default_factory=dict)  # unhashed -var (endpoints, account file)
     templates: Path | None = None  # default: bakery's packer/ folder
 
 
@@ -72,9 +71,15 @@ def local_image_dir(paths: ClusterPaths, name: str) -> Path:
     return paths.base / "images" / name
 
 
-def unhashed_vars(paths: ClusterPaths, rec: stage.Recipe, extra: Mapping[str, str]) -> dict[str, str]:
+def unhashed_vars(spec: ClusterSpec, paths: ClusterPaths, rec: stage.Recipe) -> dict[str, str]:
     """-var values that locate things but do not change the image (not in its hash)."""
-    out = {"image_name": rec.name, **extra}
+    out = {"image_name": rec.name}
+    if rec.target == "aws":
+        from bakery.providers.aws.clients import endpoint_url
+
+        endpoint = endpoint_url(spec.aws.endpoint_url if spec.aws else None)
+        if endpoint:
+            out["aws_endpoint"] = endpoint
     if rec.target == "local":
         out["local_output_dir"] = str(local_image_dir(paths, rec.name).resolve())
         out["local_work_dir"] = str((paths.base / "packer" / ".work").resolve())
@@ -106,7 +111,7 @@ def _bake_one(
 ) -> TargetResult:
     step = f"image {rec.target}"
     folder = staging_dir(paths, rec.target).resolve()
-    var = unhashed_vars(paths, rec, opts.extra_vars)
+    var = unhashed_vars(spec, paths, rec)
     argv = [pk.validate_argv(exe, folder, rec.source, var), pk.build_argv(exe, folder, rec.source, var)]
     if pk.supports_required_plugins(version):
         argv.insert(0, pk.init_argv(exe, folder))
@@ -135,7 +140,7 @@ def _bake_one(
         raise
     if rec.target == "local":
         _remove_work(Path(var["local_work_dir"]))
-    record = _record(spec, paths, rec, version, out, var, started)
+    record = _record(spec, rec, version, out, var, started)
     manifest = folder / "manifest.json"
     if manifest.is_file():
         atomic_write(paths.base / f"manifest-{rec.target}.json", manifest.read_bytes())
@@ -160,8 +165,9 @@ def _run(
     # Packer's whole output stays beside the staged build, for the reader of a failure.
     atomic_write(folder / f"packer-{what}.log", "".join(f"{line}\n" for line in res.lines))
     if res.returncode != 0:
+        headline = f"packer {what} failed (exit {res.returncode}); its whole output: {folder / f'packer-{what}.log'}"
         lines = _error_lines(parser.output, res.lines)
-        raise BakeError(f"packer {what} failed (exit {res.returncode})", [Problem(f"packer: {line.strip()}") for line in lines])
+        raise BakeError(headline, [Problem(headline), *(Problem(f"packer: {line.strip()}") for line in lines)])
     return parser.output
 
 
@@ -178,7 +184,7 @@ def _error_lines(out: machine.Output, raw: Sequence[str]) -> list[str]:
 
 
 def _record(
-    spec: ClusterSpec, paths: ClusterPaths, rec: stage.Recipe, version: tuple[int, int, int],
+    spec: ClusterSpec, rec: stage.Recipe, version: tuple[int, int, int],
     out: machine.Output, var: Mapping[str, str], started: float,
 ) -> dict[str, Any]:
     # Artifact 0 is the builder's; later ones are post-processors' (manifest repeats it).
