@@ -295,6 +295,7 @@ class RenderedCluster:
         self.client_port = free_port_on_all(self.addresses, avoid=[2381])
         self.peer_port = free_port_on_all(self.addresses, avoid=[2381, self.client_port])
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.build = folder / "build"
         self.spec_file = folder / "cluster.yaml"
         lines = [
