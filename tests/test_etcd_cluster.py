@@ -81,10 +81,26 @@ def test_static_three_members_then_existing_after_bootstrap(tmp_path: Path, etcd
         # The cluster bootstrapped: state says so, and later renders join as existing.
         s = spec.load(c.spec_file)
         discovery.record_bootstrapped(s, state.paths("lo", c.build), client)
+    # One of three down: the other two still take writes.
+    c.procs[c.names[0]].signal(signal.SIGKILL)
+    c.procs[c.names[0]].wait(10)
+    put_here_read_there(c, 1, 2, "/test/static-after-failure")
     bakery("render", "-f", str(c.spec_file), "-o", str(c.build))
     again = manifest_command(c.manifest(c.names[1]))
     assert "--initial-cluster-state=existing" in again
     assert any(a.startswith("--initial-cluster=lo-master-0=https://") for a in again)
+
+
+def test_discovery_five_members(tmp_path: Path, etcd_bin: Path, v2: DiscoveryEtcd, clusters: list[RenderedCluster]) -> None:
+    c = RenderedCluster(tmp_path, 5, "discovery", discovery_service=v2.keys)
+    clusters.append(c)
+    bakery("discovery", "new", "-f", str(c.spec_file), "-o", str(c.build))
+    bakery("render", "-f", str(c.spec_file), "-o", str(c.build))
+    c.start(etcd_bin)
+    c.wait_healthy()
+    with c.client() as client:
+        assert sorted(m.name for m in client.member_list()) == c.names
+    put_here_read_there(c, 4, 1, "/test/discovery-five")
 
 
 def test_discovery_three_members_and_a_fourth_on_the_full_token(

@@ -246,3 +246,15 @@ def test_podmaster_imports_only_what_its_image_installs() -> None:
     assert "httpx" in loaded
     assert not loaded & {"pydantic", "yaml", "jinja2", "cryptography", "boto3", "google"}, loaded
     assert (Path(__file__).parent.parent / "Dockerfile").read_text().count('ENTRYPOINT ["bakery-podmaster"]') == 1
+
+
+def test_flag_checks() -> None:
+    assert podmaster.parse_duration("500ms") == 0.5
+    assert podmaster.parse_duration("5s") == 5.0
+    assert podmaster.parse_duration("1m") == 60.0
+    assert podmaster.parse_duration("2.5") == 2.5
+    base = ["--key=k", "--source-file=/s", "--dest-file=/d"]
+    for bad in (["--ttl-secs=1"], ["--ttl-secs=4", "--sleep=3s"], ["--etcd-certfile=/c"], ["--sleep=soon"]):
+        with pytest.raises(SystemExit) as e:
+            podmaster.main(base + bad)
+        assert e.value.code == 2
