@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from bakery import cli
+from bakery.bake import images
 from tests.conftest import REPO, need_binary
 
 pytestmark = pytest.mark.packer
@@ -59,6 +60,7 @@ def test_bake_records_the_local_image_and_packers_manifest(packer: str, tmp_path
         assert Path(rec[key]).is_file() and Path(rec[key]).is_absolute()
     assert Path(rec["disk"]).parent == tmp_path.resolve() / "build" / "demo" / "images" / rec["name"]
     assert data["images"] == [rec]
+    assert images.current(tmp_path / "build" / "demo" / "images.json", "demo", "local") == rec  # what `up` reads
     manifest = json.loads((tmp_path / "build" / "demo" / "manifest-local.json").read_text())
     assert manifest["builds"][-1]["custom_data"]["image_name"] == rec["name"]
     captured = capsys.readouterr()
