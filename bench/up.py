@@ -1,89 +1,111 @@
-"""`bakery up` against local stand-ins for the clouds, with a per-call latency injected.
+"""`up` against local cloud fakes with an injected per-call latency: wall time, number of
+API calls, and the critical-path floor (the longest chain of dependent calls x latency).
 
-Prints, per provider entry, for 3 and 7 masters: the wall time of a fresh `up`, a second
-`up` (no change) and `down`; the number of API calls; and the critical-path floor
-(the longest chain of dependent calls x the latency), side by side. The floor is what
-perfect parallelism would cost; wall time above it is bakery's own overhead.
+One entry per provider in PROVIDERS; each runs a fresh `up` for 3 and 7 masters and
+returns Figures. Prints a table; asserts nothing (TESTING.md: no timing assertions).
 
-Each provider is one entry in ENTRIES: a function (masters, latency) -> rows.
-
-    .venv/bin/python bench/up.py [--latency 0.05] [--only gcp]
+    .venv/bin/python bench/up.py [--latency-ms 50]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-Row = tuple[str, int, str, float, int, int, float]  # provider, masters, run, wall s, calls, chain, floor s
+
+@dataclass(frozen=True)
+class Figures:
+    wall: float  # seconds, the whole `up` (parallel steps), best of REPEAT
+    calls: int  # API calls made
+    floor: float  # seconds: longest chain of dependent calls x latency
+    wall0: float  # seconds, the same `up` with no injected latency: the fake's and the client's own time
+    sequential: float  # seconds, the same `up` with one worker (no parallelism)
 
 
-def bench_gcp(masters: int, latency: float) -> list[Row]:
-    """google-cloud-compute against tests/fake_gce.py; the fake sleeps `latency` per request."""
-    from bakery import spec as specmod
+REPEAT = 3
+
+
+def critical_path(trace: dict, calls_per_step: dict[str, int]) -> int:
+    """Calls on the longest dependency chain of a step graph (dag.Run.trace)."""
+    memo: dict[str, int] = {}
+
+    def chain(step: str) -> int:
+        if step not in memo:
+            memo[step] = calls_per_step.get(step, 0) + max((chain(d) for d in trace[step].deps), default=0)
+        return memo[step]
+
+    return max((chain(s) for s in trace), default=0) + calls_per_step.get(None, 0)  # type: ignore[arg-type]
+
+
+# -- AWS: moto's server on 127.0.0.1, latency through a botocore before-send hook ------
+
+
+def aws(masters: int, latency: float) -> Figures:
+    from bakery import spec as spec_mod
     from bakery import state
-    from bakery.providers.base import LBAddress, RenderedNode
-    from bakery.providers.gcp import GcpProvider
-    from bakery.render.userdata import encode
-    from bakery.topology import plan
-    from tests.fake_gce import FakeGCE
+    from bakery.providers.aws import create
+    from tests.moto_server import Calls, server_process
+    from tests.test_aws import SPEC, fixed_render
 
-    rows: list[Row] = []
-    with FakeGCE(project="bench", latency=latency).running() as gce, tempfile.TemporaryDirectory() as tmp:
-        gce.add_image("bench-image")
-        spec = specmod.parse(
-            f"name: bench\nprovider: gcp\nmasters: {masters}\n"
-            f"gcp:\n  project: bench\n  image: bench-image\n  endpoint_url: {gce.url}\n"
-        )
+    with server_process() as moto:
+        spec = spec_mod.parse(SPEC.format(name="bench", masters=masters))
 
-        def render(lb: LBAddress) -> dict[str, RenderedNode]:
-            return {n.name: RenderedNode(n.name, n.address, n.zone, encode(f"#cloud-config\nhostname: {n.name}\n".encode(), "gcp"))
-                    for n in plan(spec, lb_ips=lb.ips).nodes}
+        def once(workers: int, delay: float) -> tuple[float, Calls, dict]:
+            moto.reset()
+            with tempfile.TemporaryDirectory() as tmp:
+                paths = state.paths(spec.name, tmp)
+                paths.base.mkdir(parents=True)
+                paths.images.write_text(json.dumps({"aws": moto.register_ami()}))
+                calls = Calls(latency=delay)
+                provider = create(spec, paths, lambda *a: None, client_factory=moto.factory(calls),
+                                  poll_interval=max(delay, 0.01), workers=workers)
+                provider.clients("ec2"), provider.clients("elbv2")  # client creation is not an API call
+                start_t = time.monotonic()
+                provider.up(fixed_render(spec))
+                return time.monotonic() - start_t, calls, provider.trace
 
-        provider = GcpProvider(spec, state.paths("bench", tmp))
-        runs: list[tuple[str, Callable[[], object]]] = [
-            ("fresh up", lambda: provider.up(render)),
-            ("second up", lambda: provider.up(render)),
-            ("down", provider.down),
-        ]
-        for label, run in runs:
-            before = len(gce.calls)
-            start = time.perf_counter()
-            run()
-            wall = time.perf_counter() - start
-            chain = sum(calls for _, calls in provider.trace)
-            rows.append(("gcp", masters, label, wall, len(gce.calls) - before, chain, chain * latency))
-    return rows
+        wall, calls, trace = min((once(16, latency) for _ in range(REPEAT)), key=lambda r: r[0])
+        wall0 = min(once(16, 0.0)[0] for _ in range(REPEAT))
+        per_step: dict[str | None, int] = {}
+        for _, _, step in calls.log:
+            per_step[step] = per_step.get(step, 0) + 1
+        floor = critical_path(trace, per_step) * latency  # type: ignore[arg-type]
+        return Figures(wall, len(calls.log), floor, wall0, once(1, latency)[0])
 
 
-ENTRIES: dict[str, Callable[[int, float], list[Row]]] = {
-    "gcp": bench_gcp,
-}
+PROVIDERS: list[tuple[str, Callable[[int, float], Figures]]] = [
+    ("aws (moto)", aws),
+]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--latency", type=float, default=0.05, help="seconds added to every API call (default 0.05)")
-    ap.add_argument("--only", choices=sorted(ENTRIES), action="append")
-    args = ap.parse_args()
-    print(f"bakery up/down against local cloud stand-ins, {args.latency * 1000:.0f} ms injected per API call\n")
-    header = ("PROVIDER", "MASTERS", "RUN", "WALL s", "API CALLS", "CHAIN", "FLOOR s", "WALL/FLOOR")
-    rows = []
-    for name in args.only or sorted(ENTRIES):
-        for masters in (3, 7):
-            for p, m, run, wall, calls, chain, floor in ENTRIES[name](masters, args.latency):
-                rows.append((p, m, run, f"{wall:.2f}", calls, chain, f"{floor:.2f}", f"{wall / floor:.2f}" if floor else "-"))
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    print("\nCHAIN: the longest chain of dependent API calls (sum over up's waves of the busiest task's calls);"
-          "\nFLOOR = CHAIN x latency: the wall time of perfect parallelism.")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--masters", type=int, nargs="+", default=[3, 7])
+    args = parser.parse_args()
+    latency = args.latency_ms / 1000
+    print(f"bakery up, fresh cluster, {args.latency_ms:.0f} ms injected per API call")
+    header = (f"{'provider':<12} {'masters':>7} {'calls':>6} {'floor s':>8} {'wall s':>7} {'wall@0ms s':>10} "
+              f"{'wall-wall@0':>11} {'1 worker s':>10}")
+    print(header)
+    print("-" * len(header))
+    for name, run in PROVIDERS:
+        for masters in args.masters:
+            f = run(masters, latency)
+            print(f"{name:<12} {masters:>7} {f.calls:>6} {f.floor:>8.2f} {f.wall:>7.2f} {f.wall0:>10.2f} "
+                  f"{f.wall - f.wall0:>11.2f} {f.sequential:>10.2f}")
+    print("floor: longest chain of dependent calls x latency. wall@0ms: the same up with no injected latency\n"
+          "(the fake server's and botocore's own time); wall-wall@0 is what the latency cost, to compare with\n"
+          f"the floor. 1 worker: the same up with no parallel steps. Best of {REPEAT} runs each.")
     return 0
 
 

@@ -15,12 +15,18 @@ idempotence is bakery's own doing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,6 +95,7 @@ class Calls:
 class Moto:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        self._session: Any = None  # one session: its loader caches the service models
 
     def reset(self) -> None:
         req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST", data=b"")
@@ -99,20 +106,24 @@ class Moto:
         import boto3
         from botocore.config import Config
 
-        session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                        region_name=REGION)
-        c = session.client(service, endpoint_url=self.endpoint,
+        if self._session is None:
+            self._session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                                  region_name=REGION)
+        c = self._session.client(service, endpoint_url=self.endpoint,
                            config=Config(retries={"mode": "adaptive", "max_attempts": 3}))
         return calls.hook(c) if calls is not None else c
 
     def factory(self, calls: Calls | None = None):
         return lambda service: self.client(service, calls)
 
-    def default_ami(self) -> str:
-        return self.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    def register_ami(self) -> str:
+        """A golden image stand-in (moto's own AMI list is not loaded: it makes every reset slow)."""
+        return self.client("ec2").register_image(Name="bakery-test", RootDeviceName="/dev/xvda")["ImageId"]
 
 
 def start() -> tuple[Any, Moto]:
+    """Start moto on a free port of 127.0.0.1. Sets MOTO_EC2_LOAD_DEFAULT_AMIS=false for this process."""
+    os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
@@ -120,6 +131,36 @@ def start() -> tuple[Any, Moto]:
     server.start()
     host, port = server.get_host_and_port()
     return server, Moto(f"http://{host}:{port}")
+
+
+@contextlib.contextmanager
+def server_process() -> Iterator[Moto]:
+    """moto's server as its own process (bench/: no GIL shared with the client under test)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = Moto(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                moto.reset()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"moto_server did not start on 127.0.0.1:{port}") from None
+                time.sleep(0.1)
+        yield moto
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -105,9 +105,13 @@ def ensure_listener(elbv2: Any, spec: ClusterSpec, lb: LoadBalancer, tg_arn: str
     return listener["ListenerArn"]
 
 
-def ensure_targets(elbv2: Any, tg_arn: str, instance_ids: list[str], ledger: Ledger) -> None:
-    """Exactly `instance_ids` registered: missing ones added, replaced masters' removed."""
-    current = {d["Target"]["Id"] for d in elbv2.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]}
+def registered(elbv2: Any, tg_arn: str) -> set[str]:
+    return {d["Target"]["Id"] for d in elbv2.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]}
+
+
+def ensure_targets(elbv2: Any, tg_arn: str, current: set[str], instance_ids: list[str], ledger: Ledger) -> None:
+    """Exactly `instance_ids` registered (`current`, as `registered` found them before the
+    masters started): missing ones added, replaced masters' removed."""
     missing = [i for i in instance_ids if i not in current]
     stale = sorted(current - set(instance_ids))
     if missing:

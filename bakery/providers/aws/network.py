@@ -120,7 +120,7 @@ def ensure_subnet(ec2: Any, spec: ClusterSpec, vpc: Vpc, zone: str, ledger: Ledg
 
 
 def ensure_gateway(ec2: Any, spec: ClusterSpec, vpc: Vpc, ledger: Ledger) -> str | None:
-    """An internet gateway and default route for a bakery-made VPC with an internet-facing LB."""
+    """An internet gateway, attached, for a bakery-made VPC with an internet-facing LB."""
     if not vpc.owned or spec.load_balancer.scheme != "internet-facing":
         return None
     found = _one(ec2.describe_internet_gateways(Filters=cluster_filter(spec.name, "gateway"))["InternetGateways"],
@@ -136,13 +136,22 @@ def ensure_gateway(ec2: Any, spec: ClusterSpec, vpc: Vpc, ledger: Ledger) -> str
     if not any(a.get("VpcId") == vpc.id for a in igw.get("Attachments", [])):
         ec2.attach_internet_gateway(InternetGatewayId=gid, VpcId=vpc.id)
         ledger.made("gateway-attachment", f"{gid}->{vpc.id}")
+    return gid
+
+
+def ensure_default_route(ec2: Any, vpc: Vpc, gateway_id: str | None, ledger: Ledger) -> None:
+    """0.0.0.0/0 through the gateway in the VPC's main route table (not needed by the LB's
+    creation, so it runs beside it rather than before it)."""
+    if gateway_id is None:
+        return
     tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc.id]},
                                                 {"Name": "association.main", "Values": ["true"]}])["RouteTables"]
     for table in tables:
-        if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in table.get("Routes", [])):
-            ec2.create_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=gid)
+        if any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in table.get("Routes", [])):
+            ledger.found("route", f"{table['RouteTableId']} 0.0.0.0/0")
+        else:
+            ec2.create_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway_id)
             ledger.made("route", f"{table['RouteTableId']} 0.0.0.0/0")
-    return gid
 
 
 def _rules(role: str, spec: ClusterSpec, vpc: Vpc, group_id: str) -> set[tuple[int, int, str]]:

@@ -5,8 +5,9 @@ r"""AwsProvider: `up`, `status`, `down` and the launch template, as step graphs.
     image ------------------------------------------------------------.
     vpc -> subnet:<zone>... -> lb -> render -> master:<node>... -> targets -> healthy (--wait)
         -> gateway ---------'      \-> listener ----------------------------'
+              \-> route
         -> sg:masters, sg:api ----------------------'
-        -> target-group -------------------------------------------'
+        -> target-group -> registered -------------------------'
     existing (the masters already running) ------'
 
 Every step finds its resource by tag before it creates it, so a rerun, or one after an
@@ -117,6 +118,7 @@ class AwsProvider:
             *[dag.Step(f"subnet:{z}", ("vpc",), lambda r, z=z: network.ensure_subnet(ec2, spec, vpc(r), z, ledger))
               for z in zones],
             dag.Step("gateway", ("vpc",), lambda r: network.ensure_gateway(ec2, spec, vpc(r), ledger)),
+            dag.Step("route", ("gateway",), lambda r: network.ensure_default_route(ec2, vpc(r), r["gateway"], ledger)),
             *[dag.Step(f"sg:{role}", ("vpc",), lambda r, role=role: network.ensure_security_group(ec2, spec, vpc(r), role, ledger))
               for role in network.SG_ROLES],
             dag.Step("target-group", ("vpc",), lambda r: loadbalancer.ensure_target_group(elbv2, spec, vpc(r).id, ledger)),
@@ -127,9 +129,10 @@ class AwsProvider:
             dag.Step("render", ("lb",), rendered, inline=True),
             *[dag.Step(f"master:{n.name}", ("render", "existing", "image", f"subnet:{n.zone}", "sg:masters", "sg:api"),
                        master(n.name)) for n in plan.nodes],
-            dag.Step("targets", ("target-group", *[f"master:{n.name}" for n in plan.nodes]),
+            dag.Step("registered", ("target-group",), lambda r: loadbalancer.registered(elbv2, r["target-group"])),
+            dag.Step("targets", ("registered", *[f"master:{n.name}" for n in plan.nodes]),
                      lambda r: loadbalancer.ensure_targets(
-                         elbv2, r["target-group"], [r[f"master:{n.name}"] for n in plan.nodes], ledger)),
+                         elbv2, r["target-group"], r["registered"], [r[f"master:{n.name}"] for n in plan.nodes], ledger)),
         ]
         if wait:
             steps.append(dag.Step("healthy", ("targets", "listener"), lambda r: loadbalancer.wait_healthy(
