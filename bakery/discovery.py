@@ -43,8 +43,10 @@ class Bootstrap:
 def bootstrap_for(spec: ClusterSpec, state: dict[str, Any] | None = None) -> Bootstrap:
     """The bootstrap renders use: the spec's mode, filled in from state.json."""
     state = state or {}
-    recorded = state.get("discovery", {})
     e = spec.etcd
+    recorded = state.get("discovery") or {}
+    if recorded.get("mode") not in (None, e.bootstrap):
+        recorded = {}  # a token made for another bootstrap mode
     existing = bool(state.get("bootstrapped"))
     return Bootstrap(
         mode=e.bootstrap,

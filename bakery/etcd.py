@@ -189,7 +189,7 @@ class Client:
 
     def call(self, path: str, body: dict[str, Any], *, endpoint: str | None = None, timeout: float | None = None) -> dict[str, Any]:
         """POST `body` to `/v3/<path>`; the first endpoint that answers wins."""
-        targets = [endpoint] if endpoint else self.endpoints
+        targets = [endpoint] if endpoint else list(self.endpoints)
         failures: list[str] = []
         for ep in targets:
             try:
@@ -197,6 +197,10 @@ class Client:
             except httpx.HTTPError as e:
                 failures.append(f"{ep}: {_reason(e)}")
                 continue
+            if endpoint is None and ep != self.endpoints[0]:
+                # stick to the endpoint that answered: a dead first one costs a timeout per call
+                self.endpoints.remove(ep)
+                self.endpoints.insert(0, ep)
             return _decode(ep, path, r)
         raise EtcdError(f"etcd {path} failed on every endpoint: {'; '.join(failures)}")
 
@@ -303,7 +307,7 @@ class Client:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as f:
                 try:
-                    with self._http.stream("POST", f"{ep}/v3/maintenance/snapshot", json={}, timeout=None) as r:
+                    with self._http.stream("POST", f"{ep}/v3/maintenance/snapshot", json={}) as r:
                         if r.status_code != 200:
                             r.read()
                             _decode(ep, "maintenance/snapshot", r)

@@ -117,3 +117,4 @@ def test_failover_to_the_next_endpoint(etcd: SingleEtcd) -> None:
         c.put("/t/failover", "ok")
         got = c.get("/t/failover")
         assert got is not None and got.value == b"ok"
+        assert c.endpoints == [etcd.url, dead]  # the one that answered is tried first from now on

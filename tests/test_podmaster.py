@@ -135,6 +135,22 @@ def test_single_podmaster_copies_and_releases_on_sigterm(cluster: Cluster) -> No
     assert cluster.holder() is None  # lease revoked: the key went with it
 
 
+def test_holder_drops_its_copy_when_the_key_is_taken_from_it(cluster: Cluster) -> None:
+    n = cluster.nodes[0]
+    n.start()
+    wait_for("the manifest copy", n.has_dest, 10, cluster)
+    held = cluster.holder()
+    assert held is not None
+    c = cluster.etcd.client
+    lease = c.lease_grant(30)
+    c.delete(cluster.key)
+    assert c.create(cluster.key, "intruder", lease.id)
+    wait_for("the holder to drop its copy", lambda: not n.dest.exists(), 5, cluster)
+    c.lease_revoke(lease.id)
+    wait_for("the holder to take the key back", lambda: (cluster.holder() or ("", 0))[0] == n.name and n.has_dest(), 10, cluster)
+    assert n.proc is not None and "the key is no longer ours" in n.proc.log.read_text()
+
+
 def test_holder_removes_dest_before_its_lease_can_expire(cluster: Cluster) -> None:
     """etcd frozen: no renewal possible. The copy goes within 3/4 TTL of the last renewal."""
     ttl = 4
