@@ -141,6 +141,10 @@ class AwsProvider:
         with translated(self.region):
             run = dag.run(steps, workers=self.workers, on_done=self._record)
         self.trace = run.trace
+        for name, inst in sorted(run.results["existing"].items()):
+            if name not in {n.name for n in plan.nodes}:
+                ledger.drifted(f"{name} ({inst['InstanceId']}) is running but not in the plan ({spec.masters} masters): "
+                               "remove it with a rollout (etcd member remove first), or `bakery down` the whole cluster")
         lb_plan = topology.plan(spec, lb_dns_names=(run.results["lb"].dns_name,))
         return UpResult(created=ledger.created, existing=ledger.existing, drift=ledger.drift, endpoint=lb_plan.lb.endpoint)
 
