@@ -211,7 +211,8 @@ class Client:
         body = op_put(key, value, lease)["request_put"]
         return int(self.call("kv/put", body).get("header", {}).get("revision", 0))
 
-    def range(self, key: bytes | str, range_end: bytes | None = None, *, prefix: bool = False, limit: int = 0) -> list[KeyValue]:
+    def range(self, key: bytes | str, range_end: bytes | None = None, *, prefix: bool = False, limit: int = 0,
+              timeout: float | None = None) -> list[KeyValue]:
         k = key.encode() if isinstance(key, str) else key
         body: dict[str, Any] = {"key": b64(k)}
         if prefix:
@@ -220,10 +221,10 @@ class Client:
             body["range_end"] = b64(range_end)
         if limit:
             body["limit"] = str(limit)
-        return [_kv(d) for d in self.call("kv/range", body).get("kvs", [])]
+        return [_kv(d) for d in self.call("kv/range", body, timeout=timeout).get("kvs", [])]
 
-    def get(self, key: bytes | str) -> KeyValue | None:
-        kvs = self.range(key)
+    def get(self, key: bytes | str, *, timeout: float | None = None) -> KeyValue | None:
+        kvs = self.range(key, timeout=timeout)
         return kvs[0] if kvs else None
 
     def delete(self, key: bytes | str, *, prefix: bool = False) -> int:

@@ -149,7 +149,10 @@ class Podmaster:
             self._lose("the lease expired")
             return
         self.deadline = max(self.deadline, sent + ttl * DEADLINE_SHARE)
-        holder = self.client.get(self.cfg.key) if self.clock() < self.deadline else None
+        if self.clock() >= self.deadline:  # the answer came too late to count (e.g. frozen meanwhile)
+            self._lose("the renewal came back after its deadline")
+            return
+        holder = self.client.get(self.cfg.key, timeout=self._left(self.deadline))
         if holder is None or holder.lease != self.lease:
             self._lose("the key is no longer ours")
             return
