@@ -76,9 +76,9 @@ def cluster(moto: Moto, tmp_path: Path):  # noqa: F811
     calls = Calls()
     events: list[tuple[str, str, str]] = []
 
-    def provider(s: spec_mod.ClusterSpec = spec, c: Calls = calls):
-        return create(s, paths, lambda *e: events.append(e), client_factory=moto.factory(c),
-                      poll_interval=0.05, wait_timeout=10)
+    def provider(s: spec_mod.ClusterSpec = spec, c: Calls = calls, **options: Any):
+        options = {"poll_interval": 0.05, "wait_timeout": 10, **options}
+        return create(s, paths, lambda *e: events.append(e), client_factory=moto.factory(c), **options)
 
     return spec, paths, calls, provider, events
 
@@ -318,3 +318,61 @@ def test_permission_and_quota_errors_say_what_to_do() -> None:
     assert "RunInstances" in line and "grant it" in line and "BBBB" not in line and "\n" not in line
     quota = ClientError({"Error": {"Code": "VcpuLimitExceeded", "Message": "You have requested more vCPU"}}, "RunInstances")
     assert "Service Quotas" in describe(quota, "eu-west-1")
+
+
+def test_existing_vpc_and_subnets_are_used_and_never_deleted(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    _, _, calls, provider, _ = cluster
+    ec2 = moto.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.240.0.0/16")["Vpc"]["VpcId"]
+    subnets = {z: ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.240.{i}.0/24", AvailabilityZone=z)["Subnet"]["SubnetId"]
+               for i, z in enumerate(("us-east-1a", "us-east-1b", "us-east-1c"))}
+    extra = "    vpc_id: {}\n    subnet_ids: {}\n".format(vpc, json.dumps(subnets))
+    spec = spec_mod.parse(SPEC.format(name="demo", masters=3).replace("aws:\n", "aws:\n" + extra.replace("    ", "  ")))
+    provider(spec).up(fixed_render(spec))
+    assert not any(op in calls.mutating for op in ("CreateVpc", "CreateSubnet", "CreateInternetGateway"))
+    inv = inventory(moto, spec.name)
+    assert counts(inv) == {**EXPECTED_3, "vpc": 0, "subnet": 0, "internet-gateway": 0}
+    instances = [i for r in ec2.describe_instances(InstanceIds=inv["instance"])["Reservations"] for i in r["Instances"]]
+    assert sorted(i["SubnetId"] for i in instances) == sorted(subnets.values())
+    provider(spec).down()
+    assert all(v == [] for v in inventory(moto, spec.name).values())
+    assert ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"]
+    assert len(ec2.describe_subnets(SubnetIds=list(subnets.values()))["Subnets"]) == 3
+
+
+def test_masters_beyond_the_plan_are_reported_not_removed(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, _, calls, provider, _ = cluster
+    five = make_spec(masters=5)
+    provider(five).up(fixed_render(five))
+    calls.clear()
+    result = provider(spec).up(fixed_render(spec))
+    assert not any(op.startswith(("Terminate", "Run")) for op in calls.mutating)
+    assert len(inventory(moto, spec.name)["instance"]) == 5
+    beyond = [d for d in result.drift if "not in the plan" in d]
+    assert [d.split()[0] for d in beyond] == ["demo-master-3", "demo-master-4"]
+
+
+def test_wait_gives_up_after_its_timeout_with_the_unhealthy_targets(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, paths, _, provider, events = cluster
+    provider().up(fixed_render(spec))
+    stopped = state.load(paths)["aws"]["instances"]["demo-master-2"]
+    moto.client("ec2").stop_instances(InstanceIds=[stopped])
+    with pytest.raises(ProviderError, match=rf"not healthy after .*{stopped}"):
+        provider(wait_timeout=0.5).up(fixed_render(spec), wait=True)
+    assert any(e[:2] == ("targets", "waiting") for e in events)
+
+
+def test_down_interrupted_then_rerun_leaves_nothing(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, paths, _, provider, _ = cluster
+    provider().up(fixed_render(spec))
+    probe = Calls()
+    provider(c=probe).down()
+    total = len(probe.completed)
+    for n in sorted({1, total // 2, total - 1}):
+        fresh(moto, paths)
+        provider().up(fixed_render(spec))
+        with pytest.raises(Interrupted):
+            provider(c=Calls(fail_after=n)).down()
+        assert any(inventory(moto, spec.name).values())
+        provider().down()
+        assert all(v == [] for v in inventory(moto, spec.name).values()), f"after an interruption at delete {n}"
