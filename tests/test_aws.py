@@ -326,8 +326,8 @@ def test_existing_vpc_and_subnets_are_used_and_never_deleted(moto: Moto, cluster
     vpc = ec2.create_vpc(CidrBlock="10.240.0.0/16")["Vpc"]["VpcId"]
     subnets = {z: ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.240.{i}.0/24", AvailabilityZone=z)["Subnet"]["SubnetId"]
                for i, z in enumerate(("us-east-1a", "us-east-1b", "us-east-1c"))}
-    extra = "    vpc_id: {}\n    subnet_ids: {}\n".format(vpc, json.dumps(subnets))
-    spec = spec_mod.parse(SPEC.format(name="demo", masters=3).replace("aws:\n", "aws:\n" + extra.replace("    ", "  ")))
+    given = f"aws:\n  vpc_id: {vpc}\n  subnet_ids: {json.dumps(subnets)}\n"
+    spec = spec_mod.parse(SPEC.format(name="demo", masters=3).replace("aws:\n", given))
     provider(spec).up(fixed_render(spec))
     assert not any(op in calls.mutating for op in ("CreateVpc", "CreateSubnet", "CreateInternetGateway"))
     inv = inventory(moto, spec.name)
