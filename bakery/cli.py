@@ -157,8 +157,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from bakery import providers
     from bakery.pipeline import Cluster
+    from bakery.providers.base import LBAddress
 
     cluster = Cluster.load(args.file, args.build_dir)
+    lb = cluster.lb_address()
+    if not (lb.dns_names or lb.ips):
+        # The LB does not exist yet, and its name goes into the certificates: render once
+        # against a stand-in name longer than any cloud's, with a throwaway copy of the PKI,
+        # so user-data over the provider's limit is refused before any API call.
+        cluster.render(LBAddress(dns_names=("size-probe-" + "0" * 80 + ".invalid",)), keep_pki=False)
     provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
     # local: `up` is watched by a person and returns at a healthy etcd (its whole point)
     result = provider.up(cluster.render_callback(), wait=args.wait or cluster.spec.provider == "local")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,20 @@ def test_status_without_credentials_is_one_line(aws_env: Moto, repo: Path, tmp_p
     assert cli.main(["status", "-f", str(repo / "examples" / "aws.yaml"), "-o", str(tmp_path)]) == 5
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: AWS: no credentials found")
+
+
+def test_up_refuses_oversize_user_data_before_creating_anything(aws_env: Moto, repo: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_aws import inventory
+
+    noise = random.Random(0).randbytes(20_000).hex()  # ~20 KB even gzipped
+    spec_file = tmp_path / "big.yaml"
+    spec_file.write_text((repo / "examples" / "aws.yaml").read_text() + f"apiserver:\n  extra_args:\n    audit-policy-file: '{noise}'\n")
+    build = tmp_path / "build"
+    paths = state.paths("prod-aws", build)
+    paths.base.mkdir(parents=True)
+    paths.images.write_text(json.dumps({"aws": {"image": aws_env.register_ami()}}))
+    assert cli.main(["up", "-f", str(spec_file), "-o", str(build)]) == 2
+    assert "over the aws limit of 16,384 bytes" in capsys.readouterr().err
+    assert all(v == [] for v in inventory(aws_env, "prod-aws").values())
+    assert "lb" not in state.load(paths)
