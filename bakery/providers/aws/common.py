@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bakery.errors import ProviderError
+from bakery.providers.aws import dag
 from bakery.providers.base import Progress
 
 TAG_CLUSTER = "bakery:cluster"
@@ -54,6 +58,16 @@ def elb_name(cluster: str, suffix: str) -> str:
         return name
     digest = hashlib.sha256(cluster.encode()).hexdigest()[:6]
     return f"{cluster[: 32 - len(suffix) - 8].rstrip('-')}-{digest}-{suffix}"
+
+
+def poll(done: Callable[[], bool], what: str, *, timeout: float, interval: float) -> None:
+    """Call `done` every `interval` until it is true; a bounded wait that a failed or
+    interrupted run cuts short (dag.sleep)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() + interval > deadline:
+            raise ProviderError(f"{what}: still not done after {timeout:.0f}s; rerun the command, it resumes")
+        dag.sleep(interval)
 
 
 @dataclass

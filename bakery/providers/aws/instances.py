@@ -19,6 +19,7 @@ from bakery.providers.aws.common import (
     TAG_NODE,
     Ledger,
     cluster_filter,
+    poll,
     tag_spec,
     tag_value,
 )
@@ -140,5 +141,24 @@ def root_volume(device: str, size_gb: int) -> dict[str, Any]:
             "Ebs": {"VolumeSize": size_gb, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}}
 
 
-def wait_running(ec2: Any, ids: list[str], *, delay: float, attempts: int) -> None:
-    ec2.get_waiter("instance_running").wait(InstanceIds=ids, WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
+def wait_running(ec2: Any, ids: list[str], *, timeout: float, interval: float) -> None:
+    """Until the instances run (a target must be running to be registered)."""
+
+    def running() -> bool:
+        found = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
+        dead = [i for i in found if i["State"]["Name"] in ("shutting-down", "terminated")]
+        if dead:
+            i = dead[0]
+            raise ProviderError(f"{i['InstanceId']} stopped while starting ({i.get('StateReason', {}).get('Message', 'no reason given')}): "
+                                f"see `aws ec2 get-console-output --instance-id {i['InstanceId']}`, then rerun `bakery up`")
+        return len(found) == len(ids) and all(i["State"]["Name"] == "running" for i in found)
+
+    poll(running, f"instances {', '.join(ids)} to run", timeout=timeout, interval=interval)
+
+
+def wait_terminated(ec2: Any, ids: list[str], *, timeout: float, interval: float) -> None:
+    def terminated() -> bool:
+        found = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
+        return all(i["State"]["Name"] == "terminated" for i in found)
+
+    poll(terminated, f"instances {', '.join(ids)} to terminate", timeout=timeout, interval=interval)

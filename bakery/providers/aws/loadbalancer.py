@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bakery.errors import ProviderError
+from bakery.providers.aws import dag
 from bakery.providers.aws.clients import error_code
-from bakery.providers.aws.common import TAG_CLUSTER, Ledger, elb_name, tags
+from bakery.providers.aws.common import TAG_CLUSTER, Ledger, elb_name, poll, tags
 from bakery.providers.base import Progress
 from bakery.spec import ClusterSpec
 
@@ -142,7 +143,22 @@ def wait_healthy(elbv2: Any, tg_arn: str, ids: list[str], progress: Progress, *,
             states = ", ".join(f"{i} {health.get(i, 'unregistered')}" for i in ids if i not in healthy)
             raise ProviderError(f"targets not healthy after {timeout:.0f}s ({states}): "
                                 "see `bakery status` and the masters' console output")
-        time.sleep(interval)
+        dag.sleep(interval)
+
+
+def wait_deleted(elbv2: Any, arns: list[str], *, timeout: float, interval: float) -> None:
+    """Until the LBs are gone (their network interfaces hold the subnets and groups until then)."""
+    from botocore.exceptions import ClientError
+
+    def gone() -> bool:
+        try:
+            return not elbv2.describe_load_balancers(LoadBalancerArns=arns)["LoadBalancers"]
+        except ClientError as e:
+            if error_code(e) == "LoadBalancerNotFound":
+                return True
+            raise
+
+    poll(gone, f"load balancers {', '.join(arns)} to be deleted", timeout=timeout, interval=interval)
 
 
 def find_tagged(elbv2: Any, cluster: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

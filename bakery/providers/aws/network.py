@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bakery.errors import ProviderError
+from bakery.providers.aws import dag
 from bakery.providers.aws.clients import error_code
 from bakery.providers.aws.common import TAG_ZONE, Ledger, cluster_filter, tag_spec
 from bakery.spec import ClusterSpec
@@ -230,4 +231,4 @@ def retry_dependency(call: Callable[[], Any], what: str, *, timeout: float, inte
                 if error_code(e) == "DependencyViolation":
                     raise ProviderError(f"{what} is still in use after {timeout:.0f}s: rerun `bakery down`") from None
                 raise
-            time.sleep(interval)
+            dag.sleep(interval)

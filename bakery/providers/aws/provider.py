@@ -17,7 +17,6 @@ as soon as its step finishes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -106,7 +105,7 @@ class AwsProvider:
                     groups = [r["sg:masters"], r["sg:api"]]
                     iid = instances.run_master(ec2, spec, node, r[f"subnet:{node.zone}"], groups, r["image"], ledger)
                 self.progress(f"master {node_name}", "waiting", "until running")
-                instances.wait_running(ec2, [iid], delay=self.poll, attempts=self._attempts())
+                instances.wait_running(ec2, [iid], timeout=self.timeout, interval=self.poll)
                 return iid
             return step
 
@@ -184,9 +183,6 @@ class AwsProvider:
             return
         state_mod.save(self.paths, data)
 
-    def _attempts(self) -> int:
-        return max(1, math.ceil(self.timeout / max(self.poll, 0.01)))
-
     # -- status ---------------------------------------------------------------------------
 
     def status(self) -> ClusterStatus:
@@ -224,8 +220,7 @@ class AwsProvider:
                 elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
                 ledger.gone("load-balancer", lb["LoadBalancerName"])
             if arns:
-                elbv2.get_waiter("load_balancers_deleted").wait(
-                    LoadBalancerArns=arns, WaiterConfig={"Delay": self.poll, "MaxAttempts": self._attempts()})
+                loadbalancer.wait_deleted(elbv2, arns, timeout=self.timeout, interval=self.poll)
 
         def delete_tgs(r: Mapping[str, Any]) -> None:
             for tg in r["find:elb"][1]:
@@ -239,8 +234,7 @@ class AwsProvider:
             ec2.terminate_instances(InstanceIds=ids)
             for name, inst in sorted(r["find:masters"].items()):
                 ledger.gone(f"master {name}", inst["InstanceId"])
-            ec2.get_waiter("instance_terminated").wait(
-                InstanceIds=ids, WaiterConfig={"Delay": self.poll, "MaxAttempts": self._attempts()})
+            instances.wait_terminated(ec2, ids, timeout=self.timeout, interval=self.poll)
 
         def delete_each(kind: str, items: list[dict[str, Any]], key: str, call: Any):
             for item in items:
