@@ -359,9 +359,7 @@ def _decode(endpoint: str, path: str, r: httpx.Response) -> dict[str, Any]:
     if r.status_code != 200 or not isinstance(data, dict):
         detail = _message(data) if isinstance(data, dict) else r.text[:200]
         raise EtcdError(f"{endpoint}: etcd {path} failed: HTTP {r.status_code}: {detail}")
-    if "error" in data and "result" in data:
-        # streaming calls (keepalive) wrap results and errors
-        raise EtcdError(f"{endpoint}: etcd {path} failed: {_message(data['error'])}")
-    if "error" in data and isinstance(data["error"], dict):
+    if isinstance(data.get("error"), dict):
+        # streaming calls (keepalive, snapshot) answer 200 and wrap errors in an object
         raise EtcdError(f"{endpoint}: etcd {path} failed: {_message(data['error'])}")
     return data

@@ -24,6 +24,7 @@ from tests.etcd_fixtures import (
     distro_bin,
     localize,
     manifest_command,
+    wait_healthy,
 )
 
 pytestmark = pytest.mark.etcd
@@ -57,6 +58,12 @@ def bakery(*args: str) -> None:
     assert cli.main(list(args)) == 0
 
 
+def survivors_elect_a_leader(c: RenderedCluster, urls: list[str]) -> None:
+    """If the killed member led, the others need an election (/health is true again after it)."""
+    with c.client(*urls) as client:
+        wait_healthy(client, urls, 30, [c.procs[n] for n, u in zip(c.names, c.urls, strict=True) if u in urls])
+
+
 def put_here_read_there(c: RenderedCluster, writer: int, reader: int, key: str) -> None:
     with c.client(c.urls[writer]) as w, c.client(c.urls[reader]) as r:
         w.put(key, f"from {c.names[writer]}")
@@ -84,6 +91,7 @@ def test_static_three_members_then_existing_after_bootstrap(tmp_path: Path, etcd
     # One of three down: the other two still take writes.
     c.procs[c.names[0]].signal(signal.SIGKILL)
     c.procs[c.names[0]].wait(10)
+    survivors_elect_a_leader(c, c.urls[1:])
     put_here_read_there(c, 1, 2, "/test/static-after-failure")
     bakery("render", "-f", str(c.spec_file), "-o", str(c.build))
     again = manifest_command(c.manifest(c.names[1]))
@@ -147,6 +155,7 @@ def test_five_members_survive_two_failures(tmp_path: Path, etcd_bin: Path, clust
         c.procs[name].signal(signal.SIGKILL)
         c.procs[name].wait(10)
     survivors = c.urls[2:]
+    survivors_elect_a_leader(c, survivors)
     with c.client(*survivors) as client:
         for i in range(20):
             client.put(f"/test/after-failure/{i}", str(i))
