@@ -286,7 +286,8 @@ class RenderedCluster:
     """A spec with masters on distinct loopback addresses, rendered by `bakery render`,
     and its etcd members started with exactly the rendered command lines."""
 
-    def __init__(self, folder: Path, masters: int, bootstrap: str = "static", discovery_service: str | None = None) -> None:
+    def __init__(self, folder: Path, masters: int, bootstrap: str = "static", discovery_service: str | None = None,
+                 election: str = "builtin") -> None:
         for _ in range(10):
             prefix = loopback_net()
             self.addresses = [f"{prefix}{11 + i}" for i in range(masters)]
@@ -299,7 +300,7 @@ class RenderedCluster:
         self.build = folder / "build"
         self.spec_file = folder / "cluster.yaml"
         lines = [
-            "name: lo", "provider: local", f"masters: {masters}",
+            "name: lo", "provider: local", f"masters: {masters}", f"election: {election}",
             "network:", f"  subnet: {prefix}0/24", f"  addresses: [{', '.join(self.addresses)}]",
             "etcd:", f"  bootstrap: {bootstrap}", f"  client_port: {self.client_port}", f"  peer_port: {self.peer_port}",
         ]  # fmt: skip

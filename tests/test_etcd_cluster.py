@@ -9,10 +9,13 @@ loopback addresses; ports are chosen free by the test.
 from __future__ import annotations
 
 import signal
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bakery import cli, discovery, spec, state
 from tests.conftest import need
@@ -161,3 +164,73 @@ def test_five_members_survive_two_failures(tmp_path: Path, etcd_bin: Path, clust
             client.put(f"/test/after-failure/{i}", str(i))
         assert len(client.range("/test/after-failure/", prefix=True)) == 20
     put_here_read_there(c, 2, 4, "/test/five-after")
+
+
+def test_rendered_podmasters_elect_one_scheduler_and_one_controller_manager(
+    tmp_path: Path, etcd_bin: Path, clusters: list[RenderedCluster]
+) -> None:
+    """podmaster.manifest's two electors per node, run with their rendered command lines
+    (binary and the three host paths moved), against the cluster's own etcd and certificates."""
+    c = RenderedCluster(tmp_path, 3, "static", election="podmaster")
+    clusters.append(c)
+    bakery("render", "-f", str(c.spec_file), "-o", str(c.build))
+    c.start(etcd_bin)
+    c.wait_healthy()
+    electors: dict[tuple[str, str], Proc] = {}
+    manifests = {name: tmp_path / "manifests" / name for name in c.names}
+    source = {name: c.node_files(name) / "srv" / "kubernetes" for name in c.names}
+    try:
+        for name in c.names:
+            pod = yaml.safe_load((c.node_files(name) / "etc/kubernetes/manifests/podmaster.manifest").read_text())
+            host_paths = sorted(v["hostPath"]["path"] for v in pod["spec"]["volumes"])
+            assert host_paths == ["/etc/kubernetes/manifests", "/etc/kubernetes/pki/etcd", "/srv/kubernetes"]
+            for container in pod["spec"]["containers"]:
+                argv = [sys.executable, "-m", "bakery.podmaster"] + [
+                    a.replace("/etc/kubernetes/pki/etcd", str(c.node_files(name) / "etc/kubernetes/pki/etcd"))
+                    .replace("/srv/kubernetes", str(source[name]))
+                    .replace("/etc/kubernetes/manifests", str(manifests[name]))
+                    for a in container["command"][1:]
+                ]
+                electors[(name, container["name"])] = Proc(argv, tmp_path / "logs" / f"{name}-{container['name']}.log")
+
+        def copies(component: str) -> list[str]:
+            out = []
+            for name in c.names:
+                f = manifests[name] / f"{component}.manifest"
+                if f.exists():
+                    assert f.read_bytes() == (source[name] / f"{component}.manifest").read_bytes()
+                    out.append(name)
+            return out
+
+        def one_copy(component: str) -> str | None:
+            found = copies(component)
+            assert len(found) <= 1, f"{component} on {found}"
+            return found[0] if found else None
+
+        holders = {}
+        with c.client() as client:
+            for component in ("kube-scheduler", "kube-controller-manager"):
+                holders[component] = wait_until(lambda comp=component: one_copy(comp), 20, electors.values())
+                kv = client.get(f"/bakery/lo/podmaster/{component}")
+                assert kv is not None and kv.value.decode() == holders[component]
+            # The scheduler's holder steps down (SIGTERM): another master takes over at its next poll.
+            old = holders["kube-scheduler"]
+            stopping = electors[(old, "scheduler-elector")]
+            stopping.signal(signal.SIGTERM)
+            assert stopping.wait(10) == 0
+            new = wait_until(lambda: one_copy("kube-scheduler"), 15, electors.values())
+            assert new != old
+            assert one_copy("kube-controller-manager") == holders["kube-controller-manager"]
+    finally:
+        for p in electors.values():
+            p.stop()
+
+
+def wait_until(cond, timeout: float, procs):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"gave up after {timeout}s:\n" + "\n".join(p.tail(5) for p in procs))
