@@ -7,7 +7,9 @@ observe goes through botocore's own event system (TESTING.md: no patching):
 - `latency` sleeps before each HTTP send (bench/up.py's per-call latency);
 - `fail_after` raises `Interrupted` right after the Nth mutating call has succeeded,
   the worst moment for an interruption: the resource exists, bakery never heard of it.
-  From then on every call fails, on every thread, as if the process had died.
+  From then on every call fails, on every thread, as if the process had died;
+- `not_yet` answers an operation's first calls with a NotFound error, as EC2 does for a
+  resource created a moment ago (eventual consistency), without reaching the server.
 
 moto accepts duplicate LB names and ignores ClientToken, so what these tests see about
 idempotence is bakery's own doing.
@@ -48,6 +50,7 @@ class Calls:
     completed: list[str] = field(default_factory=list)  # mutating calls the server carried out
     fail_after: int | None = None
     tripped: bool = False
+    not_yet: dict[str, tuple[str, int]] = field(default_factory=dict)  # operation -> (error code, times)
     latency: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -62,16 +65,21 @@ class Calls:
         with self._lock:
             self.log.clear()
 
-    def _before(self, model: Any, **_: Any) -> None:
+    def _before(self, model: Any, **_: Any) -> Any:
         from bakery.providers.aws import dag
 
         with self._lock:
             if self.tripped:
                 raise Interrupted(f"{model.name}: the process is down (fault injected)")
             self.log.append((model.service_model.service_name, model.name, dag.current()))
+            code, times = self.not_yet.get(model.name, ("", 0))
+            if times:
+                self.not_yet[model.name] = (code, times - 1)
+                return _error(code)
+        return None
 
-    def _after(self, model: Any, **_: Any) -> None:
-        if not model.name.startswith(MUTATING):
+    def _after(self, model: Any, http_response: Any, **_: Any) -> None:
+        if not model.name.startswith(MUTATING) or http_response.status_code >= 300:
             return
         with self._lock:
             self.completed.append(model.name)
@@ -90,6 +98,14 @@ class Calls:
         events.register("after-call.*.*", self._after)
         events.register("before-send.*.*", self._send)
         return client
+
+
+def _error(code: str) -> tuple[Any, dict[str, Any]]:
+    """A (response, parsed) pair as a before-call handler returns it: botocore raises it as
+    the ClientError the service would have sent (the mechanism botocore's Stubber uses)."""
+    from botocore.awsrequest import AWSResponse
+
+    return AWSResponse("", 400, {}, None), {"Error": {"Code": code, "Message": f"{code} (injected)"}}
 
 
 class Moto:

@@ -376,3 +376,15 @@ def test_down_interrupted_then_rerun_leaves_nothing(moto: Moto, cluster: Any) ->
         assert any(inventory(moto, spec.name).values())
         provider().down()
         assert all(v == [] for v in inventory(moto, spec.name).values()), f"after an interruption at delete {n}"
+
+
+def test_not_yet_visible_dependencies_are_waited_for(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    spec, _, _, provider, _ = cluster
+    # What EC2/ELBv2 answer right after the VPC, subnet, group or instance was created.
+    lagging = Calls(not_yet={"CreateSubnet": ("InvalidVpcID.NotFound", 1),
+                             "RunInstances": ("InvalidGroup.NotFound", 2),
+                             "CreateLoadBalancer": ("InvalidSubnet", 1),
+                             "RegisterTargets": ("InvalidTarget", 1)})
+    provider(c=lagging).up(fixed_render(spec))
+    assert all(times == 0 for _, times in lagging.not_yet.values())
+    assert counts(inventory(moto, spec.name)) == EXPECTED_3

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bakery.errors import ProviderError
 from bakery.providers.aws import dag
@@ -68,6 +68,36 @@ def poll(done: Callable[[], bool], what: str, *, timeout: float, interval: float
         if time.monotonic() + interval > deadline:
             raise ProviderError(f"{what}: still not done after {timeout:.0f}s; rerun the command, it resumes")
         dag.sleep(interval)
+
+
+# What EC2 and ELBv2 answer for a resource created a moment ago, before the create has
+# reached every part of the service (EC2's eventual consistency). Retried for a while.
+# https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
+NOT_YET = {
+    "InvalidVpcID.NotFound", "InvalidSubnetID.NotFound", "InvalidSubnet", "InvalidGroup.NotFound",
+    "InvalidGroupId.Malformed", "InvalidInternetGatewayID.NotFound", "InvalidRouteTableID.NotFound",
+    "InvalidInstanceID.NotFound", "InvalidTarget", "TargetGroupNotFound",
+}
+SETTLE_SECONDS = 60.0
+
+T = TypeVar("T")
+
+
+def settled(call: Callable[[], T], *, timeout: float = SETTLE_SECONDS) -> T:
+    """`call()`, retried with backoff while AWS still says a just-created dependency is missing."""
+    from botocore.exceptions import ClientError
+
+    from bakery.providers.aws.clients import error_code
+
+    deadline, interval = time.monotonic() + timeout, 0.25
+    while True:
+        try:
+            return call()
+        except ClientError as e:
+            if error_code(e) not in NOT_YET or time.monotonic() + interval > deadline:
+                raise
+        dag.sleep(interval)
+        interval = min(interval * 2, 5.0)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from bakery.providers.aws.common import (
     Ledger,
     cluster_filter,
     poll,
+    settled,
     tag_spec,
     tag_value,
 )
@@ -131,7 +132,7 @@ def run_master(
         kwargs["IamInstanceProfile"] = {"Name": aws.instance_profile}
     if aws.key_name:
         kwargs["KeyName"] = aws.key_name
-    iid = ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"]
+    iid = settled(lambda: ec2.run_instances(**kwargs))["Instances"][0]["InstanceId"]
     ledger.made(f"master {node.name}", iid)
     return iid
 
@@ -145,7 +146,8 @@ def wait_running(ec2: Any, ids: list[str], *, timeout: float, interval: float) -
     """Until the instances run (a target must be running to be registered)."""
 
     def running() -> bool:
-        found = [i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
+        described = settled(lambda: ec2.describe_instances(InstanceIds=ids))  # NotFound just after RunInstances
+        found = [i for r in described["Reservations"] for i in r["Instances"]]
         dead = [i for i in found if i["State"]["Name"] in ("shutting-down", "terminated")]
         if dead:
             i = dead[0]

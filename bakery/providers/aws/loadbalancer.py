@@ -14,7 +14,7 @@ from typing import Any
 from bakery.errors import ProviderError
 from bakery.providers.aws import dag
 from bakery.providers.aws.clients import error_code
-from bakery.providers.aws.common import TAG_CLUSTER, Ledger, elb_name, poll, tags
+from bakery.providers.aws.common import TAG_CLUSTER, Ledger, elb_name, poll, settled, tags
 from bakery.providers.base import Progress
 from bakery.spec import ClusterSpec
 
@@ -66,12 +66,12 @@ def ensure_target_group(elbv2: Any, spec: ClusterSpec, vpc_id: str, ledger: Ledg
         _check_owner(elbv2, found["TargetGroupArn"], f"target group {name}", spec.name)
         ledger.found("target-group", name)
         return found["TargetGroupArn"]
-    tg = elbv2.create_target_group(
+    tg = settled(lambda: elbv2.create_target_group(
         Name=name, Protocol="TCP", Port=spec.load_balancer.port, VpcId=vpc_id, TargetType="instance",
         HealthCheckProtocol="HTTPS", HealthCheckPath="/readyz", HealthCheckPort="traffic-port",
         HealthCheckIntervalSeconds=10, HealthyThresholdCount=3, UnhealthyThresholdCount=3,
         Tags=tags(spec.name, "target-group", name),
-    )["TargetGroups"][0]
+    ))["TargetGroups"][0]
     ledger.made("target-group", name)
     return tg["TargetGroupArn"]
 
@@ -83,10 +83,10 @@ def ensure_load_balancer(elbv2: Any, spec: ClusterSpec, subnet_ids: list[str], l
         _check_owner(elbv2, found["LoadBalancerArn"], f"load balancer {name}", spec.name)
         ledger.found("load-balancer", found["DNSName"])
         return LoadBalancer(found["LoadBalancerArn"], found["DNSName"])
-    lb = elbv2.create_load_balancer(
+    lb = settled(lambda: elbv2.create_load_balancer(
         Name=name, Subnets=subnet_ids, Scheme=spec.load_balancer.scheme, Type="network",
         IpAddressType="ipv4", Tags=tags(spec.name, "load-balancer", name),
-    )["LoadBalancers"][0]
+    ))["LoadBalancers"][0]
     ledger.made("load-balancer", lb["DNSName"])
     return LoadBalancer(lb["LoadBalancerArn"], lb["DNSName"])
 
@@ -97,11 +97,11 @@ def ensure_listener(elbv2: Any, spec: ClusterSpec, lb: LoadBalancer, tg_arn: str
         if listener["Port"] == port:
             ledger.found("listener", f"TCP {port}")
             return listener["ListenerArn"]
-    listener = elbv2.create_listener(
+    listener = settled(lambda: elbv2.create_listener(
         LoadBalancerArn=lb.arn, Protocol="TCP", Port=port,
         DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
         Tags=tags(spec.name, "listener", f"{spec.name}-api-{port}"),
-    )["Listeners"][0]
+    ))["Listeners"][0]
     ledger.made("listener", f"TCP {port}")
     return listener["ListenerArn"]
 
@@ -116,7 +116,7 @@ def ensure_targets(elbv2: Any, tg_arn: str, current: set[str], instance_ids: lis
     missing = [i for i in instance_ids if i not in current]
     stale = sorted(current - set(instance_ids))
     if missing:
-        elbv2.register_targets(TargetGroupArn=tg_arn, Targets=[{"Id": i} for i in missing])
+        settled(lambda: elbv2.register_targets(TargetGroupArn=tg_arn, Targets=[{"Id": i} for i in missing]))
         ledger.made("targets", " ".join(missing))
     if stale:
         elbv2.deregister_targets(TargetGroupArn=tg_arn, Targets=[{"Id": i} for i in stale])

@@ -18,7 +18,7 @@ from typing import Any
 from bakery.errors import ProviderError
 from bakery.providers.aws import dag
 from bakery.providers.aws.clients import error_code
-from bakery.providers.aws.common import TAG_ZONE, Ledger, cluster_filter, tag_spec
+from bakery.providers.aws.common import TAG_ZONE, Ledger, cluster_filter, settled, tag_spec
 from bakery.spec import ClusterSpec
 from bakery.topology import ClusterPlan
 
@@ -112,10 +112,10 @@ def ensure_subnet(ec2: Any, spec: ClusterSpec, vpc: Vpc, zone: str, ledger: Ledg
     if found:
         ledger.found(f"subnet {zone}", found["SubnetId"])
         return found["SubnetId"]
-    subnet = ec2.create_subnet(
+    subnet = settled(lambda: ec2.create_subnet(
         VpcId=vpc.id, CidrBlock=zone_subnets(spec)[zone], AvailabilityZone=zone,
         TagSpecifications=tag_spec("subnet", spec.name, "subnet", f"{spec.name}-{zone}", zone=zone),
-    )["Subnet"]
+    ))["Subnet"]
     ledger.made(f"subnet {zone}", subnet["SubnetId"])
     return subnet["SubnetId"]
 
@@ -135,7 +135,7 @@ def ensure_gateway(ec2: Any, spec: ClusterSpec, vpc: Vpc, ledger: Ledger) -> str
         ledger.made("internet-gateway", igw["InternetGatewayId"])
     gid = igw["InternetGatewayId"]
     if not any(a.get("VpcId") == vpc.id for a in igw.get("Attachments", [])):
-        ec2.attach_internet_gateway(InternetGatewayId=gid, VpcId=vpc.id)
+        settled(lambda: ec2.attach_internet_gateway(InternetGatewayId=gid, VpcId=vpc.id))
         ledger.made("gateway-attachment", f"{gid}->{vpc.id}")
     return gid
 
@@ -151,7 +151,7 @@ def ensure_default_route(ec2: Any, vpc: Vpc, gateway_id: str | None, ledger: Led
         if any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in table.get("Routes", [])):
             ledger.found("route", f"{table['RouteTableId']} 0.0.0.0/0")
         else:
-            ec2.create_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway_id)
+            settled(lambda table=table: ec2.create_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway_id))
             ledger.made("route", f"{table['RouteTableId']} 0.0.0.0/0")
 
 
@@ -200,15 +200,15 @@ def ensure_security_group(ec2: Any, spec: ClusterSpec, vpc: Vpc, role: str, ledg
         ledger.found(f"security-group {role}", group["GroupId"])
     else:
         name = f"{spec.name}-{role}"
-        gid = ec2.create_security_group(
+        gid = settled(lambda: ec2.create_security_group(
             GroupName=name, Description=SG_ROLES[role].format(spec.name), VpcId=vpc.id,
-            TagSpecifications=tag_spec("security-group", spec.name, f"sg-{role}", name))["GroupId"]
+            TagSpecifications=tag_spec("security-group", spec.name, f"sg-{role}", name)))["GroupId"]
         ledger.made(f"security-group {role}", gid)
         group = {"GroupId": gid}
     gid = group["GroupId"]
     missing = sorted(_rules(role, spec, vpc, gid) - _current(group))
     if missing:
-        ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[_permission(r) for r in missing])
+        settled(lambda: ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[_permission(r) for r in missing]))
         ledger.made(f"rules {role}", f"{gid} +{len(missing)}")
     return gid
 
