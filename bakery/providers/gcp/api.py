@@ -86,6 +86,14 @@ class Compute:
                     raise
             return self._clients[name]
 
+    def close(self) -> None:
+        """Close every client's HTTP session (each holds a connection pool). Clients are
+        built again on the next call, so a provider can close after each command."""
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        for c in clients.values():
+            c.transport.close()
+
     # -- calls -------------------------------------------------------------------------
 
     def call(self, what: str, fn: Callable[..., Any], *, allow: tuple[str, ...] = ("NotFound", "Conflict"), **kw: Any) -> Any:

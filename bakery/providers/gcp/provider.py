@@ -17,6 +17,7 @@ the next run. `down` deletes what carries the cluster's label or marker, in reve
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -93,6 +94,20 @@ class Ledger:
         self.progress(f"{kind} {name}", "deleted")
 
 
+def _closes_clients(method: Callable[..., T]) -> Callable[..., T]:
+    """Close the HTTP sessions when a command ends (they hold sockets; a nightly job that
+    runs many commands in one process would otherwise pile them up)."""
+
+    @functools.wraps(method)
+    def wrapper(self: GcpProvider, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.compute.close()
+
+    return wrapper
+
+
 class GcpProvider:
     name = "gcp"
 
@@ -120,6 +135,7 @@ class GcpProvider:
 
     # -- up ----------------------------------------------------------------------------
 
+    @_closes_clients
     def up(self, render: RenderCallback, *, wait: bool = False) -> UpResult:
         self.ledger = Ledger(self.progress)
         self.trace = []
@@ -283,6 +299,7 @@ class GcpProvider:
 
     # -- instance template -------------------------------------------------------------
 
+    @_closes_clients
     def instance_template(self, user_data: UserData) -> str:
         """Find or create the instance template for managed instance groups; return its name."""
         self.ledger = Ledger(self.progress)
@@ -293,6 +310,7 @@ class GcpProvider:
 
     # -- status ------------------------------------------------------------------------
 
+    @_closes_clients
     def status(self) -> ClusterStatus:
         zones = self._zones()
         found = self._wave("status", {
@@ -336,6 +354,7 @@ class GcpProvider:
 
     # -- down --------------------------------------------------------------------------
 
+    @_closes_clients
     def down(self) -> list[str]:
         """Delete what carries the cluster's label or marker, in reverse dependency order."""
         self.ledger = Ledger(self.progress)

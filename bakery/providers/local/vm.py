@@ -145,6 +145,12 @@ def hub_argv(cluster: str, net: NetPlan) -> list[str]:
 _PROBE = bytes([0xBA, 0xF8, 0x03, 0xB0, 0x4B, 0xEE, 0xFA, 0xF4, 0xEB, 0xFD])
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    return bool(poller.poll(timeout * 1000))
+
+
 def kvm_works(workdir: Path, timeout: float = 2.0) -> bool:
     """True when /dev/kvm is usable and a guest really runs on it."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -162,8 +168,8 @@ def kvm_works(workdir: Path, timeout: float = 2.0) -> bool:
         assert p.stdout is not None
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([p.stdout], [], [], left)
-            if not ready:
+            # poll, not select(): select() refuses descriptors numbered above 1023
+            if not _readable(p.stdout.fileno(), left):
                 break
             chunk = os.read(p.stdout.fileno(), 64)
             if b"K" in chunk:
