@@ -128,11 +128,11 @@ def test_second_up_is_a_no_op(cluster: Cluster) -> None:
 def test_cloud_init_finished_without_errors_on_every_node(cluster: Cluster) -> None:
     for node in _nodes(cluster):
         # bounded: cloud-init may still be in its last stage when etcd is already healthy
-        status = cluster.ssh(node, "timeout 600 cloud-init status --wait >/dev/null; cloud-init status", timeout=660)
-        assert "status: done" in status, f"{node}: {status}"
-        result = json.loads(cluster.ssh(node, "cat /run/cloud-init/result.json"))
-        assert result["v1"]["errors"] == [], f"{node}: {result}"
-        assert cluster.provider.cloud_init_result(node) == "done"
+        out = cluster.ssh(node, "timeout 600 cloud-init status --wait >/dev/null; cloud-init status; "
+                                "cat /run/cloud-init/result.json", timeout=660)
+        status, _, result = out.partition("\n")
+        assert status == "status: done", f"{node}: {out}"
+        assert json.loads(result)["v1"]["errors"] == [], f"{node}: {result}"
 
 
 def test_user_data_files_are_in_the_vms_with_their_modes_and_owners(cluster: Cluster) -> None:
@@ -141,14 +141,13 @@ def test_user_data_files_are_in_the_vms_with_their_modes_and_owners(cluster: Clu
         files = user_data["write_files"]
         assert files, "user-data writes no files"
         paths = " ".join(f"'{f['path']}'" for f in files)
-        lines = cluster.ssh(node, f"stat -c '%a %U:%G %n' {paths}").splitlines()
+        hostname, *lines = cluster.ssh(node, f"hostname; stat -c '%a %U:%G %n' {paths}").splitlines()
+        assert hostname == node
         seen = {line.split(" ", 2)[2]: line.split(" ", 2)[:2] for line in lines}
         for f in files:
             mode, owner = seen[f["path"]]
             assert int(mode, 8) == int(f["permissions"], 8), f"{node}:{f['path']} mode {mode}, want {f['permissions']}"
             assert owner == f["owner"], f"{node}:{f['path']} owner {owner}, want {f['owner']}"
-        hostname = cluster.ssh(node, "hostname").strip()
-        assert hostname == node
 
 
 def test_etcd_healthy_with_every_member_through_the_load_balancer(cluster: Cluster) -> None:
@@ -164,6 +163,7 @@ def test_etcd_healthy_with_every_member_through_the_load_balancer(cluster: Clust
 
 def test_podmaster_lock_held_by_exactly_one_node(cluster: Cluster) -> None:
     nodes = _nodes(cluster)
+    holders: dict[str, str] = {}
     for component in ("kube-scheduler", "kube-controller-manager"):
         key = f"/bakery/e2e/podmaster/{component}"
         holder = None
@@ -175,10 +175,13 @@ def test_podmaster_lock_held_by_exactly_one_node(cluster: Cluster) -> None:
                     holder = kv.value.decode()
                     break
                 time.sleep(2)
-            assert holder in nodes, f"{key}: no node holds the lock"
-            assert kv is not None and kv.lease != 0  # held under a lease, so it frees itself
-        manifest = f"/etc/kubernetes/manifests/{component}.manifest"
-        copies = [n for n in nodes if cluster.ssh(n, f"test -f {manifest} && echo yes || echo no").strip() == "yes"]
+            assert holder in nodes and kv is not None, f"{key}: no node holds the lock"
+            assert kv.lease != 0  # held under a lease, so it frees itself
+        holders[component] = holder
+    # one login per node: which elected manifests it has
+    have = {n: cluster.ssh(n, "ls /etc/kubernetes/manifests/").split() for n in nodes}
+    for component, holder in holders.items():
+        copies = [n for n in nodes if f"{component}.manifest" in have[n]]
         assert copies == [holder], f"{component}: manifest on {copies}, lock held by {holder}"
 
 
@@ -205,7 +208,9 @@ def test_one_vm_killed_quorum_holds_and_haproxy_marks_it_down(cluster: Cluster) 
         assert etcd.health(cluster.provider.endpoint)
     status = {n.name: n for n in cluster.provider.status().nodes}
     assert status[victim].state == "stopped"
-    assert all(status[n].health == "healthy" for n in _nodes(cluster) if n != victim)
+    for n in _nodes(cluster):
+        if n != victim:
+            assert status[n].health == "healthy" and status[n].extra["cloud-init"] == "done", status[n]
 
 
 def test_down_leaves_no_process_listener_or_network(cluster: Cluster) -> None:

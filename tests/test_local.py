@@ -166,7 +166,9 @@ def test_seed_documents_and_iso(tmp_path):
     assert eths["host"] == {"match": {"macaddress": n.user_mac}, "addresses": ["10.0.2.15/24"]}
     vendor = seed.vendor_data("ssh-ed25519 AAAA test")
     assert vendor.startswith(b"#cloud-config\n")
-    assert yaml.safe_load(vendor) == {"disable_root": False, "ssh_authorized_keys": ["ssh-ed25519 AAAA test"]}
+    doc = yaml.safe_load(vendor)
+    assert doc["disable_root"] is False and doc["ssh_authorized_keys"] == ["ssh-ed25519 AAAA test"]
+    assert doc["grub_dpkg"] == {"enabled": False}
     assert binary
     iso = seed.build(tmp_path, tmp_path / "seed.iso", user_data=ud, meta=seed.meta_data("lt", n, ud),
                      network=seed.network_config(n), vendor=vendor)
@@ -178,7 +180,15 @@ def test_seed_documents_and_iso(tmp_path):
     assert (iso.stat().st_mode & 0o777) == 0o600 and ((tmp_path / "user-data").stat().st_mode & 0o777) == 0o600
 
 
-def test_seed_network_config_passes_cloud_init_schema(tmp_path):
+def test_vendor_data_is_valid_cloud_config(tmp_path):
+    binary = need_binary("cloud-init", "make setup-system (cloud-init)")
+    path = tmp_path / "vendor-data"
+    path.write_bytes(seed.vendor_data("ssh-ed25519 AAAA test"))
+    r = subprocess.run([binary, "schema", "--config-file", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0 and "Valid cloud-config" in r.stdout, r.stdout + r.stderr
+
+
+def test_seed_network_config_renders_with_cloud_inits_networkd_renderer(tmp_path):
     need_binary("cloud-init", "make setup-system (cloud-init)")
     s = _spec()
     n = net_plan(s, topology.plan(s)).nodes[2]

@@ -152,6 +152,10 @@ class LocalProvider:
         for n in self.net.nodes:
             step = f"master {n.name}"
             files = self.layout.node(n.name)
+            backing = _backing_file(files.disk)
+            if backing is not None and backing != boot.disk.resolve():
+                result.drift.append(f"{n.name} boots {backing}, not the current image {boot.disk}: "
+                                    "`bakery down --purge` then `bakery up` to boot the new one")
             if proc.running(files.pidfile):
                 result.existing.append(f"vm {n.name}")
                 self.progress(step, "exists", f"pid {proc.running(files.pidfile)}")
@@ -452,6 +456,18 @@ class LocalProvider:
             self.net.node(name)
         except KeyError:
             raise ProviderError(f"{name!r} is not a master of {self.plan.name} (masters: {', '.join(n.name for n in self.net.nodes)})") from None
+
+
+def _backing_file(disk: Path) -> Path | None:
+    """The image a node's overlay is backed by, or None when it has no disk yet."""
+    if not disk.exists():
+        return None
+    r = subprocess.run(["qemu-img", "info", "-U", "--output=json", str(disk)], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise ProviderError(f"qemu-img info {disk}: {r.stderr.strip()}")
+    info = json.loads(r.stdout)
+    backing = info.get("full-backing-filename") or info.get("backing-filename")
+    return Path(backing).resolve() if backing else None
 
 
 def _read_boot(path: Path) -> console.Boot:
