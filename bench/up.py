@@ -50,14 +50,12 @@ def critical_path(trace: dict, calls_per_step: dict[str, int]) -> int:
 
 
 def aws(masters: int, latency: float) -> Figures:
-    from bakery import spec as spec_mod
     from bakery import state
     from bakery.providers.aws import create
-    from tests.moto_server import Calls, server_process
-    from tests.test_aws import SPEC, fixed_render
+    from tests.moto_server import Calls, fixed_render, make_spec, server_process
 
     with server_process() as moto:
-        spec = spec_mod.parse(SPEC.format(name="bench", masters=masters))
+        spec = make_spec("bench", masters)
 
         def once(workers: int, delay: float) -> tuple[float, Calls, dict]:
             moto.reset()

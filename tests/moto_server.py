@@ -11,6 +11,9 @@ observe goes through botocore's own event system (TESTING.md: no patching):
 - `not_yet` answers an operation's first calls with a NotFound error, as EC2 does for a
   resource created a moment ago (eventual consistency), without reaching the server.
 
+`make_spec` and `fixed_render` give tests and bench/up.py a cluster and a render callback
+with fixed user-data (no PKI), so they measure the provider alone.
+
 moto accepts duplicate LB names and ignores ClientToken, so what these tests see about
 idempotence is bakery's own doing.
 """
@@ -32,6 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bakery import spec as spec_mod
+from bakery import topology
+from bakery.providers.base import LBAddress, RenderedNode
+from bakery.render.userdata import encode
 
 MUTATING = ("Create", "Run", "Register", "Deregister", "Authorize", "Attach", "Detach", "Modify",
             "Delete", "Terminate", "Put")
@@ -98,6 +106,41 @@ class Calls:
         events.register("after-call.*.*", self._after)
         events.register("before-send.*.*", self._send)
         return client
+
+
+SPEC = """\
+name: {name}
+provider: aws
+masters: {masters}
+aws:
+  region: us-east-1
+  zones:
+    - {{name: us-east-1a, subnet: 10.240.0.0/24}}
+    - {{name: us-east-1b, subnet: 10.240.1.0/24}}
+    - {{name: us-east-1c, subnet: 10.240.2.0/24}}
+"""
+
+
+def make_spec(name: str = "demo", masters: int = 3, extra: str = "") -> spec_mod.ClusterSpec:
+    return spec_mod.parse(SPEC.format(name=name, masters=masters) + extra)
+
+
+def fixed_render(spec: spec_mod.ClusterSpec, tag: str = "v1", sink: dict[str, bytes] | None = None):
+    """A render callback with fixed user-data per node; master-1's is too big for plain and gzips."""
+
+    def render(lb: LBAddress) -> dict[str, RenderedNode]:
+        plan = topology.plan(spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
+        out = {}
+        for n in plan.nodes:
+            plain = f"#cloud-config\n# {tag} {n.name} {n.address} {plan.lb.endpoint}\n".encode()
+            if n.index == 1:
+                plain += b"# " + b"padding " * 2500 + b"\n"  # 20 KB plain, well under 16 KB gzipped
+            out[n.name] = RenderedNode(n.name, n.address, n.zone, encode(plain, "aws"))
+            if sink is not None:
+                sink[n.name] = plain
+        return out
+
+    return render
 
 
 def _error(code: str) -> tuple[Any, dict[str, Any]]:

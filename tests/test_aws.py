@@ -21,42 +21,17 @@ from bakery.errors import ProviderError, RenderError
 from bakery.providers.aws import create
 from bakery.providers.aws.common import TAG_CLUSTER
 from bakery.providers.base import LBAddress, RenderedNode
-from bakery.render.userdata import UserData, decode, encode
-from tests.moto_server import Calls, Interrupted, Moto, moto, moto_session  # noqa: F401
-
-SPEC = """\
-name: {name}
-provider: aws
-masters: {masters}
-aws:
-  region: us-east-1
-  zones:
-    - {{name: us-east-1a, subnet: 10.240.0.0/24}}
-    - {{name: us-east-1b, subnet: 10.240.1.0/24}}
-    - {{name: us-east-1c, subnet: 10.240.2.0/24}}
-"""
-
-
-def make_spec(name: str = "demo", masters: int = 3, extra: str = "") -> spec_mod.ClusterSpec:
-    return spec_mod.parse(SPEC.format(name=name, masters=masters) + extra)
-
-
-def fixed_render(spec: spec_mod.ClusterSpec, tag: str = "v1", sink: dict[str, bytes] | None = None):
-    """A render callback with fixed user-data per node; master-1's is too big for plain and gzips."""
-
-    def render(lb: LBAddress) -> dict[str, RenderedNode]:
-        plan = topology.plan(spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
-        out = {}
-        for n in plan.nodes:
-            plain = f"#cloud-config\n# {tag} {n.name} {n.address} {plan.lb.endpoint}\n".encode()
-            if n.index == 1:
-                plain += b"# " + b"padding " * 2500 + b"\n"  # 20 KB plain, well under 16 KB gzipped
-            out[n.name] = RenderedNode(n.name, n.address, n.zone, encode(plain, "aws"))
-            if sink is not None:
-                sink[n.name] = plain
-        return out
-
-    return render
+from bakery.render.userdata import UserData, decode
+from tests.moto_server import (  # noqa: F401
+    SPEC,
+    Calls,
+    Interrupted,
+    Moto,
+    fixed_render,
+    make_spec,
+    moto,
+    moto_session,
+)
 
 
 def fresh(moto: Moto, paths: state.ClusterPaths) -> None:  # noqa: F811

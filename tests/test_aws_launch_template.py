@@ -16,8 +16,8 @@ from bakery.providers.aws import launch_template
 from bakery.render import NodeFile
 from bakery.render.userdata import decode
 from tests.conftest import need
-from tests.moto_server import Calls, Moto, moto, moto_session  # noqa: F401
-from tests.test_aws import cluster, fixed_render  # noqa: F401
+from tests.moto_server import Calls, Moto, fixed_render, make_spec, moto, moto_session  # noqa: F401
+from tests.test_aws import cluster  # noqa: F401
 
 CLOUD_INIT = Path("/usr/lib/python3/dist-packages/cloudinit/handlers/jinja_template.py")
 
@@ -84,8 +84,6 @@ def test_launch_template_round_trips_and_versions(moto: Moto, cluster: Any) -> N
 def test_cloud_init_renders_the_generic_document_from_instance_data() -> None:
     need("cloud-init's Jinja renderer (Debian cloud-init)", CLOUD_INIT.exists() and Path("/usr/bin/python3").exists(),
          "make setup-system")
-    from tests.test_aws import make_spec
-
     spec = make_spec()
     plan = topology.plan(spec, lb_dns_names=("demo-api-0123456789abcdef.elb.us-east-1.amazonaws.com",))
     document = launch_template.generic_document(plan, SHARED)
@@ -112,7 +110,5 @@ def test_cloud_init_renders_the_generic_document_from_instance_data() -> None:
 
 @pytest.mark.parametrize("masters", [3, 7])
 def test_generic_document_is_deterministic(masters: int) -> None:
-    from tests.test_aws import make_spec
-
     plan = topology.plan(make_spec(masters=masters), lb_dns_names=("x.elb.amazonaws.com",))
     assert launch_template.generic_document(plan, SHARED) == launch_template.generic_document(plan, list(reversed(SHARED)))
