@@ -165,7 +165,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         # The LB does not exist yet, and its name goes into the certificates: render once
         # against a stand-in name longer than any cloud's, with a throwaway copy of the PKI,
         # so user-data over the provider's limit is refused before any API call.
-        cluster.render(LBAddress(dns_names=("size-probe-" + "0" * 80 + ".invalid",)), keep_pki=False)
+        cluster.render(LBAddress(dns_names=("size-probe-" + "0" * 50 + ".lb-" + "0" * 30 + ".invalid",)), keep_pki=False)
     provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
     # local: `up` is watched by a person and returns at a healthy etcd (its whole point)
     result = provider.up(cluster.render_callback(), wait=args.wait or cluster.spec.provider == "local")
