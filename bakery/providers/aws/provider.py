@@ -57,7 +57,7 @@ class AwsProvider:
         client_factory: ClientFactory | None = None,
         poll_interval: float = 5.0,
         wait_timeout: float = 900.0,
-        workers: int = 8,
+        workers: int = 16,
     ) -> None:
         self.spec = spec
         self.paths = paths
@@ -109,6 +109,11 @@ class AwsProvider:
                 return iid
             return step
 
+        def targets(r: Mapping[str, Any]) -> list[str]:
+            """The masters to register: all but stopped ones (ELBv2 refuses those; drift names them)."""
+            stopped = {i["InstanceId"] for i in r["existing"].values() if i["State"]["Name"] in ("stopping", "stopped")}
+            return [r[f"master:{n.name}"] for n in plan.nodes if r[f"master:{n.name}"] not in stopped]
+
         vpc = lambda r: r["vpc"]  # noqa: E731
         steps = [
             dag.Step("image", (), lambda r: instances.describe_image(ec2, ami)),
@@ -130,8 +135,7 @@ class AwsProvider:
                        master(n.name)) for n in plan.nodes],
             dag.Step("registered", ("target-group",), lambda r: loadbalancer.registered(elbv2, r["target-group"])),
             dag.Step("targets", ("registered", *[f"master:{n.name}" for n in plan.nodes]),
-                     lambda r: loadbalancer.ensure_targets(
-                         elbv2, r["target-group"], r["registered"], [r[f"master:{n.name}"] for n in plan.nodes], ledger)),
+                     lambda r: loadbalancer.ensure_targets(elbv2, r["target-group"], r["registered"], targets(r), ledger)),
         ]
         if wait:
             steps.append(dag.Step("healthy", ("targets", "listener"), lambda r: loadbalancer.wait_healthy(
