@@ -95,3 +95,14 @@ def test_up_refuses_oversize_user_data_before_creating_anything(aws_env: Moto, r
     assert "over the aws limit of 16,384 bytes" in capsys.readouterr().err
     assert all(v == [] for v in inventory(aws_env, "prod-aws").values())
     assert "lb" not in state.load(paths)
+
+
+def test_help_does_not_import_boto3() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\nfrom bakery import cli\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    cli.main(['--help'])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
