@@ -10,7 +10,6 @@ returns Figures. Prints a table; asserts nothing (TESTING.md: no timing assertio
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ def critical_path(trace: dict, calls_per_step: dict[str, int]) -> int:
 def aws(masters: int, latency: float) -> Figures:
     from bakery import state
     from bakery.providers.aws import create
-    from tests.moto_server import Calls, fixed_render, make_spec, server_process
+    from tests.moto_server import Calls, fixed_render, make_spec, record_ami, server_process
 
     with server_process() as moto:
         spec = make_spec("bench", masters)
@@ -62,7 +61,7 @@ def aws(masters: int, latency: float) -> Figures:
             with tempfile.TemporaryDirectory() as tmp:
                 paths = state.paths(spec.name, tmp)
                 paths.base.mkdir(parents=True)
-                paths.images.write_text(json.dumps({"aws": moto.register_ami()}))
+                record_ami(paths, moto.register_ami())
                 calls = Calls(latency=delay)
                 provider = create(spec, paths, lambda *a: None, client_factory=moto.factory(calls),
                                   poll_interval=max(delay, 0.01), workers=workers)

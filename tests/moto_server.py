@@ -235,3 +235,12 @@ def moto_session() -> Iterator[Moto]:
 def moto(moto_session: Moto) -> Moto:
     moto_session.reset()
     return moto_session
+
+
+def record_ami(paths: Any, ami: str, region: str = "us-east-1") -> None:
+    """Record `ami` in images.json the way `bakery bake` does (bakery.bake.images)."""
+    from bakery.bake import images
+
+    paths.base.mkdir(parents=True, exist_ok=True)
+    images.record(paths.images, paths.cluster, {"target": "aws", "name": f"test-{ami}", "image": ami, "region": region,
+                                                "amis": {region: ami}})

@@ -31,6 +31,7 @@ from tests.moto_server import (  # noqa: F401
     make_spec,
     moto,
     moto_session,
+    record_ami,
 )
 
 
@@ -39,7 +40,7 @@ def fresh(moto: Moto, paths: state.ClusterPaths) -> None:  # noqa: F811
     moto.reset()
     paths.state.unlink(missing_ok=True)
     paths.base.mkdir(parents=True, exist_ok=True)
-    paths.images.write_text(json.dumps({"aws": {"image": moto.register_ami()}}))
+    record_ami(paths, moto.register_ami())
 
 
 @pytest.fixture

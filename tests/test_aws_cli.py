@@ -14,7 +14,7 @@ from cryptography import x509
 
 from bakery import cli, pki, state
 from bakery.render.userdata import decode
-from tests.moto_server import Moto, moto, moto_session  # noqa: F401
+from tests.moto_server import Moto, moto, moto_session, record_ami  # noqa: F401
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_up_status_launch_template_down(aws_env: Moto, repo: Path, tmp_path: Pat
     spec_file, build = str(repo / "examples" / "aws.yaml"), tmp_path / "build"
     paths = state.paths("prod-aws", build)
     paths.base.mkdir(parents=True)
-    paths.images.write_text(json.dumps({"aws": {"image": aws_env.register_ami()}}))
+    record_ami(paths, aws_env.register_ami())
     args = ["-f", spec_file, "-o", str(build)]
 
     assert cli.main(["up", *args, "--wait"]) == 0
@@ -90,7 +90,7 @@ def test_up_refuses_oversize_user_data_before_creating_anything(aws_env: Moto, r
     build = tmp_path / "build"
     paths = state.paths("prod-aws", build)
     paths.base.mkdir(parents=True)
-    paths.images.write_text(json.dumps({"aws": {"image": aws_env.register_ami()}}))
+    record_ami(paths, aws_env.register_ami())
     assert cli.main(["up", "-f", str(spec_file), "-o", str(build)]) == 2
     assert "over the aws limit of 16,384 bytes" in capsys.readouterr().err
     assert all(v == [] for v in inventory(aws_env, "prod-aws").values())

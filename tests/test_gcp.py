@@ -18,7 +18,7 @@ from cryptography import x509
 
 from bakery import spec as specmod
 from bakery import state
-from bakery.errors import ProviderError, RenderError
+from bakery.errors import BakeError, ProviderError, RenderError
 from bakery.providers.base import LBAddress, RenderedNode
 from bakery.providers.gcp import GcpProvider
 from bakery.providers.gcp.api import Compute
@@ -317,7 +317,7 @@ def test_image_from_images_json_or_a_clear_error_before_any_call(gce: FakeGCE, t
     assert gce.calls == []
     provider.paths.images.parent.mkdir(parents=True, exist_ok=True)
     provider.paths.images.write_text("not json")
-    with pytest.raises(ProviderError, match="no image"):
+    with pytest.raises(BakeError, match=r"images\.json: unreadable"):
         provider.up(Renderer(spec))
     # the shape bakery.bake.images records
     provider.paths.images.write_text(json.dumps({"version": 1, "cluster": "demo", "gcp": {"target": "gcp", "image": IMAGE, "project": PROJECT, "hash": "abc123"},
@@ -428,3 +428,21 @@ def test_real_pipeline_render_puts_the_lb_address_in_the_certificate(gce: FakeGC
     assert lb_ip in sans
     for inst in gce.resources("instances"):
         assert instance_user_data(inst) == (cluster.paths.node(inst["name"]) / "user-data").read_bytes()
+
+
+def test_replace_master_boots_the_same_name_and_address_with_new_user_data(gce: FakeGCE, tmp_path: Path) -> None:
+    provider, spec = make(gce, tmp_path)
+    provider.up(Renderer(spec))
+    node = plan(spec).nodes[1]
+    before = {i["name"]: i for i in gce.resources("instances")}
+    new_plain = b"#cloud-config\nhostname: demo-master-1\n# replaced\n"
+    provider.replace_master(RenderedNode(node.name, node.address, node.zone, encode(new_plain, "gcp")))
+
+    after = {i["name"]: i for i in gce.resources("instances")}
+    assert sorted(after) == sorted(before)
+    assert after[node.name]["id"] != before[node.name]["id"], "a new instance, not the old one"
+    assert after[node.name]["networkInterfaces"][0]["networkIP"] == node.address
+    assert instance_user_data(after[node.name]) == new_plain
+    for other in ("demo-master-0", "demo-master-2"):
+        assert after[other]["id"] == before[other]["id"]
+    assert gce.members(f"demo-masters-{node.zone}") == [node.name]

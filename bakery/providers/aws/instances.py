@@ -8,11 +8,11 @@ to a rollout, which replaces masters one at a time without losing etcd quorum.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bakery.bake import images
 from bakery.errors import Problem, ProviderError, RenderError
 from bakery.providers.aws.common import (
     LIVE_STATES,
@@ -36,21 +36,19 @@ class Image:
 
 
 def image_id(spec: ClusterSpec, images_json: Path) -> str:
-    """The AMI: the spec's aws.image, else the one `bakery bake` recorded in images.json."""
+    """The AMI: the spec's aws.image, else the one `bakery bake` recorded for the spec's region."""
     if spec.provider_spec.image:
         return spec.provider_spec.image
-    try:
-        recorded = json.loads(images_json.read_text()).get("aws")
-    except FileNotFoundError:
-        recorded = None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ProviderError(f"{images_json}: unreadable ({e})") from None
-    if isinstance(recorded, dict):
-        recorded = recorded.get("image") or recorded.get("id")
-    if not recorded:
+    rec = images.current(images_json, spec.name, "aws")
+    if not rec:
         raise ProviderError(f"no AMI: set aws.image in the spec or run `bakery bake` (it records one in {images_json})")
-    # Packer's amazon-ebs artifact id is "<region>:<ami>".
-    return str(recorded).rsplit(":", 1)[-1]
+    region = spec.provider_spec.region  # type: ignore[union-attr]
+    ami = rec.get("amis", {}).get(region)
+    if not ami:
+        baked = ", ".join(sorted(rec.get("amis", {}))) or "none"
+        raise ProviderError(f"{images_json}: image {rec.get('name')} has no AMI in {region} (regions: {baked}); "
+                            "copy it there or bake in that region")
+    return str(ami)
 
 
 def describe_image(ec2: Any, ami: str) -> Image:

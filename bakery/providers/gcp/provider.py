@@ -18,7 +18,6 @@ the next run. `down` deletes what carries the cluster's label or marker, in reve
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bakery import state
+from bakery.bake import images
 from bakery.errors import BakeryError, ProviderError
 from bakery.providers.base import (
     ClusterStatus,
@@ -35,6 +35,7 @@ from bakery.providers.base import (
     NodeStatus,
     Progress,
     RenderCallback,
+    RenderedNode,
     UpResult,
     no_progress,
 )
@@ -213,11 +214,28 @@ class GcpProvider:
             self._wait_healthy(zones, [n.name for n in nodes])
         return UpResult(created=self.ledger.created, existing=self.ledger.existing, drift=self.ledger.drift, endpoint=endpoint)
 
+    @_closes_clients
+    def replace_master(self, node: RenderedNode) -> None:
+        """Rollout step: delete the master's instance and insert it again (same name, same
+        reserved address, the current image, `node`'s user-data), back in its zone's group.
+        GCE drops a deleted instance from its unmanaged instance group by itself."""
+        n = plan(self.spec).node(node.name)
+        body = self.layout.instance(n, self.image(), node.user_data)  # metadata limits checked first
+        c = self.compute
+        k = KINDS["instance"]
+        if self._get("instance", node.name, n.zone) is not None:
+            what = f"delete instance {node.name}"
+            self.progress(f"instance {node.name}", "deleting")
+            op = c.call(what, c.client(k.client).delete_unary, allow=(), **self._scope(k, n.zone), **{k.field: node.name})
+            c.wait(op, what)
+        self._ensure("instance", body, zone=n.zone)
+        self._ensure_members(n.zone, [node.name])
+
     def image(self) -> str:
         """The golden image: the spec's gcp.image, else the one `bakery bake` recorded."""
         if self.layout.gcp.image:
             return self.layout.gcp.image
-        found = _image_from(self.paths.images)
+        found = _image_from(self.paths.images, self.spec.name)
         if not found:
             raise ProviderError(
                 f"gcp: no image: set gcp.image in the spec, or run `bakery bake -f <spec> --only gcp` "
@@ -494,35 +512,14 @@ def _serialized(progress: Progress) -> Progress:
     return report
 
 
-def _image_from(path: Any) -> str | None:
-    """The GCE image recorded by `bakery bake` in images.json, read defensively.
-
-    bakery.bake.images writes {"gcp": {"image": NAME, "project": P, ...}}; a plain
-    {"gcp": "name"} or the same under "images"/"artifacts" is accepted too; anything
-    else counts as not recorded.
-    """
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+def _image_from(path: Any, cluster: str) -> str | None:
+    """The GCE image `bakery bake` recorded as current in images.json (bakery.bake.images)."""
+    rec = images.current(path, cluster, "gcp")
+    if not rec or not rec.get("image"):
         return None
-    if not isinstance(data, dict):
-        return None
-    for container in (data, data.get("images"), data.get("artifacts")):
-        if not isinstance(container, dict):
-            continue
-        entry = container.get("gcp") or container.get("googlecompute")
-        if isinstance(entry, str) and entry:
-            return entry
-        if isinstance(entry, dict):
-            for key in ("image", "self_link", "name", "id", "artifact_id"):
-                value = entry.get(key)
-                if isinstance(value, str) and value:
-                    project = entry.get("project")
-                    # `bakery bake` may build into another project than the cluster's
-                    if "/" not in value and isinstance(project, str) and project:
-                        return f"projects/{project}/global/images/{value}"
-                    return value
-    return None
+    name, project = rec["image"], rec.get("project")
+    # `bakery bake` may build into another project than the cluster's
+    return f"projects/{project}/global/images/{name}" if project and "/" not in name else name
 
 
 def _last(link: str) -> str:
