@@ -28,6 +28,7 @@ typical use:
   bakery bake -f cluster.yaml                   build the golden image with Packer
   bakery up -f cluster.yaml                     create (or converge) the load balancer and masters
   bakery status -f cluster.yaml                 what is running, and is it healthy
+  bakery rollout -f cluster.yaml                replace the masters one at a time onto the newest image
   bakery down -f cluster.yaml                   delete exactly what carries the cluster's tag
 
 exit codes: 0 ok, 1 unexpected, 2 bad input, 3 PKI, 4 bake, 5 provider, 6 etcd, 7 state, 130 interrupted
@@ -180,6 +181,35 @@ def cmd_up(args: argparse.Namespace) -> int:
     for line in result.drift:
         err(f"drift: {line}")
     return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from bakery import providers, rollout
+    from bakery.errors import ProviderError
+    from bakery.etcd import TLS, Client
+    from bakery.pipeline import Cluster
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    progress = ProgressPrinter()
+    provider = providers.get(cluster.spec, cluster.paths, progress)
+    if not hasattr(provider, "replace_master"):
+        raise ProviderError(f"the {cluster.spec.provider} provider cannot replace masters yet; replace them by hand "
+                            "(member remove, member add --learner, boot with `bakery render`'s user-data) one at a time")
+    etcd_pki = cluster.paths.pki / "etcd"
+    tls = TLS(etcd_pki / "ca.crt", etcd_pki / "healthcheck-client.crt", etcd_pki / "healthcheck-client.key")
+    endpoints = dict(args.etcd_endpoint) if args.etcd_endpoint else getattr(provider, "etcd_endpoints", dict)() or None
+    done = rollout.rollout(cluster, lambda urls: Client(list(urls), tls), provider, nodes=args.node or (),
+                           endpoints=endpoints, progress=progress, timing=rollout.Timing(healthy=args.timeout))
+    for r in done:
+        out(f"{r.node}: replaced in {r.seconds:.0f}s (etcd member {r.old_member:x} -> {r.new_member:x})")
+    return 0
+
+
+def _endpoint(text: str) -> tuple[str, str]:
+    node, sep, url = text.partition("=")
+    if not sep or not url.startswith("https://"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NODE=https://HOST:PORT")
+    return node, url
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -408,6 +438,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_spec_arg(p)
     p.add_argument("--wait", action="store_true", help="wait until every master is a healthy target (bounded)")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("rollout", help="replace masters one at a time without losing etcd quorum (nightly rebuilds)",
+                       description="For each master (followers first, the leader last): check that every etcd member "
+                       "is healthy, remove the master's member, add it back as a learner, re-render it to join the "
+                       "existing cluster, have the provider boot a new machine from the current image, promote the "
+                       "learner once it caught up, and wait until all members are healthy. Stops at the first problem, "
+                       "with at most one master out of the cluster. Needs network access to the masters' etcd client "
+                       "port (run it inside the VPC, or give --etcd-endpoint).")
+    _add_spec_arg(p)
+    p.add_argument("--node", action="append", metavar="NAME", help="replace only this master (repeatable; default: all)")
+    p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
+                   help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each new member (default: %(default)s)")
+    p.set_defaults(func=cmd_rollout)
 
     p = sub.add_parser("status", help="the masters, their target health, and the API endpoint")
     _add_spec_arg(p)

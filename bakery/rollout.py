@@ -18,7 +18,7 @@ ever out of the cluster, which a 3-, 5- or 7-member etcd survives by design.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -64,32 +64,38 @@ def rollout(
     replacer: Replacer,
     *,
     nodes: Sequence[str] = (),
+    endpoints: Mapping[str, str] | None = None,
     progress: Progress = no_progress,
     timing: Timing = Timing(),
 ) -> list[Replaced]:
-    """Replace `nodes` (default: every master, leader last). `client(endpoints)` opens an
-    etcd client on those client URLs with bakery's etcd client certificate."""
+    """Replace `nodes` (default: every master, leader last).
+
+    `client(urls)` opens an etcd client on those client URLs with bakery's etcd client
+    certificate; `endpoints` maps each master to the client URL that reaches it from
+    here (default: the plan's, for a job that runs inside the masters' network).
+    """
     plan = cluster.render().plan
     names = list(nodes) or [n.name for n in plan.nodes]
     for name in names:
         plan.node(name)  # KeyError names the masters
-    with client(plan.client_urls) as etcd:
-        _require_healthy(etcd, plan, "before the rollout")
-        names = _leader_last(etcd, plan, names)
+    urls = dict(endpoints or {n.name: n.client_url for n in plan.nodes})
+    with client(list(urls.values())) as etcd:
+        _require_healthy(etcd, plan, urls, "before the rollout")
+        names = _leader_last(etcd, urls, names)
     done = []
     for name in names:
-        done.append(_replace_one(cluster, plan.node(name), client, replacer, progress, timing))
+        done.append(_replace_one(cluster, plan.node(name), client, urls, replacer, progress, timing))
     return done
 
 
-def _replace_one(cluster: Cluster, node: Node, client: Callable[[Sequence[str]], Client], replacer: Replacer,
-                 progress: Progress, timing: Timing) -> Replaced:
+def _replace_one(cluster: Cluster, node: Node, client: Callable[[Sequence[str]], Client], urls: Mapping[str, str],
+                 replacer: Replacer, progress: Progress, timing: Timing) -> Replaced:
     plan = cluster.render().plan
     step = f"rollout {node.name}"
     start = time.monotonic()
-    others = [n.client_url for n in plan.nodes if n.name != node.name]
+    others = [url for name, url in urls.items() if name != node.name]
     with client(others) as etcd:
-        members = _require_healthy(etcd, plan, f"before replacing {node.name}")
+        members = _require_healthy(etcd, plan, urls, f"before replacing {node.name}")
         old = next(m for m in members if m.name == node.name)
         progress(step, "removing member", f"{old.id:x}")
         _while_unsettled(lambda: etcd.member_remove(old.id), timing)
@@ -106,7 +112,7 @@ def _replace_one(cluster: Cluster, node: Node, client: Callable[[Sequence[str]],
         replacer.replace_master(RenderedNode(node.name, node.address, node.zone, r.user_data))
         progress(step, "waiting to promote", "the learner catches up from the leader")
         _promote_when_in_sync(etcd, new, node, timing)
-        _wait_healthy(etcd, plan, timing, f"after replacing {node.name}")
+        _wait_healthy(etcd, plan, urls, timing, f"after replacing {node.name}")
     elapsed = time.monotonic() - start
     progress(step, "done", f"{elapsed:.1f}s")
     return Replaced(node.name, old.id, new.id, elapsed)
@@ -126,7 +132,7 @@ def _while_unsettled(call: Callable[[], T], timing: Timing) -> T:
         time.sleep(timing.poll)
 
 
-def _require_healthy(etcd: Client, plan: ClusterPlan, when: str) -> list[Member]:
+def _require_healthy(etcd: Client, plan: ClusterPlan, urls: Mapping[str, str], when: str) -> list[Member]:
     """The plan's members, all started voters and healthy; else EtcdError saying why."""
     members = etcd.member_list()
     by_name = {m.name: m for m in members}
@@ -140,8 +146,8 @@ def _require_healthy(etcd: Client, plan: ClusterPlan, when: str) -> list[Member]
             problems.append(f"{name} is still a learner")
         elif n.peer_url not in m.peer_urls:
             problems.append(f"{name} has peer URLs {', '.join(m.peer_urls)}, not {n.peer_url}")
-        elif not etcd.health(n.client_url):
-            problems.append(f"{name} ({n.client_url}) is not healthy")
+        elif not etcd.health(urls[name]):
+            problems.append(f"{name} ({urls[name]}) is not healthy")
     strangers = [m.name or f"{m.id:x} (not started)" for m in members if m.name not in expected]
     if strangers:
         problems.append(f"members outside the plan: {', '.join(strangers)}")
@@ -151,8 +157,8 @@ def _require_healthy(etcd: Client, plan: ClusterPlan, when: str) -> list[Member]
     return members
 
 
-def _leader_last(etcd: Client, plan: ClusterPlan, names: list[str]) -> list[str]:
-    leader = etcd.status(plan.nodes[0].client_url).leader
+def _leader_last(etcd: Client, urls: Mapping[str, str], names: list[str]) -> list[str]:
+    leader = etcd.status(next(iter(urls.values()))).leader
     member_names = {m.id: m.name for m in etcd.member_list()}
     return sorted(names, key=lambda n: (member_names.get(leader) == n, names.index(n)))
 
@@ -171,11 +177,11 @@ def _promote_when_in_sync(etcd: Client, learner: Member, node: Node, timing: Tim
                     f"(last answer: {last}); it stays a learner, the cluster keeps quorum; see the machine's console")
 
 
-def _wait_healthy(etcd: Client, plan: ClusterPlan, timing: Timing, when: str) -> None:
+def _wait_healthy(etcd: Client, plan: ClusterPlan, urls: Mapping[str, str], timing: Timing, when: str) -> None:
     deadline = time.monotonic() + timing.healthy
     while True:
         try:
-            _require_healthy(etcd, plan, when)
+            _require_healthy(etcd, plan, urls, when)
             return
         except EtcdError:
             if time.monotonic() > deadline:
