@@ -254,12 +254,13 @@ def cmd_launch_template(args: argparse.Namespace) -> int:
     from bakery.errors import SpecError
     from bakery.pipeline import Cluster
     from bakery.providers.aws import launch_template
+    from bakery.render import generic
 
     cluster = Cluster.load(args.file, args.build_dir)
     if cluster.spec.provider != "aws":
         raise SpecError(f"{args.file}: launch templates are an AWS feature; this spec's provider is {cluster.spec.provider}")
     rendered = cluster.render(keep_pki=False)  # the LB's names from state.json; the PKI is left as it is
-    document = launch_template.generic_document(rendered.plan, launch_template.shared_files(rendered.nodes))
+    document = launch_template.generic_document(rendered.plan, generic.shared_files(rendered.nodes))
     provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
     tid, version = provider.launch_template(document)
     out(f"launch template {tid} version {version} (default): {len(document):,} bytes of generic user-data")
@@ -270,13 +271,14 @@ def cmd_instance_template(args: argparse.Namespace) -> int:
     from bakery.errors import SpecError
     from bakery.pipeline import Cluster
     from bakery.providers.gcp import GcpProvider, template
+    from bakery.render import generic
     from bakery.render.userdata import encode
 
     cluster = Cluster.load(args.file, args.build_dir)
     if cluster.spec.provider != "gcp":
         raise SpecError(f"{args.file}: instance templates are a GCP feature; this spec's provider is {cluster.spec.provider}")
     rendered = cluster.render(keep_pki=False)  # the LB's address from state.json; the PKI is left as it is
-    document = template.generic_document(rendered.plan, template.shared_files(rendered.nodes))
+    document = template.generic_document(rendered.plan, generic.shared_files(rendered.nodes))
     name = GcpProvider(cluster.spec, cluster.paths, ProgressPrinter()).instance_template(encode(document, "gcp", node="instance-template"))
     out(f"instance template {name}: {len(document):,} bytes of generic user-data")
     return 0

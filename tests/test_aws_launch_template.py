@@ -13,7 +13,7 @@ import yaml
 
 from bakery import topology, validate
 from bakery.providers.aws import launch_template
-from bakery.render import NodeFile
+from bakery.render import NodeFile, generic
 from bakery.render.userdata import decode
 from tests.conftest import need
 from tests.moto_server import Calls, Moto, fixed_render, make_spec, moto, moto_session  # noqa: F401
@@ -51,7 +51,7 @@ def test_shared_files_are_those_every_master_has() -> None:
 
     same, own0, own1 = NodeFile("/a", b"x"), NodeFile("/b", b"0"), NodeFile("/b", b"1")
     nodes = {"n0": NodeRender(None, (same, own0), None), "n1": NodeRender(None, (same, own1), None)}  # type: ignore[arg-type]
-    assert launch_template.shared_files(nodes) == [same]
+    assert generic.shared_files(nodes) == [same]
 
 
 def test_launch_template_round_trips_and_versions(moto: Moto, cluster: Any) -> None:  # noqa: F811
@@ -95,7 +95,7 @@ def test_cloud_init_renders_the_generic_document_from_instance_data() -> None:
     config = yaml.safe_load(rendered)
     assert config["hostname"] == "ip-10-240-1-20"
     files = validate.write_files(rendered)
-    env = dict(line.split("=", 1) for line in files[launch_template.NODE_ENV]["data"].decode().splitlines())
+    env = dict(line.split("=", 1) for line in files[generic.NODE_ENV]["data"].decode().splitlines())
     assert env["BAKERY_NODE_ADDRESS"] == "10.240.1.20"
     assert env["BAKERY_INSTANCE_ID"] == "i-0123456789abcdef0"
     assert env["BAKERY_ZONE"] == "us-east-1b"

@@ -15,6 +15,7 @@ import yaml
 from bakery import cli
 from bakery.pipeline import Cluster
 from bakery.providers.gcp import template
+from bakery.render import generic
 from tests.conftest import need, need_binary
 from tests.fake_gce import FakeGCE
 
@@ -85,7 +86,7 @@ def test_generic_document_completes_from_instance_data(tmp_path: Path) -> None:
     spec.write_text(SPEC)
     cluster = Cluster.load(spec, tmp_path / "build")
     rendered = cluster.render()
-    files = template.shared_files(rendered.nodes)
+    files = generic.shared_files(rendered.nodes)
     document = template.generic_document(rendered.plan, files)
     assert document == template.generic_document(rendered.plan, files)  # pure
     header, body = document.decode().split("\n", 1)
@@ -95,7 +96,7 @@ def test_generic_document_completes_from_instance_data(tmp_path: Path) -> None:
     config = yaml.safe_load(jinja2.Template(body, undefined=jinja2.StrictUndefined).render(**instance_data))
     assert config["hostname"] == "demo-mig-x1"
     env = config["write_files"][0]
-    assert env["path"] == template.NODE_ENV
+    assert env["path"] == generic.NODE_ENV
     assert "BAKERY_ZONE=us-central1-b\n" in env["content"] and "BAKERY_INSTANCE_ID=4242\n" in env["content"]
     shared = {f.path: f.content for f in files}
     assert shared and all(base64.b64decode(e["content"]) == shared[e["path"]] for e in config["write_files"][1:])

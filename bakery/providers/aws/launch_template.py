@@ -16,19 +16,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
-
-import yaml
 
 from bakery.providers.aws.common import Ledger, cluster_filter, tag_spec, tags
 from bakery.providers.aws.instances import Image, root_volume
-from bakery.render import NodeFile, NodeRender
+from bakery.render import NodeFile, generic
 from bakery.render.userdata import UserData, encode
 from bakery.spec import ClusterSpec
 from bakery.topology import ClusterPlan
-
-NODE_ENV = "/etc/bakery/node.env"
 
 # Instance-data (cloud-init's standardized v1 keys and the EC2 datasource's metadata)
 # that completes the document on the node.
@@ -41,30 +37,9 @@ NODE_VARS = {
 }
 
 
-def shared_files(nodes: Mapping[str, NodeRender]) -> list[NodeFile]:
-    """The files every master has byte for byte (CA certificates, kubeconfigs for the LB,
-    monit and kubelet config); anything naming one node's address or name is left out."""
-    renders = list(nodes.values())
-    if not renders:
-        return []
-    common = set(renders[0].files)
-    for r in renders[1:]:
-        common &= set(r.files)
-    return sorted(common, key=lambda f: f.path)
-
-
 def generic_document(plan: ClusterPlan, files: Iterable[NodeFile]) -> bytes:
-    """The `## template: jinja` #cloud-config for any master. Pure: same input, same bytes."""
-    env = {"BAKERY_CLUSTER": plan.name, **NODE_VARS,
-           "BAKERY_API_ENDPOINT": plan.lb.endpoint or "", "BAKERY_ETCD_ENDPOINTS": ",".join(plan.client_urls)}
-    entries = [{"path": NODE_ENV, "permissions": "0644", "owner": "root:root",
-                "content": "".join(f"{k}={v}\n" for k, v in env.items())}]
-    for f in sorted(files, key=lambda f: f.path):
-        entries.append({"path": f.path, "permissions": f"{f.mode:04o}", "owner": f.owner,
-                        "encoding": "b64", "content": base64.b64encode(f.content).decode()})
-    config = {"hostname": NODE_VARS["BAKERY_HOSTNAME"], "write_files": entries}
-    body = yaml.safe_dump(config, sort_keys=False, width=1 << 16)
-    return f"## template: jinja\n#cloud-config\n# bakery {plan.name}: generic master, completed at boot from instance-data\n{body}".encode()
+    """The `## template: jinja` #cloud-config for any master, completed from EC2's instance-data."""
+    return generic.document(plan, files, NODE_VARS)
 
 
 def template_data(spec: ClusterSpec, user_data: UserData, image: Image, group_ids: list[str]) -> dict[str, Any]:
