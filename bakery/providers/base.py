@@ -13,6 +13,7 @@ create it, so a rerun, or a run after an interruption, converges without duplica
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -84,6 +85,38 @@ class UpResult:
     existing: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     endpoint: str | None = None
+
+
+@dataclass
+class Ledger:
+    """What one provider command created, found, deleted and saw drift in, reported to
+    `progress` as it happens (one line per resource). Thread-safe: providers run
+    independent calls in parallel."""
+
+    progress: Progress
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _add(self, into: list[str], kind: str, rid: str, status: str) -> None:
+        with self._lock:
+            into.append(f"{kind} {rid}")
+            self.progress(f"{kind} {rid}", status)
+
+    def found(self, kind: str, rid: str) -> None:
+        self._add(self.existing, kind, rid, "exists")
+
+    def made(self, kind: str, rid: str) -> None:
+        self._add(self.created, kind, rid, "created")
+
+    def gone(self, kind: str, rid: str) -> None:
+        self._add(self.deleted, kind, rid, "deleted")
+
+    def drifted(self, message: str) -> None:
+        with self._lock:
+            self.drift.append(message)
 
 
 class Provider(Protocol):

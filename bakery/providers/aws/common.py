@@ -8,15 +8,12 @@ run interrupted right after a create finds the resource on the next run.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bakery.errors import ProviderError
 from bakery.providers.aws import dag
-from bakery.providers.base import Progress
 
 TAG_CLUSTER = "bakery:cluster"
 TAG_ROLE = "bakery:role"
@@ -98,34 +95,3 @@ def settled(call: Callable[[], T], *, timeout: float = SETTLE_SECONDS) -> T:
                 raise
         dag.sleep(interval)
         interval = min(interval * 2, 5.0)
-
-
-@dataclass
-class Ledger:
-    """Thread-safe record of what a run created and found, reported as it happens."""
-
-    progress: Progress
-    created: list[str] = field(default_factory=list)
-    existing: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def found(self, kind: str, rid: str) -> None:
-        with self._lock:
-            self.existing.append(f"{kind} {rid}")
-        self.progress(kind, "exists", rid)
-
-    def made(self, kind: str, rid: str) -> None:
-        with self._lock:
-            self.created.append(f"{kind} {rid}")
-        self.progress(kind, "created", rid)
-
-    def gone(self, kind: str, rid: str) -> None:
-        with self._lock:
-            self.deleted.append(f"{kind} {rid}")
-        self.progress(kind, "deleted", rid)
-
-    def drifted(self, message: str) -> None:
-        with self._lock:
-            self.drift.append(message)

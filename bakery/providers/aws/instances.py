@@ -17,14 +17,13 @@ from bakery.errors import Problem, ProviderError, RenderError
 from bakery.providers.aws.common import (
     LIVE_STATES,
     TAG_NODE,
-    Ledger,
     cluster_filter,
     poll,
     settled,
     tag_spec,
     tag_value,
 )
-from bakery.providers.base import RenderedNode
+from bakery.providers.base import Ledger, RenderedNode
 from bakery.render.userdata import LIMITS, decode
 from bakery.spec import ClusterSpec
 

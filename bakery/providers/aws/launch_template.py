@@ -19,8 +19,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from bakery.providers.aws.common import Ledger, cluster_filter, tag_spec, tags
+from bakery.providers.aws.common import cluster_filter, tag_spec, tags
 from bakery.providers.aws.instances import Image, root_volume
+from bakery.providers.base import Ledger
 from bakery.render import NodeFile, generic
 from bakery.render.userdata import UserData, encode
 from bakery.spec import ClusterSpec

@@ -14,8 +14,8 @@ from typing import Any
 from bakery.errors import ProviderError
 from bakery.providers.aws import dag
 from bakery.providers.aws.clients import error_code
-from bakery.providers.aws.common import TAG_CLUSTER, Ledger, elb_name, poll, settled, tags
-from bakery.providers.base import Progress
+from bakery.providers.aws.common import TAG_CLUSTER, elb_name, poll, settled, tags
+from bakery.providers.base import Ledger, Progress
 from bakery.spec import ClusterSpec
 
 

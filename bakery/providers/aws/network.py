@@ -18,7 +18,8 @@ from typing import Any
 from bakery.errors import ProviderError
 from bakery.providers.aws import dag
 from bakery.providers.aws.clients import error_code
-from bakery.providers.aws.common import TAG_ZONE, Ledger, cluster_filter, settled, tag_spec
+from bakery.providers.aws.common import TAG_ZONE, cluster_filter, settled, tag_spec
+from bakery.providers.base import Ledger
 from bakery.spec import ClusterSpec
 from bakery.topology import ClusterPlan
 

@@ -31,10 +31,11 @@ from bakery.providers.aws.clients import (
     endpoint_url,
     translated,
 )
-from bakery.providers.aws.common import LIVE_STATES, Ledger, cluster_filter, elb_name
+from bakery.providers.aws.common import LIVE_STATES, cluster_filter, elb_name
 from bakery.providers.base import (
     ClusterStatus,
     LBAddress,
+    Ledger,
     NodeStatus,
     Progress,
     RenderCallback,

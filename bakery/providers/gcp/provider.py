@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bakery import state
@@ -32,6 +32,7 @@ from bakery.errors import BakeryError, ProviderError
 from bakery.providers.base import (
     ClusterStatus,
     LBAddress,
+    Ledger,
     NodeStatus,
     Progress,
     RenderCallback,
@@ -71,28 +72,6 @@ KINDS = {
     "instance template": Kind("InstanceTemplates", "InstanceTemplate", "instance_template", "global", "ListInstanceTemplatesRequest"),
 }
 HEALTH_TIMEOUT = 600.0
-
-
-@dataclass
-class Ledger:
-    progress: Progress
-    created: list[str] = field(default_factory=list)
-    existing: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)
-
-    # list.append is atomic under the GIL: the wave threads may all report at once
-    def found(self, kind: str, name: str) -> None:
-        self.existing.append(f"{kind} {name}")
-        self.progress(f"{kind} {name}", "exists")
-
-    def made(self, kind: str, name: str) -> None:
-        self.created.append(f"{kind} {name}")
-        self.progress(f"{kind} {name}", "created")
-
-    def gone(self, kind: str, name: str) -> None:
-        self.deleted.append(f"{kind} {name}")
-        self.progress(f"{kind} {name}", "deleted")
 
 
 def _closes_clients(method: Callable[..., T]) -> Callable[..., T]:
@@ -151,7 +130,7 @@ class GcpProvider:
         })
         lb_ip = addresses["lb"].address
         if addresses["lb"].address_type != L.scheme:
-            self.ledger.drift.append(
+            self.ledger.drifted(
                 f"address {self.names.lb} is {addresses['lb'].address_type} but load_balancer.scheme asks for {L.scheme}: "
                 "to switch, `bakery down` then `bakery up` (the API server certificate changes with the address)"
             )
@@ -190,14 +169,14 @@ class GcpProvider:
         svc = self._wave("group members, backend service", wave3)["backend service"]
         serving = sorted(_last(b.group) for b in svc.backends)
         if svc.load_balancing_scheme != L.scheme or serving != sorted(self.names.group(z) for z in zones):
-            self.ledger.drift.append(
+            self.ledger.drifted(
                 f"backend service {svc.name} is {svc.load_balancing_scheme} over {', '.join(serving) or 'no groups'}; "
                 f"the spec asks for {L.scheme} over the groups of {', '.join(zones)}: `bakery down` then `bakery up` to rebuild the load balancer"
             )
 
         rule = self._wave("forwarding rule", {"rule": lambda: self._ensure("forwarding rule", L.forwarding_rule(lb_ip))})["rule"]
         if rule.I_p_address != lb_ip:
-            self.ledger.drift.append(f"forwarding rule {rule.name} serves {rule.I_p_address}, not the reserved {lb_ip}: delete it and rerun `bakery up`")
+            self.ledger.drifted(f"forwarding rule {rule.name} serves {rule.I_p_address}, not the reserved {lb_ip}: delete it and rerun `bakery up`")
 
         endpoint = self._endpoint(lb_ip)
         self._record(
@@ -291,13 +270,13 @@ class GcpProvider:
         have = {i.key: i.value for i in instance.metadata.items}
         want = {i["key"]: i["value"] for i in body["metadata"]["items"]}
         if have.get("user-data") != want["user-data"]:
-            self.ledger.drift.append(
+            self.ledger.drifted(
                 f"instance {instance.name}: its user-data differs from the rendered one; replace it with a rollout "
                 "(bakery does not replace a running master silently)"
             )
         ips = [nic.network_i_p for nic in instance.network_interfaces]
         if body["network_interfaces"][0]["network_i_p"] not in ips:
-            self.ledger.drift.append(f"instance {instance.name}: address {ips} is not the plan's {body['network_interfaces'][0]['network_i_p']}")
+            self.ledger.drifted(f"instance {instance.name}: address {ips} is not the plan's {body['network_interfaces'][0]['network_i_p']}")
 
     def _wait_healthy(self, zones: list[str], names: list[str]) -> None:
         deadline = time.monotonic() + self.health_timeout

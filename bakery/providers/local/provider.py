@@ -320,9 +320,9 @@ class LocalProvider:
     def _wait(self, started: Sequence[str]) -> None:
         """Follow every node to a healthy etcd through the load balancer.
 
-        A node's etcd is probed only once cloud-init has written its files (the
-        config stage: monit or runcmd starts etcd from then on): before that, a
-        forwarded port accepts and then stalls, and each probe would cost its timeout.
+        A node's etcd is probed only once cloud-init's network stage began (it writes
+        the files; etcd can start from then on): before that, a forwarded port accepts
+        and then stalls, and each probe would cost its whole timeout.
         """
         t0 = time.monotonic()
         deadline = t0 + self.timeout
@@ -339,7 +339,7 @@ class LocalProvider:
                     boot = _read_boot(files.console) if n.name in started else None
                     if boot is not None:
                         self.progress(step, boot.phase)
-                    if boot is None or boot.cloud_init in ("modules:config", "modules:final"):
+                    if boot is None or boot.cloud_init not in (None, "init-local"):
                         ready += 1
                         if n.name not in healthy and client.health(self.node_endpoint(n.name)):
                             healthy.add(n.name)
