@@ -328,22 +328,24 @@ class LocalProvider:
         deadline = t0 + self.timeout
         want = len(self.net.nodes)
         healthy: set[str] = set()
-        with Client([self.endpoint], tls=self.tls(), timeout=3) as client:
+        with Client([self.endpoint], tls=self.tls(), timeout=2) as client, ThreadPoolExecutor(max_workers=want) as pool:
             while True:
-                ready = 0
+                probe = []
                 for n in self.net.nodes:
                     files = self.layout.node(n.name)
-                    step = f"master {n.name}"
                     if not proc.running(files.pidfile):
                         raise ProviderError(f"{n.name}: QEMU exited: {_tail(files.log)} (console: {files.console})")
                     boot = _read_boot(files.console) if n.name in started else None
                     if boot is not None:
-                        self.progress(step, boot.phase)
-                    if boot is None or boot.cloud_init not in (None, "init-local"):
-                        ready += 1
-                        if n.name not in healthy and client.health(self.node_endpoint(n.name)):
-                            healthy.add(n.name)
-                            self.progress(step, "etcd member", "healthy")
+                        self.progress(f"master {n.name}", boot.phase)
+                    if n.name not in healthy and (boot is None or boot.cloud_init not in (None, "init-local")):
+                        probe.append(n.name)
+                # in parallel: a member that is not up yet costs its probe's whole timeout
+                for name, ok in zip(probe, pool.map(lambda name: client.health(self.node_endpoint(name)), probe), strict=True):
+                    if ok:
+                        healthy.add(name)
+                        self.progress(f"master {name}", "etcd member", "healthy")
+                ready = len(probe) + len(healthy)
                 members = _started_members(client) if ready else 0
                 if members == want and client.health(self.endpoint):
                     self.progress("etcd", "healthy", f"{want} members through {self.endpoint} in {time.monotonic() - t0:.0f}s")
