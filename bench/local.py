@@ -79,12 +79,13 @@ def run(mode: str, image: Path, workdir: Path) -> dict[str, float]:
     healthy = rec.first[("etcd", "healthy")]
     started = {n: rec.first[(f"master {n}", "booting")] for n in nodes}
     print(f"\n{mode}: etcd healthy through the LB {healthy:.0f} s after `up` started")
-    print(f"  {'node':<28} {'boot':>6} {'cloud-init':>11} {'etcd started at':>16}")
+    print(f"  {'node':<28} {'boot':>6} {'cloud-init':>11} {'etcd started at':>16} {'healthy seen at':>16}")
     etcd_at = {}
     for n in nodes:
         init_local, etcd_start = guest[n]
         etcd_at[n] = started[n] + etcd_start
-        print(f"  {n:<28} {init_local:>5.0f}s {etcd_start - init_local:>10.0f}s {etcd_at[n]:>15.0f}s")
+        seen = rec.first.get((f"master {n}", "etcd member"), healthy)
+        print(f"  {n:<28} {init_local:>5.0f}s {etcd_start - init_local:>10.0f}s {etcd_at[n]:>15.0f}s {seen:>15.0f}s")
     split = {
         "setup": min(started.values()),
         "boot": max(guest[n][0] for n in nodes),
