@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,3 +41,20 @@ def need_binary(name: str, how: str = "make setup-system") -> str:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def local_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `bakery bake` of the local image per test session, from bakery's own
+    packer/ folder (debootstrap from apt's mirror; ~4 minutes), shared by the bake test
+    and the end-to-end test. Returns the build folder of the spec it baked (cluster
+    "demo"); the image is current in build/demo/images.json."""
+    for tool in ("packer", "debootstrap", "mkfs.ext4", "qemu-img"):
+        need_binary(tool)
+    tmp = tmp_path_factory.mktemp("local-image")
+    spec = tmp / "cluster.yaml"
+    spec.write_text('name: demo\nprovider: local\nkubernetes_version: "1.31.4"\n')
+    r = subprocess.run([sys.executable, "-m", "bakery.cli", "bake", "-f", str(spec), "-o", str(tmp / "build")],
+                       capture_output=True, text=True, timeout=1800, check=False)
+    assert r.returncode == 0, f"bake failed:\n{r.stdout}\n{r.stderr[-3000:]}"
+    return tmp / "build"

@@ -3,8 +3,8 @@
 Most tests bake the mini template (tests/fixtures/packer/mini: the real `null.local`
 source and manifest post-processor, with a one-second shell-local step instead of
 debootstrap), through the same CLI, staging, runner, parser and images.json code as the
-real thing. test_real_local_image bakes bakery's own packer/ folder: a Debian root with
-debootstrap, about two minutes; it is marked e2e.
+real thing. test_real_local_image checks the session's one real bake of bakery's own
+packer/ folder (tests/conftest.py: local_image), shared with the end-to-end test; e2e.
 """
 
 from __future__ import annotations
@@ -200,16 +200,18 @@ def _debugfs(raw: Path, request: str) -> str:
 
 
 @pytest.mark.e2e
-def test_real_local_image(packer: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """bakery's own packer/ folder: debootstrap from apt's mirror, chroot configuration,
-    mkfs.ext4 -d, qcow2. Then the disk's contents are read back with debugfs."""
+def test_real_local_image(local_image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bakery's own packer/ folder (the session's one real bake, tests/conftest.py):
+    debootstrap from apt's mirror, chroot configuration, mkfs.ext4 -d, qcow2. Then the
+    disk's contents are read back with debugfs."""
     for tool in ("debootstrap", "mkfs.ext4", "debugfs"):
         need_binary(tool)
-    assert _bake(tmp_path, templates=None) == 0
-    rec = _images(tmp_path)["local"]
-    assert _bake(tmp_path, "--if-changed", templates=None) == 0
+    data = json.loads((local_image / "demo" / "images.json").read_text())
+    rec = data["local"]
+    spec = local_image.parent / "cluster.yaml"
+    assert cli.main(["bake", "-f", str(spec), "-o", str(local_image), "--if-changed"]) == 0
     assert "unchanged" in capsys.readouterr().out
-    assert not (tmp_path / "build" / "demo" / "packer" / ".work").exists()  # the scratch root is gone
+    assert not (local_image / "demo" / "packer" / ".work").exists()  # the scratch root is gone
 
     raw = tmp_path / "disk.raw"
     subprocess.run(["qemu-img", "convert", "-O", "raw", rec["disk"], str(raw)], check=True)

@@ -2,9 +2,10 @@
 HAProxy), checks inside the VMs over ssh and against etcd through the load balancer,
 one VM killed, then `bakery down --purge`.
 
-One bake and one 3-VM cluster for the whole module (~5 minutes under TCG on two
-cores). BAKERY_E2E_IMAGE=/path/disk.qcow2 (vmlinuz and initrd.img beside it) skips
-the bake while developing; CI always bakes.
+One 3-VM cluster for the whole module, booted from the session's one real bake
+(tests/conftest.py: local_image, shared with tests/test_bake.py); ~5 minutes under TCG
+on two cores. BAKERY_E2E_IMAGE=/path/disk.qcow2 (vmlinuz and initrd.img beside it)
+skips the bake while developing; CI always bakes.
 """
 
 from __future__ import annotations
@@ -80,12 +81,13 @@ def _our_processes(cluster: str, build: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     for tool in ("qemu-system-x86_64", "qemu-img", "cloud-localds", "haproxy", "ssh", "ssh-keygen"):
         need_binary(tool)
     tmp = tmp_path_factory.mktemp("e2e")
     base = _free_base()
-    image = os.environ.get("BAKERY_E2E_IMAGE")
+    # the session's one real bake (tests/conftest.py), unless a developer points at an image
+    image = os.environ.get("BAKERY_E2E_IMAGE") or _baked(request)
     text = (
         "name: e2e\nprovider: local\nmasters: 3\nelection: podmaster\nruntime: systemd\n"
         f"etcd: {{bootstrap: static}}\nlocal: {{memory_mb: 768, cpus: 1, port_base: {base}"
@@ -97,11 +99,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     build = tmp / "build"
     s = spec_mod.load(spec_file)
     c = Cluster(spec_file, build, LocalProvider(s, cluster_paths(s.name, build), no_progress))
-    if not image:
-        for tool in ("packer", "debootstrap", "mkfs.ext4"):
-            need_binary(tool)
-        r = c.bakery("bake")
-        assert r.returncode == 0, f"bake failed:\n{r.stdout}\n{r.stderr[-3000:]}"
     try:
         r = c.bakery("up")
         assert r.returncode == 0, f"up failed:\n{r.stdout}\n{r.stderr[-3000:]}"
@@ -111,6 +108,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.bakery("down", "--purge", timeout=300)
         for pid in _our_processes(s.name, build):  # only if down failed: ours by marker, by PID
             os.kill(pid, signal.SIGKILL)
+
+
+def _baked(request: pytest.FixtureRequest) -> str:
+    build: Path = request.getfixturevalue("local_image")
+    return json.loads((build / "demo" / "images.json").read_text())["local"]["disk"]
 
 
 def _nodes(c: Cluster) -> list[str]:
