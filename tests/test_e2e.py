@@ -187,6 +187,36 @@ def test_podmaster_lock_held_by_exactly_one_node(cluster: Cluster) -> None:
         assert copies == [holder], f"{component}: manifest on {copies}, lock held by {holder}"
 
 
+def test_rollout_replaces_one_master_onto_a_fresh_disk_keeping_quorum(cluster: Cluster) -> None:
+    """`bakery rollout --node`: member removed, re-added as a learner, the VM rebooted from a
+    fresh overlay with user-data that joins the existing cluster, promoted, all healthy."""
+    target = _nodes(cluster)[1]
+    with cluster.etcd() as etcd:
+        before = {m.name: m.id for m in etcd.member_list()}
+        etcd.put("/e2e/before-rollout", "kept")
+    old_disk_inode = cluster.provider.layout.node(target).disk.stat().st_ino
+    r = cluster.bakery("rollout", "--node", target, "--timeout", "900", timeout=1200)
+    assert r.returncode == 0, f"rollout failed:\n{r.stdout}\n{r.stderr[-3000:]}"
+    assert f"{target}: replaced in" in r.stdout
+    assert cluster.provider.layout.node(target).disk.stat().st_ino != old_disk_inode, "a fresh overlay"
+    with cluster.etcd() as etcd:
+        after = {m.name: m for m in etcd.member_list()}
+        assert set(after) == set(before) and not any(m.is_learner for m in after.values())
+        assert after[target].id != before[target]
+        assert all(after[n].id == before[n] for n in before if n != target)
+        assert etcd.get("/e2e/before-rollout").value == b"kept"
+        for n in _nodes(cluster):
+            assert etcd.health(cluster.provider.node_endpoint(n)), n
+    # etcd joins from cloud-init's network stage on; cloud-init itself finishes a little later
+    deadline = time.monotonic() + 600
+    while (result := cluster.provider.cloud_init_result(target)) != "done" and time.monotonic() < deadline:
+        assert not result.startswith("error"), result
+        time.sleep(5)
+    assert result == "done"
+    unit = cluster.ssh(target, "cat /etc/systemd/system/etcd.service")
+    assert "--initial-cluster-state=existing" in unit and "--initial-cluster-token" not in unit
+
+
 def test_one_vm_killed_quorum_holds_and_haproxy_marks_it_down(cluster: Cluster) -> None:
     victim = _nodes(cluster)[-1]
     pid = cluster.provider.vm_pid(victim)

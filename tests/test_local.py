@@ -435,3 +435,16 @@ def test_down_of_nothing_and_unknown_node(tmp_path):
     assert provider.down(purge=True) == []
     with pytest.raises(ProviderError, match="not a master"):
         provider.console_log("lt-master-9")
+
+
+def test_a_relative_build_folder_gives_haproxy_an_absolute_stats_socket(tmp_path, monkeypatch):
+    """`make up` passes `-o build`: every path handed to HAProxy and QEMU must be absolute
+    (HAProxy reads "build/.../stats.sock" as host "build/..." with a missing port)."""
+    haproxy = need_binary("haproxy")
+    monkeypatch.chdir(tmp_path)
+    provider = LocalProvider(_spec(), cluster_paths("lt", "build"), no_progress)
+    assert provider.layout.root.is_absolute() and provider.layout.stats_socket.is_absolute()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(lb.config("lt", provider.net, provider.layout.stats_socket))
+    r = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr

@@ -36,6 +36,7 @@ from bakery.providers.base import (
     NodeStatus,
     Progress,
     RenderCallback,
+    RenderedNode,
     UpResult,
 )
 from bakery.providers.local import console, discovery, lb, proc, seed, ssh, vm
@@ -94,7 +95,9 @@ class LocalProvider:
         self.local = local
         self.plan = topology.plan(spec, lb_ips=(HOST,))
         self.net: NetPlan = net_plan(spec, self.plan)
-        self.layout = Layout(paths.local)
+        # absolute: HAProxy, QEMU and the seed tools get these paths, and HAProxy reads
+        # "dir/stats.sock" in a relative path as a host and a missing port
+        self.layout = Layout(paths.local.resolve())
 
     # -- what other commands use ------------------------------------------------------
 
@@ -357,6 +360,33 @@ class LocalProvider:
                         f"see the consoles: bakery logs <node>, {self.layout.root}/<node>/console.log"
                     )
                 time.sleep(1)
+
+    # -- rollout ------------------------------------------------------------------------
+
+    def etcd_endpoints(self) -> dict[str, str]:
+        """Each master's etcd as the host reaches it (its forward on 127.0.0.1): for `bakery rollout`."""
+        return {n.name: self.node_endpoint(n.name) for n in self.net.nodes}
+
+    def replace_master(self, node: RenderedNode) -> None:
+        """Rollout step: stop the master's VM, give it a fresh overlay of the current image
+        and a seed with `node`'s user-data, and boot it again at the same address and ports."""
+        self._known(node.name)
+        boot = self._boot_image()
+        files = self.layout.node(node.name)
+        step = f"master {node.name}"
+        pid = proc.stop(files.pidfile)
+        if pid:
+            self.progress(step, "stopped", f"pid {pid}")
+        files.disk.unlink(missing_ok=True)  # a new machine: a fresh overlay of the current image
+        key = ssh.ensure_key(self.layout.ssh)
+        self._prepare_node(node.name, boot, node.user_data.plain, ssh.public_key(key))
+        accel = state.load(self.paths).get("local", {}).get("accel") or vm.accelerator(self.layout.root)
+        n = self.net.node(node.name)
+        # a replacement joins the running cluster by member add, never through discovery
+        argv = vm.node_argv(self.plan.name, n, files, boot, self.net, memory_mb=self.local.memory_mb,
+                            cpus=self.local.cpus, accel=accel, discovery=False)
+        pid = proc.start(argv, pidfile=files.pidfile, marker=vm.marker(self.plan.name, n.name), log=files.log)
+        self.progress(step, "booting", f"pid {pid}, {boot.disk.name}")
 
     # -- status -------------------------------------------------------------------------
 
