@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import httpx
 
 from bakery.errors import EtcdError
+from bakery.output import atomic_file
 
 
 @dataclass(frozen=True)
@@ -302,31 +301,21 @@ class Client:
         """Stream a snapshot of the backend into `dest` (0600, written atomically)."""
         ep = (endpoint or self.endpoints[0]).rstrip("/")
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                try:
-                    with self._http.stream("POST", f"{ep}/v3/maintenance/snapshot", json={}) as r:
-                        if r.status_code != 200:
-                            r.read()
-                            _decode(ep, "maintenance/snapshot", r)
-                        for line in r.iter_lines():
-                            if not line.strip():
-                                continue
-                            chunk = json.loads(line)
-                            if "error" in chunk:
-                                raise EtcdError(f"{ep}: etcd maintenance/snapshot failed: {_message(chunk['error'])}")
-                            f.write(unb64(chunk.get("result", {}).get("blob")))
-                except httpx.HTTPError as e:
-                    raise EtcdError(f"{ep}: etcd maintenance/snapshot failed: {_reason(e)}") from None
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(dest, 0o600) as f:
+            try:
+                with self._http.stream("POST", f"{ep}/v3/maintenance/snapshot", json={}) as r:
+                    if r.status_code != 200:
+                        r.read()
+                        _decode(ep, "maintenance/snapshot", r)
+                    for line in r.iter_lines():
+                        if not line.strip():
+                            continue
+                        chunk = json.loads(line)
+                        if "error" in chunk:
+                            raise EtcdError(f"{ep}: etcd maintenance/snapshot failed: {_message(chunk['error'])}")
+                        f.write(unb64(chunk.get("result", {}).get("blob")))
+            except httpx.HTTPError as e:
+                raise EtcdError(f"{ep}: etcd maintenance/snapshot failed: {_reason(e)}") from None
         return dest
 
 

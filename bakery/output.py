@@ -8,33 +8,41 @@ A tree (a node's rendered files) is written beside its target and swapped in who
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
-def atomic_write(path: str | Path, data: bytes | str, mode: int = 0o644) -> Path:
-    """Write `data` to `path` atomically with permissions `mode` (set before any byte lands)."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A file to write `path` through: created beside it with permissions `mode` (set
+    before any byte lands), fsynced and renamed over `path` only when the block ends
+    without an exception; removed otherwise. For content that streams in."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write(path: str | Path, data: bytes | str, mode: int = 0o644) -> Path:
+    """Write `data` to `path` atomically with permissions `mode`."""
+    with atomic_file(path, mode) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 def atomic_write_json(path: str | Path, obj: Any, mode: int = 0o644) -> Path:
