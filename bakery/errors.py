@@ -77,6 +77,16 @@ class EtcdError(BakeryError):
     exit_code = 6
 
 
+class StoreError(BakeryError):
+    """The state store (folder, S3, GCS) refused or failed a call, or holds something unusable."""
+
+    exit_code = 8
+
+
+class StoreNotFound(StoreError):
+    """The object asked for is not in the store."""
+
+
 class StateError(BakeryError):
     """build/<cluster>/state.json is missing, corrupt or from another cluster."""
 
