@@ -31,7 +31,8 @@ typical use:
   bakery rollout -f cluster.yaml                replace the masters one at a time onto the newest image
   bakery down -f cluster.yaml                   delete exactly what carries the cluster's tag
 
-exit codes: 0 ok, 1 unexpected, 2 bad input, 3 PKI, 4 bake, 5 provider, 6 etcd, 7 state, 130 interrupted
+exit codes: 0 ok, 1 unexpected, 2 bad input, 3 PKI, 4 bake, 5 provider, 6 etcd,
+  7 state or build folder (-o not a writable folder, disk full), 8 state store, 130 interrupted
 """
 
 
@@ -107,9 +108,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_pki_changes(changes: list[str]) -> None:
-    for change in changes:
+def _print_pki_changes(pki: Any) -> None:
+    for change in pki.changes:
         err(f"pki: {change}")
+    for warning in pki.warnings:
+        err(f"warning: {warning}")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -118,7 +121,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.file, args.build_dir)
     rendered = cluster.render()
     write_nodes(cluster.paths, rendered)
-    _print_pki_changes(rendered.pki.changes)
+    _print_pki_changes(rendered.pki)
     rows = []
     for name, r in rendered.nodes.items():
         ud = r.user_data
@@ -126,6 +129,20 @@ def cmd_render(args: argparse.Namespace) -> int:
                      ud.encoding, f"{ud.share:.0%}"))
     table(rows, ("NODE", "ADDRESS", "ZONE", "FILES", "PLAIN", "ENCODED", "ENCODING", f"OF {cluster.spec.provider.upper()} LIMIT"))
     out(f"\nwrote {cluster.paths.nodes}/<node>/{{user-data,files/}} and {cluster.paths.base / 'admin.kubeconfig'}")
+    return 0
+
+
+def cmd_pki_renew(args: argparse.Namespace) -> int:
+    from bakery.pipeline import Cluster
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    renewed = cluster.renew_pki(args.before, keep_keys=args.keep_keys)
+    _print_pki_changes(renewed)
+    if not renewed.changes:
+        out(f"{cluster.paths.pki}: no certificate expires within {args.before} days; nothing renewed")
+        return 0
+    out(f"{cluster.paths.pki}: {len(renewed.changes)} certificate(s) renewed. Next: bakery render -f {args.file}, "
+        "then bakery rollout (masters read their certificates at boot)")
     return 0
 
 
@@ -426,6 +443,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_spec_arg(p)
     p.set_defaults(func=cmd_render)
 
+    p = sub.add_parser("pki", help="the cluster's certificates: renew the leaves before they expire")
+    pki_sub = p.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
+    q = pki_sub.add_parser("renew", help="re-issue every leaf certificate that expires within --before days",
+                           description="Load and verify build/<cluster>/pki, re-issue (with the same CAs) every leaf "
+                           "certificate that expires within --before days, with new keys unless --keep-keys, and swap "
+                           "the PKI in as one unit. Says what it renewed. The CAs are never renewed here. Then render "
+                           "and roll the masters out so they run the new certificates.")
+    _add_spec_arg(q)
+    q.add_argument("--before", type=int, default=30, metavar="DAYS", help="renew what expires within DAYS (default: %(default)s)")
+    q.add_argument("--keep-keys", action="store_true", help="keep each leaf's private key (default: a new key per leaf)")
+    q.set_defaults(func=cmd_pki_renew)
+
     p = sub.add_parser("validate", help="check the spec and everything it renders (writes nothing)",
                        description="Check the spec, then render in memory and check each node's user-data against "
                        "cloud-init's schema, each manifest's structure and flags, each monit file with `monit -t`, "
@@ -544,6 +573,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err("interrupted; nothing half-written (outputs are replaced atomically)")
         return 130
+    except OSError as e:
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        err(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror} (what bakery wrote before is unchanged)")
+        return 7
 
 
 if __name__ == "__main__":

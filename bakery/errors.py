@@ -88,6 +88,12 @@ class StoreNotFound(StoreError):
 
 
 class StateError(BakeryError):
-    """build/<cluster>/state.json is missing, corrupt or from another cluster."""
+    """build/<cluster>/state.json is missing, corrupt or from another cluster, or the build
+    folder (-o) is not a writable folder."""
 
     exit_code = 7
+
+
+class OutputError(StateError):
+    """An output could not be written (disk full, read-only, permissions); what was there
+    before is unchanged."""

@@ -1,6 +1,6 @@
 """The pipeline's steps wired together, for the CLI and the providers.
 
-    cluster.yaml -> spec -> plan -> pki.ensure -> bootstrap -> render -> (write)
+    cluster.yaml -> spec -> plan -> pki.ensure (verify, issue in memory) -> bootstrap -> render -> (pki.save, write_nodes)
 
 `Cluster.load` reads the spec and state; `Cluster.render(lb)` runs the pure steps
 (issuing certificates for the load balancer's names first); `write_nodes` is the
@@ -9,16 +9,16 @@ only step that writes the rendered trees. Providers receive `Cluster.render_call
 
 from __future__ import annotations
 
-import filecmp
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bakery import discovery, output, pki, render, spec, state, topology
+from bakery.errors import PKIError
 from bakery.providers.base import LBAddress, RenderCallback, RenderedNode
+
+NODES_MODE = 0o700  # nodes/ and each node's tree: they hold private keys
 
 
 @dataclass
@@ -47,25 +47,30 @@ class Cluster:
 
     def render(self, lb: LBAddress | None = None, *, provider: str | None = None, ssh_authorized_keys: Sequence[str] = (),
                keep_pki: bool = True) -> Rendered:
-        """Plan, certificates (issued or checked for these LB names), and every node's files and user-data.
+        """Plan, certificates (verified, and issued or re-issued for these LB names), and
+        every node's files and user-data.
 
-        Certificates are issued into a private staging copy of build/<cluster>/pki and
-        copied back only when every node rendered (and only with keep_pki), so a spec
-        that fails to render leaves the PKI as it was.
+        The PKI is loaded and checked from build/<cluster>/pki and changed in memory; the
+        changed PKI is swapped in as one unit (pki.save) only when every node rendered, and
+        only with keep_pki, so a spec that fails to render leaves the PKI as it was.
         """
         lb = lb or self.lb_address()
         plan = topology.plan(self.spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
         bootstrap = discovery.bootstrap_for(self.spec, self.state)
-        with tempfile.TemporaryDirectory(prefix="bakery-pki-") as tmp:
-            staging = Path(tmp) / "pki"
-            if self.paths.pki.is_dir():
-                shutil.copytree(self.paths.pki, staging)
-            keys = pki.ensure(plan, staging)
-            nodes = render.render_cluster(plan, keys, bootstrap, provider=provider, ssh_authorized_keys=ssh_authorized_keys)
-            if keep_pki:
-                _sync_pki(staging, self.paths.pki)
-                keys.folder = self.paths.pki
+        keys = pki.ensure(plan, self.paths.pki, write=False)
+        nodes = render.render_cluster(plan, keys, bootstrap, provider=provider, ssh_authorized_keys=ssh_authorized_keys)
+        if keep_pki and (keys.changes or not (self.paths.pki / pki.MANIFEST).exists()):
+            state.prepare(self.paths)
+            pki.save(keys)
         return Rendered(plan, keys, nodes)
+
+    def renew_pki(self, before_days: int, *, keep_keys: bool = False) -> pki.PKI:
+        """Re-issue every leaf expiring within `before_days` (new keys unless keep_keys), swapped in as one unit."""
+        plan = topology.plan(self.spec, lb_dns_names=self.lb_address().dns_names, lb_ips=self.lb_address().ips)
+        if not self.paths.pki.is_dir():
+            raise PKIError(f"{self.paths.pki}: no PKI to renew yet; `bakery render` issues one")
+        state.prepare(self.paths)
+        return pki.ensure(plan, self.paths.pki, renew_before=before_days, keep_keys=keep_keys)
 
     def render_callback(self, *, ssh_authorized_keys: Sequence[str] = ()) -> RenderCallback:
         """What providers call once their load balancer exists: records its names, renders."""
@@ -84,26 +89,16 @@ class Cluster:
 
 def write_nodes(paths: state.ClusterPaths, rendered: Rendered) -> list[Path]:
     """Write build/<cluster>/nodes/<node>/{user-data, user-data.encoded, files/...} and
-    the admin kubeconfig. Each node's tree is swapped in whole (bakery.output)."""
+    the admin kubeconfig. Each node's tree is swapped in whole (bakery.output), folders
+    0700 (they hold private keys)."""
+    state.prepare(paths)
+    output.make_dirs(paths.nodes, NODES_MODE)
     written = []
     for name, r in rendered.nodes.items():
         files = [("user-data", r.user_data.plain, 0o600)]
         if r.user_data.encoding != "plain":
             files.append((f"user-data.{r.user_data.encoding}", r.user_data.encoded, 0o600))
         files += [(f"files{f.path}", f.content, f.mode) for f in r.files]
-        written.append(output.write_tree(paths.node(name), files))
+        written.append(output.write_tree(paths.node(name), files, dir_mode=NODES_MODE))
     output.atomic_write(paths.base / "admin.kubeconfig", rendered.pki.admin_kubeconfig(), 0o600)
     return written
-
-
-def _sync_pki(staging: Path, target: Path) -> None:
-    """Copy new or changed PKI files from `staging` into `target`, each atomically, modes kept."""
-    for src in sorted(staging.rglob("*")):
-        if src.is_dir():
-            continue
-        dest = target / src.relative_to(staging)
-        if dest.exists() and filecmp.cmp(src, dest, shallow=False):
-            continue
-        output.atomic_write(dest, src.read_bytes(), src.stat().st_mode & 0o777)
-    for folder in [target, *(p for p in target.rglob("*") if p.is_dir())]:
-        folder.chmod(pki.DIR_MODE)

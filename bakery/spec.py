@@ -157,6 +157,11 @@ class AwsSpec(_Model):
     key_name: str | None = None
     root_volume_gb: int = Field(40, ge=8)
     endpoint_url: str | None = Field(None, description="Override for local servers; env BAKERY_AWS_ENDPOINT_URL wins")
+    metadata_hop_limit: Literal[1, 2] = Field(
+        1, description="IMDSv2 PUT response hop limit on the masters. 1 (default, as kops does for masters): only the "
+        "host itself reaches the instance metadata service, so a pod cannot take the instance role's credentials. "
+        "2 only if a pod on a master must reach IMDS through the container network (e.g. a cloud controller or CSI "
+        "driver without host networking); that lets every pod on the masters read the instance's credentials")
 
 
 class GcpSpec(_Model):

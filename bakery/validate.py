@@ -184,12 +184,14 @@ def check_node(user_data: bytes, *, schema: dict[str, Any] | None) -> Report:
         skipped.append("monit -t: monit is not installed (apt-get install monit)")
     else:
         problems += monit
-    # etcd's certificates (and the API server's client certificate for etcd) come from the etcd CA
-    cas = {False: files.get("/etc/kubernetes/pki/ca.crt"), True: files.get("/etc/kubernetes/pki/etcd/ca.crt")}
+    # etcd's certificates (and the API server's client certificate for etcd) come from the etcd CA,
+    # the front-proxy client's from the front-proxy CA
+    cas = {"ca": files.get("/etc/kubernetes/pki/ca.crt"), "etcd": files.get("/etc/kubernetes/pki/etcd/ca.crt"),
+           "front-proxy": files.get("/etc/kubernetes/pki/front-proxy-ca.crt")}
     pairs = []
     for path, entry in files.items():
-        if path.endswith(".crt") and not path.endswith("/ca.crt"):
-            ca = cas["etcd" in path]
+        if path.endswith(".crt") and not path.endswith(("/ca.crt", "-ca.crt")):
+            ca = cas["etcd" if "etcd" in path else "front-proxy" if "front-proxy" in path else "ca"]
             if ca is None:
                 problems.append(f"{path}: its CA certificate is not in the user-data")
                 continue

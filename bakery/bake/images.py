@@ -7,7 +7,9 @@
 A record: target, name, hash, kubernetes_version, etcd_version, packer_version, built_at,
 and per target: aws `image` (the AMI in the build region), `region`, `amis` ({region: ami
 id} with the copies); gcp `image` + `project`; local `disk`, `kernel`, `initrd` (absolute
-paths). Written atomically through bakery.output, and only after a build succeeded.
+paths). Written atomically through bakery.output (old document or new, never a mix),
+only after a build succeeded, and read-modify-written under a lock so two bakes of
+different targets do not drop each other's record.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bakery.errors import BakeError
-from bakery.output import atomic_write_json
+from bakery.output import atomic_write_json, locked
 
 VERSION = 1
 
@@ -51,11 +53,12 @@ def current(path: Path, cluster: str, target: str) -> dict[str, Any] | None:
 
 def record(path: Path, cluster: str, rec: dict[str, Any]) -> dict[str, Any]:
     """Add a built image and make it current for its target; returns the new document."""
-    data = load(path, cluster)
-    data["images"] = [r for r in data["images"] if not (r.get("target") == rec["target"] and r.get("name") == rec["name"])]
-    data["images"].append(rec)
-    data[rec["target"]] = rec
-    atomic_write_json(path, data)
+    with locked(path):
+        data = load(path, cluster)
+        data["images"] = [r for r in data["images"] if not (r.get("target") == rec["target"] and r.get("name") == rec["name"])]
+        data["images"].append(rec)
+        data[rec["target"]] = rec
+        atomic_write_json(path, data)
     return data
 
 
@@ -78,8 +81,9 @@ def prune(path: Path, cluster: str, keep: int, delete: Callable[[dict[str, Any]]
     done: list[tuple[dict[str, Any], list[str]]] = []
     for rec in prune_plan(load(path, cluster), keep):
         deleted = delete(rec)
-        data = load(path, cluster)
-        data["images"] = [r for r in data["images"] if (r["target"], r["name"]) != (rec["target"], rec["name"])]
-        atomic_write_json(path, data)
+        with locked(path):
+            data = load(path, cluster)
+            data["images"] = [r for r in data["images"] if (r["target"], r["name"]) != (rec["target"], rec["name"])]
+            atomic_write_json(path, data)
         done.append((rec, deleted))
     return done

@@ -48,6 +48,8 @@ Builder = Callable[[NodeContext], list[NodeFile]]
 
 ELECTED = ("kube-scheduler", "kube-controller-manager")
 LOG_FILES = ("kube-apiserver", "kube-scheduler", "kube-controller-manager")
+# static pod manifests and the kubelet's config and unit: 0600, as kubeadm and CIS 1.1.x / 4.1.x
+MANIFEST_MODE = 0o600
 
 
 def _text(path: str, text: str, mode: int = 0o644) -> NodeFile:
@@ -74,7 +76,7 @@ def etcd_manifest(ctx: NodeContext) -> list[NodeFile]:
         metrics_host=flags.local_host(ctx.node),
         metrics_port=flags.ETCD_METRICS_PORT,
     )
-    return [_text(f"{flags.MANIFESTS}/etcd.manifest", text)]
+    return [_text(f"{flags.MANIFESTS}/etcd.manifest", text, MANIFEST_MODE)]
 
 
 def _mount(name: str, path: str, read_only: bool = True, type_: str = "Directory") -> dict[str, object]:
@@ -101,7 +103,7 @@ def _control_plane(ctx: NodeContext, component: str, command: list[str], port: i
 def apiserver_manifest(ctx: NodeContext) -> list[NodeFile]:
     """/etc/kubernetes/manifests/kube-apiserver.manifest: one replica per master behind the LB."""
     text = _control_plane(ctx, "kube-apiserver", flags.apiserver_command(ctx.plan, ctx.node), ctx.plan.lb.port, "HTTPS", "/livez", None)
-    return [_text(f"{flags.MANIFESTS}/kube-apiserver.manifest", text)]
+    return [_text(f"{flags.MANIFESTS}/kube-apiserver.manifest", text, MANIFEST_MODE)]
 
 
 def election_manifests(ctx: NodeContext) -> list[NodeFile]:
@@ -113,7 +115,7 @@ def election_manifests(ctx: NodeContext) -> list[NodeFile]:
     }
     folder = flags.ELECTED_SOURCE if ctx.podmaster else flags.MANIFESTS
     out = [
-        _text(f"{folder}/{c}.manifest", _control_plane(ctx, c, cmd, port, "HTTPS", "/healthz", conf))
+        _text(f"{folder}/{c}.manifest", _control_plane(ctx, c, cmd, port, "HTTPS", "/healthz", conf), MANIFEST_MODE)
         for c, (cmd, port, conf) in commands.items()
     ]
     if not ctx.podmaster:
@@ -125,7 +127,7 @@ def election_manifests(ctx: NodeContext) -> list[NodeFile]:
         ]
         text = render("manifests/podmaster.manifest.j2", image=ctx.plan.spec.image_ref("podmaster"), electors=electors,
                       source=flags.ELECTED_SOURCE, dest=flags.MANIFESTS, pki_dir=NODE_ETCD_PKI)
-        out.append(_text(f"{flags.MANIFESTS}/podmaster.manifest", text))
+        out.append(_text(f"{flags.MANIFESTS}/podmaster.manifest", text, MANIFEST_MODE))
     else:
         for c in ELECTED:
             command = flags.podmaster_command(ctx.plan, ctx.node, c, source=flags.ELECTED_SOURCE, dest=flags.MANIFESTS,
@@ -142,9 +144,9 @@ def kubelet_files(ctx: NodeContext) -> list[NodeFile]:
     return [
         _text("/etc/kubernetes/kubelet-config.yaml", render(
             "kubelet/kubelet-config.yaml.j2", static_pod_path=flags.MANIFESTS, client_ca=f"{NODE_PKI}/ca.crt",
-            cluster_domain=ctx.plan.spec.network.dns_domain, cluster_dns=dns)),
-        _text("/etc/systemd/system/kubelet.service", render("kubelet/kubelet.service.j2")),
-        _text("/etc/default/kubelet", render("kubelet/default-kubelet.j2", args=flags.kubelet_args(ctx.plan, ctx.node))),
+            cluster_domain=ctx.plan.spec.network.dns_domain, cluster_dns=dns), MANIFEST_MODE),
+        _text("/etc/systemd/system/kubelet.service", render("kubelet/kubelet.service.j2"), MANIFEST_MODE),
+        _text("/etc/default/kubelet", render("kubelet/default-kubelet.j2", args=flags.kubelet_args(ctx.plan, ctx.node)), MANIFEST_MODE),
     ]
 
 

@@ -118,7 +118,7 @@ def run_master(
         "PrivateIpAddress": node.address,
         "SecurityGroupIds": group_ids,
         "UserData": node.user_data.encoded,  # botocore base64s RunInstances' UserData itself
-        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": aws.metadata_hop_limit},
         "BlockDeviceMappings": [root_volume(image.root_device, aws.root_volume_gb)],
         "TagSpecifications": [
             *tag_spec("instance", spec.name, "master", node.name, node=node.name),

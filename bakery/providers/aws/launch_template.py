@@ -51,7 +51,7 @@ def template_data(spec: ClusterSpec, user_data: UserData, image: Image, group_id
         # Launch templates take user-data already base64'd (RunInstances does it for us).
         "UserData": base64.b64encode(user_data.encoded).decode(),
         "SecurityGroupIds": sorted(group_ids),
-        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": aws.metadata_hop_limit},
         "BlockDeviceMappings": [root_volume(image.root_device, aws.root_volume_gb)],
         "TagSpecifications": tag_spec("instance", spec.name, "master-asg", f"{spec.name}-master"),
     }
