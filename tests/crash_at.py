@@ -28,8 +28,8 @@ def main() -> int:
     target = None if mode == "count" else int(arg)
     sig = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}.get(mode)
 
-    def wrap(name: str, fn, by_path: bool):  # noqa: ANN001, ANN202
-        def wrapper(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+    def wrap(name: str, fn, by_path: bool):
+        def wrapper(*a, **kw):
             if by_path:
                 p = a[0] if a else kw.get("path", kw.get("src"))
                 if not isinstance(p, str | bytes | os.PathLike) or not os.path.abspath(os.fsdecode(p)).startswith(root):
