@@ -50,13 +50,14 @@ def make_dirs(path: str | Path, mode: int = DIR_MODE) -> Path:
         p = p.parent
     if p.exists() and not p.is_dir():
         raise OutputError(f"{p}: not a folder, so nothing can be written under it; move it aside or choose another folder (-o)")
-    try:
-        for d in reversed(missing):
+    for d in reversed(missing):
+        try:
             with contextlib.suppress(FileExistsError):
                 d.mkdir()
                 os.chmod(d, mode)
-    except OSError as e:
-        raise _error(path, e) from None
+        except OSError as e:
+            raise OutputError(f"{d}: cannot create this folder ({e.strerror}); choose another folder (-o) or fix "
+                              "the permissions of the one above it") from None
     return path
 
 

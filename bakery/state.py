@@ -76,13 +76,11 @@ def prepare(p: ClusterPaths) -> Path:
     try:
         make_dirs(p.root, ROOT_MODE)
         make_dirs(p.base, BASE_MODE)
-        probe = p.base / f".write-test.{os.getpid()}"
-        probe.touch(mode=0o600)
-        probe.unlink()
     except OutputError as e:
-        raise StateError(f"-o {p.root}: {e.message}") from None
-    except OSError as e:
-        raise StateError(f"-o {p.root}: cannot write in {p.base} ({e.strerror}); choose another folder (-o) or fix its permissions") from None
+        raise StateError(e.message) from None
+    if not os.access(p.base, os.W_OK | os.X_OK):  # also false on a read-only file system
+        raise StateError(f"-o {p.root}: cannot write in {p.base} (read-only file system or permissions); "
+                         "choose another folder (-o) or fix its permissions")
     return p.base
 
 

@@ -115,6 +115,7 @@ def test_fresh_up_creates_exactly_the_cluster(moto: Moto, cluster: Any) -> None:
         assert inst["PrivateIpAddress"] == node.address
         assert inst["Placement"]["AvailabilityZone"] == node.zone
         assert inst["MetadataOptions"]["HttpTokens"] == "required"
+        assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
         sent = base64.b64decode(ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="userData")["UserData"]["Value"])
         assert decode(sent, "plain") == plain[node.name]
         assert plan.lb.endpoint.encode() in plain[node.name]  # rendered after the LB existed

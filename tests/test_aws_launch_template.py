@@ -68,6 +68,7 @@ def test_launch_template_round_trips_and_versions(moto: Moto, cluster: Any) -> N
     assert decode(launch_template.user_data_of(ec2, tid), "plain") == document
     data = ec2.describe_launch_template_versions(LaunchTemplateId=tid, Versions=["$Default"])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
     assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1  # pods on a master cannot reach IMDS
     assert all(m["Ebs"]["Encrypted"] for m in data["BlockDeviceMappings"])
 
     calls.clear()
@@ -112,3 +113,20 @@ def test_cloud_init_renders_the_generic_document_from_instance_data() -> None:
 def test_generic_document_is_deterministic(masters: int) -> None:
     plan = topology.plan(make_spec(masters=masters), lb_dns_names=("x.elb.amazonaws.com",))
     assert launch_template.generic_document(plan, SHARED) == launch_template.generic_document(plan, list(reversed(SHARED)))
+
+
+def test_imds_hop_limit_is_1_unless_the_spec_asks_for_2_with_its_reason() -> None:
+    from bakery import spec as spec_mod
+    from bakery.errors import SpecError
+    from bakery.providers.aws.instances import Image
+    from bakery.render.userdata import encode
+
+    ud = encode(b"#cloud-config\n", "aws")
+    image = Image("ami-0123456789abcdef0", "/dev/xvda")
+    assert launch_template.template_data(make_spec(), ud, image, ["sg-1"])["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    two = spec_mod.parse("name: demo\nprovider: aws\naws: {region: us-east-1, metadata_hop_limit: 2}\n")
+    assert launch_template.template_data(two, ud, image, ["sg-1"])["MetadataOptions"]["HttpPutResponseHopLimit"] == 2
+    described = spec_mod.json_schema()["$defs"]["AwsSpec"]["properties"]["metadata_hop_limit"]["description"]
+    assert "pod" in described and "credentials" in described
+    with pytest.raises(SpecError):
+        spec_mod.parse("name: demo\nprovider: aws\naws: {metadata_hop_limit: 3}\n")

@@ -93,3 +93,135 @@ def test_seeded_pki_is_deterministic_and_ecdsa_only(tmp_path: Path):
         assert p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes()
     with pytest.raises(PKIError, match="ecdsa-p256 only"):
         pki.ensure(plan("key_algorithm: rsa-2048\n"), tmp_path / "c", seed=b"s")
+
+
+# -- the PKI as one verified unit (issue 13) ---------------------------------------------
+
+
+def reseal(folder: Path) -> None:
+    """Rewrite manifest.json to match the files as they are now: what a careless copy or
+    a buggy tool might leave, so only the cryptographic checks can catch what is wrong."""
+    import hashlib
+    import json
+
+    m = json.loads((folder / "manifest.json").read_text())
+    digest = lambda rel: "sha256:" + hashlib.sha256((folder / rel).read_bytes()).hexdigest()  # noqa: E731
+    m["files"] = {rel: digest(rel) for rel in m["files"]}
+    for info in m["leaves"].values():
+        info["ca_sha256"] = digest(f"{info['ca']}.crt")
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def test_missing_ca_is_an_error_never_a_new_ca(tmp_path: Path):
+    pki.ensure(plan(), tmp_path)
+    leaf = (tmp_path / "apiserver.crt").read_bytes()
+    (tmp_path / "ca.crt").unlink()
+    (tmp_path / "ca.key").unlink()
+    with pytest.raises(PKIError, match=r"ca.crt: missing \(the manifest lists it\)") as e:
+        pki.ensure(plan(), tmp_path)
+    assert "move it aside" in str(e.value)
+    assert not (tmp_path / "ca.crt").exists() and (tmp_path / "apiserver.crt").read_bytes() == leaf
+
+
+def test_a_folder_without_manifest_is_not_a_pki(tmp_path: Path):
+    pki.ensure(plan(), tmp_path)
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(PKIError, match="no manifest.json, so not a complete bakery PKI"):
+        pki.ensure(plan(), tmp_path)
+
+
+def test_a_leaf_another_ca_signed_is_refused_even_with_a_matching_manifest(tmp_path: Path):
+    pki.ensure(plan(), tmp_path / "a")
+    pki.ensure(plan(), tmp_path / "b")
+    for name in ("ca.crt", "ca.key"):
+        (tmp_path / "a" / name).write_bytes((tmp_path / "b" / name).read_bytes())
+    reseal(tmp_path / "a")
+    with pytest.raises(PKIError) as e:
+        pki.ensure(plan(), tmp_path / "a")
+    assert "not signed by" in str(e.value) and str(tmp_path / "a") in str(e.value)
+
+
+def test_a_key_that_is_not_the_certificates_is_refused(tmp_path: Path):
+    pki.ensure(plan(), tmp_path)
+    (tmp_path / "admin.key").write_bytes((tmp_path / "kube-scheduler.key").read_bytes())
+    reseal(tmp_path)
+    with pytest.raises(PKIError, match=r"admin.key: not the key of .*admin.crt"):
+        pki.ensure(plan(), tmp_path)
+
+
+def test_validity_one_year_leaves_ten_year_cas(tmp_path: Path):
+    now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    pki.ensure(plan(), tmp_path, now=now)
+    for rel, days in (("ca", 3650), ("etcd/ca", 3650), ("front-proxy-ca", 3650), ("apiserver", 365), ("admin", 365)):
+        c = cert(tmp_path, rel)
+        assert c.not_valid_after_utc - now == dt.timedelta(days=days), rel
+    assert cert(tmp_path, "front-proxy-ca").subject.rfc4514_string() == "CN=front-proxy-ca"
+    fp = cert(tmp_path, "front-proxy-client")
+    assert fp.subject.rfc4514_string() == "CN=front-proxy-client"
+    assert list(fp.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    fp.verify_directly_issued_by(cert(tmp_path, "front-proxy-ca"))
+
+
+def test_masters_get_front_proxy_encryption_config_and_the_rbac_addon(tmp_path: Path):
+    import base64
+
+    import yaml
+
+    p = plan()
+    keys = pki.ensure(p, tmp_path)
+    files = {path: (content, mode) for path, content, mode in keys.node_files(p.nodes[0])}
+    for path, mode in (("/etc/kubernetes/pki/front-proxy-ca.crt", 0o644), ("/etc/kubernetes/pki/front-proxy-client.crt", 0o644),
+                       ("/etc/kubernetes/pki/front-proxy-client.key", 0o600), ("/etc/kubernetes/pki/encryption-config.yaml", 0o600),
+                       ("/etc/kubernetes/super-admin.conf", 0o600)):
+        assert files[path][1] == mode, path
+    cfg = yaml.safe_load(files["/etc/kubernetes/pki/encryption-config.yaml"][0])
+    assert cfg["apiVersion"] == "apiserver.config.k8s.io/v1" and cfg["kind"] == "EncryptionConfiguration"
+    (res,) = cfg["resources"]
+    assert res["resources"] == ["secrets"]
+    (key,) = res["providers"][0]["secretbox"]["keys"]
+    assert key["name"] == "key1" and len(base64.b64decode(key["secret"])) == 32
+    assert res["providers"][1] == {"identity": {}}
+    assert base64.b64decode((tmp_path / "encryption.key").read_bytes()) == base64.b64decode(key["secret"])
+    assert (tmp_path / "encryption.key").stat().st_mode & 0o777 == 0o600
+    bindings = {d["metadata"]["name"]: d for d in yaml.safe_load_all(files["/etc/kubernetes/addons/bakery-rbac.yaml"][0])}
+    admin = bindings["bakery:cluster-admins"]
+    assert admin["kind"] == "ClusterRoleBinding" and admin["roleRef"]["name"] == "cluster-admin"
+    assert admin["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "bakery:cluster-admins"}]
+    kubelet = bindings["bakery:apiserver-kubelet-clients"]
+    assert kubelet["roleRef"]["name"] == "system:kubelet-api-admin"
+    assert kubelet["subjects"][0]["name"] == cert(tmp_path, "apiserver-kubelet-client").subject.get_attributes_for_oid(
+        x509.oid.NameOID.ORGANIZATION_NAME)[0].value
+    super_admin = yaml.safe_load(files["/etc/kubernetes/super-admin.conf"][0])
+    crt = x509.load_pem_x509_certificate(base64.b64decode(super_admin["users"][0]["user"]["client-certificate-data"]))
+    assert "O=system:masters" in crt.subject.rfc4514_string()
+    assert "admin.kubeconfig" not in files and not any("system:masters" in p for p in files)
+
+
+def test_a_node_issues_its_own_leaves_from_loaded_ca_material(tmp_path: Path):
+    """The split issue 14 builds on: CA material loaded, leaves of one node issued with keys made elsewhere."""
+    p = plan()
+    pki.ensure(p, tmp_path)
+    cas = pki.load(p, tmp_path).cas
+    made: list[str] = []
+
+    def key_for(leaf: pki.Leaf) -> ec.EllipticCurvePrivateKey:
+        made.append(leaf.path)
+        return ec.generate_private_key(ec.SECP256R1())
+
+    node = p.nodes[1]
+    issued = pki.issue_node_leaves(p, node, cas, key_for=key_for)
+    assert {i.leaf.path for i in issued} == set(made) >= {"apiserver", f"nodes/{node.name}/etcd-peer", "front-proxy-client"}
+    for i in issued:
+        i.cert.verify_directly_issued_by(cas.certs[i.leaf.ca])
+        assert i.cert.public_key() == i.key.public_key()
+    assert "admin" not in made  # people's certificate is the operator's, not a node's
+
+
+def test_a_renamed_load_balancer_reissues_in_a_new_unit_and_keeps_the_old_on_failure(tmp_path: Path):
+    pki.ensure(plan(), tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    changed = pki.ensure(plan(lb_dns_names=("nlb-9.elb.amazonaws.com",)), tmp_path, write=False)
+    assert changed.changes and before == {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}, "write=False wrote"
+    pki.save(changed)
+    assert pki.load(plan(lb_dns_names=("nlb-9.elb.amazonaws.com",)), tmp_path).read("apiserver.crt") == changed.read("apiserver.crt")
+    assert sorted(p.name for p in tmp_path.parent.iterdir() if p.name.startswith(f".{tmp_path.name}.")) == []
