@@ -52,7 +52,7 @@ def test_o_on_a_read_only_mount_is_one_clear_line(tmp_path: Path):
     r = subprocess.run(["mount", "--bind", "-o", "ro", str(ro), str(ro)], capture_output=True, text=True, check=False)
     need("a read-only bind mount", r.returncode == 0, r.stderr.strip())
     try:
-        if (ro / "probe").exists() or os.access(ro, os.W_OK) and _writable(ro):
+        if (ro / "probe").exists() or (os.access(ro, os.W_OK) and _writable(ro)):
             pytest.fail("the bind mount is writable")
         r = render(ro)
         assert r.returncode == 7

@@ -126,7 +126,7 @@ def test_missing_ca_is_an_error_never_a_new_ca(tmp_path: Path):
 def test_a_folder_without_manifest_is_not_a_pki(tmp_path: Path):
     pki.ensure(plan(), tmp_path)
     (tmp_path / "manifest.json").unlink()
-    with pytest.raises(PKIError, match="no manifest.json, so not a complete bakery PKI"):
+    with pytest.raises(PKIError, match=r"no manifest\.json, so not a complete bakery PKI"):
         pki.ensure(plan(), tmp_path)
 
 
