@@ -155,6 +155,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     out(f"{args.file}: spec ok ({cluster.spec.name}, {cluster.spec.provider}, {cluster.spec.masters} masters)")
     # Render in memory with a throwaway copy of the PKI: validate writes nothing.
     rendered = cluster.render(keep_pki=False)
+    for warning in rendered.pki.warnings:
+        err(f"warning: {warning}")
     schema = validate.cloud_init_schema()
     problems: list[str] = []
     skipped: set[str] = set()

@@ -495,17 +495,6 @@ def _expiry_warnings(pki: PKI, now: dt.datetime) -> list[str]:
     return out
 
 
-def expiring(pki: PKI, within_days: int, now: dt.datetime | None = None) -> list[tuple[str, dt.datetime]]:
-    """(leaf path, not-after) of every leaf that expires within `within_days`."""
-    horizon = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(days=within_days)
-    out = []
-    for rel in sorted(pki.signed_by):
-        end = _parse_cert(pki.read(f"{rel}.crt"), pki.path(f"{rel}.crt")).not_valid_after_utc
-        if end <= horizon:
-            out.append((rel, end))
-    return out
-
-
 # -- issuing -------------------------------------------------------------------------
 
 
