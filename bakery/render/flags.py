@@ -48,8 +48,8 @@ TLS_CIPHER_SUITES = (
 TLS_FLAGS = (f"--tls-min-version={TLS_MIN_VERSION}", f"--tls-cipher-suites={','.join(TLS_CIPHER_SUITES)}")
 # CIS 1.2.17-1.2.19: keep 30 days, 10 files of 100 MB.
 AUDIT_LOG_MAXAGE, AUDIT_LOG_MAXBACKUP, AUDIT_LOG_MAXSIZE = 30, 10, 100
-# Anonymous requests limited to these paths by AuthenticationConfiguration: the load
-# balancers' health checks (/readyz) and the kubelet-style probes need no credentials.
+# Anonymous requests limited to these paths by AuthenticationConfiguration: AWS's target
+# group health check (/readyz) and health probes carry no credentials.
 ANONYMOUS_PATHS = ("/livez", "/readyz", "/healthz")
 # Control-plane Node label and taint, as kubeadm sets them.
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node.kubernetes.io/exclude-from-external-load-balancers")
