@@ -17,6 +17,7 @@ import yaml
 from bakery import discovery, pki, reference, render, spec, topology, validate
 from bakery.reference.checks import check_files, component_argv, unit_command
 from bakery.render import flags
+from tests.conftest import need
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = b"bakery upstream tests"
@@ -212,3 +213,20 @@ def test_check_node_passes_the_version_through(aws):
         f"{APISERVER} (kube-apiserver): kube-apiserver --no-such-flag is not a flag of kube-apiserver 1.31"]
     without = validate.check_node(user_data, schema=None)
     assert not any("no-such-flag" in p for p in without.problems)
+
+
+def test_pod_fields_match_the_official_client_models():
+    """bakery/reference/1.31/pod.json against the PyPI `kubernetes` 31.0.0 client (dev extra)."""
+    try:
+        import kubernetes
+        from kubernetes.client import models
+    except ImportError:
+        need("the PyPI kubernetes client (dev extra)", False, "make setup")
+
+    assert kubernetes.__version__ == "31.0.0"
+    types = reference.load("1.31").pod_types
+    assert {"V1Pod", "V1PodSpec", "V1Container", "V1Probe", "V1VolumeMount", "V1Volume", "V1HostPathVolumeSource"} <= set(types)
+    for name, fields in types.items():
+        cls = getattr(models, name, None) or getattr(models, f"Core{name}")
+        expected = {cls.attribute_map[a]: t.replace("CoreV1", "V1") for a, t in cls.openapi_types.items()}
+        assert fields == expected, name
