@@ -161,9 +161,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems: list[str] = []
     skipped: set[str] = set()
     for name, r in rendered.nodes.items():
-        report = validate.check_node(r.user_data.plain, schema=schema)
+        report = validate.check_node(r.user_data.plain, schema=schema, kubernetes_version=cluster.spec.kubernetes_version)
         problems += [f"{name}: {p}" for p in report.problems]
         skipped.update(report.skipped)
+        for w in report.warnings:
+            err(f"warning: {name}: {w}")
         if not problems:
             out(f"{name}: user-data ok ({len(r.files)} files, {len(r.user_data.encoded):,} bytes {r.user_data.encoding}, "
                 f"{r.user_data.share:.0%} of the limit)")

@@ -184,10 +184,17 @@ def write_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, d
     """Replace folder `target` with exactly `files` (relative path, content, mode), folders
     `dir_mode`. The new tree is built and fsynced in a sibling staging folder and swapped
     in at once; the old tree is removed only after that."""
+    return swap_tree(stage_tree(target, files, dir_mode=dir_mode))
+
+
+def stage_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, dir_mode: int = 0o755) -> Path:
+    """The first half of write_tree: `files` written and fsynced in `target`'s staging
+    folder, which is returned; `target` is untouched. Several trees can be staged first
+    and swapped after, so a full disk stops all of them before any changed."""
     target = Path(target)
     make_dirs(target.parent)
     recover_tree(target)
-    new, old = _staging(target)
+    new, _ = _staging(target)
     try:
         os.mkdir(new)
         os.chmod(new, dir_mode)
@@ -208,6 +215,28 @@ def write_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, d
                 os.fsync(f.fileno())
         for d in sorted(folders, key=lambda p: len(p.parts), reverse=True):
             _fsync_dir(d)
+    except OSError as e:
+        shutil.rmtree(new, ignore_errors=True)
+        raise _error(target, e) from None
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    return new
+
+
+def discard_staged(staged: Path) -> None:
+    """Remove a tree stage_tree made and that will not be swapped in."""
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def swap_tree(staged: Path) -> Path:
+    """The second half of write_tree: the staged folder swapped in for its target (no new
+    blocks needed: a rename exchange, or two renames); returns the target."""
+    name = staged.name
+    assert name.startswith(".") and name.endswith(".new"), staged
+    target = staged.with_name(name[1:-4])
+    new, old = _staging(target)
+    try:
         if target.exists() and _exchange(new, target):
             _fsync_dir(target.parent)
             shutil.rmtree(new)  # now the old tree

@@ -26,6 +26,7 @@ class Rendered:
     plan: topology.ClusterPlan
     pki: pki.PKI
     nodes: dict[str, render.NodeRender]
+    save_pki: bool = False  # write_nodes swaps the changed PKI in with the node trees
 
 
 @dataclass
@@ -50,19 +51,18 @@ class Cluster:
         """Plan, certificates (verified, and issued or re-issued for these LB names), and
         every node's files and user-data.
 
-        The PKI is loaded and checked from build/<cluster>/pki and changed in memory; the
-        changed PKI is swapped in as one unit (pki.save) only when every node rendered, and
-        only with keep_pki, so a spec that fails to render leaves the PKI as it was.
+        The PKI is loaded and checked from build/<cluster>/pki and changed in memory only;
+        with keep_pki, `write_nodes` stages it beside the node trees and swaps it in with
+        them, so a spec that fails to render, or a disk that fills while writing, leaves
+        the PKI as it was.
         """
         lb = lb or self.lb_address()
         plan = topology.plan(self.spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
         bootstrap = discovery.bootstrap_for(self.spec, self.state)
         keys = pki.ensure(plan, self.paths.pki, write=False)
         nodes = render.render_cluster(plan, keys, bootstrap, provider=provider, ssh_authorized_keys=ssh_authorized_keys)
-        if keep_pki and (keys.changes or not (self.paths.pki / pki.MANIFEST).exists()):
-            state.prepare(self.paths)
-            pki.save(keys)
-        return Rendered(plan, keys, nodes)
+        save = keep_pki and bool(keys.changes or not (self.paths.pki / pki.MANIFEST).exists())
+        return Rendered(plan, keys, nodes, save_pki=save)
 
     def renew_pki(self, before_days: int, *, keep_keys: bool = False) -> pki.PKI:
         """Re-issue every leaf expiring within `before_days` (new keys unless keep_keys), swapped in as one unit."""
@@ -93,12 +93,22 @@ def write_nodes(paths: state.ClusterPaths, rendered: Rendered) -> list[Path]:
     0700 (they hold private keys)."""
     state.prepare(paths)
     output.make_dirs(paths.nodes, NODES_MODE)
-    written = []
-    for name, r in rendered.nodes.items():
-        files = [("user-data", r.user_data.plain, 0o600)]
-        if r.user_data.encoding != "plain":
-            files.append((f"user-data.{r.user_data.encoding}", r.user_data.encoded, 0o600))
-        files += [(f"files{f.path}", f.content, f.mode) for f in r.files]
-        written.append(output.write_tree(paths.node(name), files, dir_mode=NODES_MODE))
+    # Stage every tree (and a changed PKI) before swapping any in: a full disk or an error
+    # stops them all while everything is still as it was.
+    staged: list[Path] = []
+    try:
+        for name, r in rendered.nodes.items():
+            files = [("user-data", r.user_data.plain, 0o600)]
+            if r.user_data.encoding != "plain":
+                files.append((f"user-data.{r.user_data.encoding}", r.user_data.encoded, 0o600))
+            files += [(f"files{f.path}", f.content, f.mode) for f in r.files]
+            staged.append(output.stage_tree(paths.node(name), files, dir_mode=NODES_MODE))
+        if rendered.save_pki:
+            staged.insert(0, pki.stage(rendered.pki))  # the PKI first: node trees refer to it
+    except BaseException:
+        for s in staged:
+            output.discard_staged(s)
+        raise
+    written = [output.swap_tree(s) for s in staged]
     output.atomic_write(paths.base / "admin.kubeconfig", rendered.pki.admin_kubeconfig(), 0o600)
-    return written
+    return written[1:] if rendered.save_pki else written

@@ -132,9 +132,13 @@ def new_ca_material(plan: ClusterPlan, *, seed: bytes | None = None, now: dt.dat
 # -- which leaves ----------------------------------------------------------------------
 
 
+def _admin() -> Leaf:
+    return Leaf("admin", "ca", "kubernetes-admin", ADMIN_GROUP, client=True)
+
+
 def operator_leaves(plan: ClusterPlan) -> list[Leaf]:
-    """Leaves for people, kept on the operator's machine only (admin.kubeconfig)."""
-    return [Leaf("admin", "ca", "kubernetes-admin", ADMIN_GROUP, client=True)]
+    """Leaves for people: admin.kubeconfig on the operator's machine."""
+    return [_admin()]
 
 
 def node_leaves(plan: ClusterPlan, node: Node) -> list[Leaf]:
@@ -161,6 +165,9 @@ def node_leaves(plan: ClusterPlan, node: Node) -> list[Leaf]:
         Leaf("etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client", client=True),
         Leaf("kube-scheduler", "ca", "system:kube-scheduler", client=True),
         Leaf("kube-controller-manager", "ca", "system:kube-controller-manager", client=True),
+        # kubeadm's admin.conf on every control-plane node: bakery-node-register labels the
+        # Node with it; the same revocable group as people's
+        _admin(),
         # break glass, as kubeadm's super-admin.conf: applies the RBAC addon that makes admin work
         Leaf("super-admin", "ca", "kubernetes-super-admin", SUPER_ADMIN_GROUP, client=True),
         Leaf(f"{base}/etcd-server", "etcd/ca", node.name, dns=(node.name, "localhost"), ips=(node.address, "127.0.0.1"), server=True, client=True),
@@ -443,6 +450,11 @@ def load(plan: ClusterPlan, folder: str | Path, *, now: dt.datetime | None = Non
 
 def save(pki: PKI) -> Path:
     """Write the whole PKI into a staging folder beside `pki.folder`, manifest last, and swap it in."""
+    return output.swap_tree(stage(pki))
+
+
+def stage(pki: PKI) -> Path:
+    """The PKI written into its staging folder (manifest last), not yet swapped in: see output.stage_tree."""
     manifest = {
         "version": MANIFEST_VERSION,
         "cluster": pki.plan.name,
@@ -451,7 +463,7 @@ def save(pki: PKI) -> Path:
     }
     files = [(rel, data, mode) for rel, (data, mode) in sorted(pki.files.items())]
     files.append((MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), CERT_MODE))
-    return output.write_tree(pki.folder, files, dir_mode=DIR_MODE)
+    return output.stage_tree(pki.folder, files, dir_mode=DIR_MODE)
 
 
 def _load_cas(plan: ClusterPlan, folder: Path, files: dict[str, tuple[bytes, int]], now: dt.datetime, broken: str) -> CAMaterial:

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,11 @@ CLOUD_INIT_SCHEMAS = (
 
 @dataclass
 class Report:
-    """Problems found, and checks that could not run (with why)."""
+    """Problems found, checks that could not run (with why), and warnings (deprecations)."""
 
     problems: list[str]
     skipped: list[str]
+    warnings: list[str] = field(default_factory=list)
 
 
 def write_files(user_data: bytes) -> dict[str, dict[str, Any]]:
@@ -167,10 +168,23 @@ def check_certificates(pairs: Iterable[tuple[str, bytes, bytes]]) -> list[str]:
     return out
 
 
-def check_node(user_data: bytes, *, schema: dict[str, Any] | None) -> Report:
-    """Every check on one node's rendered user-data."""
+def check_upstream(files: dict[str, bytes], kubernetes_version: str) -> Report:
+    """Flags, config fields and Pod fields against the Kubernetes references of the
+    spec's version (bakery/reference): unknown or removed is a problem, deprecated a warning."""
+    from bakery import reference
+    from bakery.reference.checks import check_files
+
+    ref, note = reference.select(kubernetes_version)
+    errors, warnings = check_files(ref, files)
+    return Report(errors, [note] if note else [], warnings)
+
+
+def check_node(user_data: bytes, *, schema: dict[str, Any] | None, kubernetes_version: str | None = None) -> Report:
+    """Every check on one node's rendered user-data; with `kubernetes_version`, also
+    against that version's Kubernetes references."""
     problems: list[str] = []
     skipped: list[str] = []
+    warnings: list[str] = []
     if schema is None:
         skipped.append("cloud-init schema: cloud-init is not installed (apt-get install cloud-init)")
     else:
@@ -200,4 +214,9 @@ def check_node(user_data: bytes, *, schema: dict[str, Any] | None) -> Report:
     for path, entry in files.items():
         if path.endswith((".key", ".conf")) and entry.get("permissions") != "0600":
             problems.append(f"{path}: holds a private key but has permissions {entry.get('permissions')}, not 0600")
-    return Report(problems, skipped)
+    if kubernetes_version is not None:
+        upstream = check_upstream({p: e["data"] for p, e in files.items()}, kubernetes_version)
+        problems += upstream.problems
+        skipped += upstream.skipped
+        warnings += upstream.warnings
+    return Report(problems, skipped, warnings)

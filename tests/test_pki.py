@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from bakery import pki, spec, topology
 from bakery.errors import PKIError
@@ -214,7 +215,9 @@ def test_a_node_issues_its_own_leaves_from_loaded_ca_material(tmp_path: Path):
     for i in issued:
         i.cert.verify_directly_issued_by(cas.certs[i.leaf.ca])
         assert i.cert.public_key() == i.key.public_key()
-    assert "admin" not in made  # people's certificate is the operator's, not a node's
+    # a master's own admin.conf (kubeadm's), in the revocable group, never system:masters
+    admin = next(i for i in issued if i.leaf.path == "admin")
+    assert admin.cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == pki.ADMIN_GROUP
 
 
 def test_a_renamed_load_balancer_reissues_in_a_new_unit_and_keeps_the_old_on_failure(tmp_path: Path):

@@ -74,9 +74,10 @@ def test_interrupted_render_never_leaves_a_leaf_its_ca_did_not_sign(tmp_path: Pa
     # fresh: the PKI and 3 nodes moved in, admin.kubeconfig replaced; later swaps are renameat2 exchanges (not counted)
     assert sum(c.startswith(("rename", "replace")) for c in log) == (5 if phase == "fresh" else 1), log
     points = interesting(log, spread=2)
-    if phase == "lb-renamed":  # the PKI is staged and swapped (one renameat2) before the first node is written
-        first_node = next(i for i, c in enumerate(log, 1) if "/nodes/" in c)
-        points = sorted({1 + k * (first_node - 1) // 3 for k in range(3)} | {first_node - 2, first_node, len(log)})
+    if phase == "lb-renamed":  # node trees staged, then the PKI staged; the PKI swapped in (renameat2) first
+        first_pki = next(i for i, c in enumerate(log, 1) if "/.pki.new" in c)
+        last_pki = max(i for i, c in enumerate(log, 1) if "/.pki.new" in c)
+        points = sorted({1 + k * (first_pki - 1) // 3 for k in range(3)} | {first_pki, last_pki, last_pki + 1, len(log)})
     for k, point in enumerate(points):
         build = tmp_path / f"b{k}"
         if seed.exists():

@@ -85,9 +85,12 @@ def test_manifests_are_v1_pods_without_removed_flags(rendered):
             assert validate.check_manifest(text, path) == []
             pod = yaml.safe_load(text)
             for c in pod["spec"]["containers"]:
-                elected = "scheduler" in c["name"] or "controller-manager" in c["name"]
-                if elected and "elector" not in c["name"]:
+                if c["name"] == "kube-controller-manager":
                     assert "--leader-elect=true" in c["command"]
+                if c["name"] == "kube-scheduler":  # the scheduler's election is in its --config file
+                    assert f"--config={flags.SCHEDULER_CONFIG}" in c["command"]
+                    conf = yaml.safe_load(next(f.content for f in node.files if f.path == flags.SCHEDULER_CONFIG))
+                    assert conf["leaderElection"] == {"leaderElect": True}
 
 
 def test_manifest_check_catches_removed_flags_and_bad_mounts():
@@ -178,10 +181,13 @@ def test_keys_and_kubeconfigs_are_0600_and_pki_folder_0700(rendered):
 
 
 def test_every_node_passes_bakery_validate_checks(rendered, schema):
-    _, r = rendered
+    """Also against the Kubernetes references of the spec's version: no unknown, removed
+    or deprecated flag or field in any example or golden scenario."""
+    cluster, r = rendered
     for node in r.nodes.values():
-        report = validate.check_node(node.user_data.plain, schema=schema)
+        report = validate.check_node(node.user_data.plain, schema=schema, kubernetes_version=cluster.spec.kubernetes_version)
         assert report.problems == []
+        assert report.warnings == []
 
 
 def test_two_renders_are_byte_identical(tmp_path: Path):

@@ -54,7 +54,7 @@ def _runcmd(plan: ClusterPlan) -> list[list[str]]:
     if spec.runtime == "static-pods":
         return [
             ["systemctl", "daemon-reload"],
-            ["systemctl", "enable", "--now", "containerd.service", "kubelet.service"],
+            ["systemctl", "enable", "--now", "containerd.service", "kubelet.service", "bakery-node-register.timer"],
             ["systemctl", "restart", "monit.service"],
         ]
     units = ["etcd.service"]

@@ -8,8 +8,11 @@ search for its path here.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import yaml
 
 from bakery.discovery import Bootstrap
 from bakery.pki import NODE_ETCD_PKI, NODE_PKI, PKI
@@ -50,6 +53,8 @@ ELECTED = ("kube-scheduler", "kube-controller-manager")
 LOG_FILES = ("kube-apiserver", "kube-scheduler", "kube-controller-manager")
 # static pod manifests and the kubelet's config and unit: 0600, as kubeadm and CIS 1.1.x / 4.1.x
 MANIFEST_MODE = 0o600
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+NODE_REGISTER = "/usr/local/sbin/bakery-node-register"
 
 
 def _text(path: str, text: str, mode: int = 0o644) -> NodeFile:
@@ -83,10 +88,16 @@ def _mount(name: str, path: str, read_only: bool = True, type_: str = "Directory
     return {"name": name, "path": path, "read_only": read_only, "type": type_}
 
 
-def _control_plane(ctx: NodeContext, component: str, command: list[str], port: int, scheme: str, probe_path: str, conf: str | None) -> str:
+def _yaml(header: str, doc: dict[str, object]) -> str:
+    return f"# {header}: rendered by bakery\n" + yaml.safe_dump(doc, sort_keys=False)
+
+
+def _control_plane(ctx: NodeContext, component: str, command: list[str], port: int, scheme: str, probe_path: str,
+                   conf: str | None, extra_mounts: tuple[dict[str, object], ...] = ()) -> str:
     mounts = [_mount("pki", NODE_PKI), _mount("logfile", f"/var/log/{component}.log", False, "FileOrCreate")]
     if conf:
         mounts.insert(1, _mount("kubeconfig", conf, True, "File"))
+    mounts += extra_mounts
     return render(
         "manifests/control-plane.manifest.j2",
         component=component,
@@ -101,23 +112,32 @@ def _control_plane(ctx: NodeContext, component: str, command: list[str], port: i
 
 
 def apiserver_manifest(ctx: NodeContext) -> list[NodeFile]:
-    """/etc/kubernetes/manifests/kube-apiserver.manifest: one replica per master behind the LB."""
-    text = _control_plane(ctx, "kube-apiserver", flags.apiserver_command(ctx.plan, ctx.node), ctx.plan.lb.port, "HTTPS", "/livez", None)
-    return [_text(f"{flags.MANIFESTS}/kube-apiserver.manifest", text, MANIFEST_MODE)]
+    """/etc/kubernetes/manifests/kube-apiserver.manifest: one replica per master behind the LB,
+    with its audit policy (and, from 1.32, its AuthenticationConfiguration) in /etc/kubernetes/apiserver."""
+    mounts = (_mount("apiserver-config", flags.APISERVER_CONFIG), _mount("audit-log", flags.AUDIT_LOG, False, "FileOrCreate"))
+    text = _control_plane(ctx, "kube-apiserver", flags.apiserver_command(ctx.plan, ctx.node), ctx.plan.lb.port, "HTTPS", "/livez",
+                          None, mounts)
+    out = [_text(f"{flags.MANIFESTS}/kube-apiserver.manifest", text, MANIFEST_MODE),
+           _text(flags.AUDIT_POLICY, render("apiserver/audit-policy.yaml.j2"))]
+    if flags.anonymous_by_config(ctx.plan):
+        out.append(_text(flags.AUTHENTICATION_CONFIG, _yaml("API server authentication", flags.authentication_config(ctx.plan))))
+    return out
 
 
 def election_manifests(ctx: NodeContext) -> list[NodeFile]:
     """Scheduler and controller-manager: in the manifests folder (builtin election) or in
     /srv/kubernetes for the podmaster to copy, plus the podmaster itself."""
     commands = {
-        "kube-scheduler": (flags.scheduler_command(ctx.plan), 10259, "/etc/kubernetes/scheduler.conf"),
-        "kube-controller-manager": (flags.controller_manager_command(ctx.plan), 10257, "/etc/kubernetes/controller-manager.conf"),
+        "kube-scheduler": (flags.scheduler_command(ctx.plan), 10259, flags.SCHEDULER_KUBECONFIG,
+                           (_mount("config", flags.SCHEDULER_CONFIG, True, "File"),)),
+        "kube-controller-manager": (flags.controller_manager_command(ctx.plan), 10257, "/etc/kubernetes/controller-manager.conf", ()),
     }
     folder = flags.ELECTED_SOURCE if ctx.podmaster else flags.MANIFESTS
     out = [
-        _text(f"{folder}/{c}.manifest", _control_plane(ctx, c, cmd, port, "HTTPS", "/healthz", conf), MANIFEST_MODE)
-        for c, (cmd, port, conf) in commands.items()
+        _text(f"{folder}/{c}.manifest", _control_plane(ctx, c, cmd, port, "HTTPS", "/healthz", conf, mounts), MANIFEST_MODE)
+        for c, (cmd, port, conf, mounts) in commands.items()
     ]
+    out.append(_text(flags.SCHEDULER_CONFIG, _yaml("kube-scheduler configuration (--config)", flags.scheduler_config())))
     if not ctx.podmaster:
         return out
     if ctx.static_pods:
@@ -142,11 +162,32 @@ def kubelet_files(ctx: NodeContext) -> list[NodeFile]:
         return []
     dns = str(ipaddress.IPv4Network(ctx.plan.spec.network.service_cidr).network_address + 10)
     return [
-        _text("/etc/kubernetes/kubelet-config.yaml", render(
+        _text(flags.KUBELET_CONFIG, render(
             "kubelet/kubelet-config.yaml.j2", static_pod_path=flags.MANIFESTS, client_ca=f"{NODE_PKI}/ca.crt",
-            cluster_domain=ctx.plan.spec.network.dns_domain, cluster_dns=dns), MANIFEST_MODE),
+            cluster_domain=ctx.plan.spec.network.dns_domain, cluster_dns=dns,
+            taint_key=flags.CONTROL_PLANE_TAINT["key"], taint_effect=flags.CONTROL_PLANE_TAINT["effect"],
+            tls_min_version=flags.TLS_MIN_VERSION, tls_cipher_suites=flags.TLS_CIPHER_SUITES), MANIFEST_MODE),
         _text("/etc/systemd/system/kubelet.service", render("kubelet/kubelet.service.j2"), MANIFEST_MODE),
         _text("/etc/default/kubelet", render("kubelet/default-kubelet.j2", args=flags.kubelet_args(ctx.plan, ctx.node)), MANIFEST_MODE),
+    ]
+
+
+def node_register(ctx: NodeContext) -> list[NodeFile]:
+    """The control-plane label on this master's Node, set through the API as kubeadm does
+    (the kubelet may not set it), and approval of this kubelet's serving certificate: a
+    script on a timer, with kubectl (installed with the kubelet) and an admin kubeconfig
+    that points at this master's own API server."""
+    if not ctx.static_pods:
+        return []
+    server = f"https://{flags.local_host(ctx.node)}:{ctx.plan.lb.port}"
+    script = render("node/bakery-node-register.sh.j2", node=ctx.node.name, node_sh=shlex.quote(ctx.node.name),
+                    kubeconfig=ADMIN_CONF, labels=flags.CONTROL_PLANE_LABELS)
+    return [
+        NodeFile(ADMIN_CONF, ctx.pki.kubeconfig("admin", server, "admin"), 0o600),
+        _text(NODE_REGISTER, script, 0o755),
+        _text("/etc/systemd/system/bakery-node-register.service",
+              render("node/bakery-node-register.service.j2", script=NODE_REGISTER, kubeconfig=ADMIN_CONF)),
+        _text("/etc/systemd/system/bakery-node-register.timer", render("node/bakery-node-register.timer.j2")),
     ]
 
 
@@ -175,7 +216,8 @@ def log_files(ctx: NodeContext) -> list[NodeFile]:
     runtime mounts files rather than making directories (as the 2015 guide did)."""
     if not ctx.static_pods:
         return []
-    return [NodeFile(f"/var/log/{c}.log", b"", 0o640) for c in LOG_FILES]
+    # the audit log records who did what: readable by root only
+    return [NodeFile(f"/var/log/{c}.log", b"", 0o640) for c in LOG_FILES] + [NodeFile(flags.AUDIT_LOG, b"", 0o600)]
 
 
 BUILDERS: tuple[Builder, ...] = (
@@ -184,6 +226,7 @@ BUILDERS: tuple[Builder, ...] = (
     apiserver_manifest,
     election_manifests,
     kubelet_files,
+    node_register,
     monit_files,
     log_files,
 )

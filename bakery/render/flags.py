@@ -22,6 +22,57 @@ ELECTED_SOURCE = "/srv/kubernetes"  # podmaster copies from here into MANIFESTS
 PODMASTER_TTL_SECS = 30
 PODMASTER_SLEEP = "5s"
 
+# Files the API server reads besides its PKI (mounted read-only as one folder).
+APISERVER_CONFIG = "/etc/kubernetes/apiserver"
+AUDIT_POLICY = f"{APISERVER_CONFIG}/audit-policy.yaml"
+AUTHENTICATION_CONFIG = f"{APISERVER_CONFIG}/authentication-config.yaml"
+AUDIT_LOG = "/var/log/kube-apiserver-audit.log"
+# Shipped by bakery's PKI with the CAs (front proxy) and the cluster's Secret key.
+ENCRYPTION_CONFIG = f"{NODE_PKI}/encryption-config.yaml"
+FRONT_PROXY_CA = f"{NODE_PKI}/front-proxy-ca.crt"
+FRONT_PROXY_CLIENT = f"{NODE_PKI}/front-proxy-client"
+SCHEDULER_CONFIG = "/etc/kubernetes/kube-scheduler-config.yaml"
+KUBELET_CONFIG = "/etc/kubernetes/kubelet-config.yaml"
+
+# CIS 1.2.29/4.2.12: TLS 1.2 at least, and only AEAD suites with forward secrecy (Go
+# picks the TLS 1.3 suites itself). The same list for every component and the kubelet.
+TLS_MIN_VERSION = "VersionTLS12"
+TLS_CIPHER_SUITES = (
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+)
+TLS_FLAGS = (f"--tls-min-version={TLS_MIN_VERSION}", f"--tls-cipher-suites={','.join(TLS_CIPHER_SUITES)}")
+# CIS 1.2.17-1.2.19: keep 30 days, 10 files of 100 MB.
+AUDIT_LOG_MAXAGE, AUDIT_LOG_MAXBACKUP, AUDIT_LOG_MAXSIZE = 30, 10, 100
+# Anonymous requests limited to these paths by AuthenticationConfiguration: AWS's target
+# group health check (/readyz) and health probes carry no credentials.
+ANONYMOUS_PATHS = ("/livez", "/readyz", "/healthz")
+# Control-plane Node label and taint, as kubeadm sets them.
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node.kubernetes.io/exclude-from-external-load-balancers")
+CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+
+
+def anonymous_by_config(plan: ClusterPlan) -> bool:
+    """AuthenticationConfiguration's anonymous `conditions` (AnonymousAuthConfigurableEndpoints)
+    are beta and on by default from 1.32; in 1.31 they are alpha behind a feature gate, so
+    1.31 keeps --anonymous-auth at its default (README: Hardening)."""
+    major, minor = plan.spec.kubernetes_minor.split(".")
+    return (int(major), int(minor)) >= (1, 32)
+
+
+def authentication_config(plan: ClusterPlan) -> dict[str, object]:
+    """Anonymous requests only to the health endpoints (v1beta1 until 1.33, v1 from 1.34)."""
+    major, minor = (int(x) for x in plan.spec.kubernetes_minor.split("."))
+    return {
+        "apiVersion": "apiserver.config.k8s.io/v1" if (major, minor) >= (1, 34) else "apiserver.config.k8s.io/v1beta1",
+        "kind": "AuthenticationConfiguration",
+        "anonymous": {"enabled": True, "conditions": [{"path": p} for p in ANONYMOUS_PATHS]},
+    }
+
 
 def local_host(node: Node) -> str:
     """Where a node's own components reach its etcd and API server.
@@ -112,12 +163,29 @@ def apiserver_command(plan: ClusterPlan, node: Node) -> list[str]:
         "--allow-privileged=true",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
+        *([f"--authentication-config={AUTHENTICATION_CONFIG}"] if anonymous_by_config(plan) else []),
         f"--client-ca-file={NODE_PKI}/ca.crt",
         f"--tls-cert-file={NODE_PKI}/apiserver.crt",
         f"--tls-private-key-file={NODE_PKI}/apiserver.key",
+        *TLS_FLAGS,
         f"--kubelet-client-certificate={NODE_PKI}/apiserver-kubelet-client.crt",
         f"--kubelet-client-key={NODE_PKI}/apiserver-kubelet-client.key",
+        f"--kubelet-certificate-authority={NODE_PKI}/ca.crt",
         "--kubelet-preferred-address-types=InternalIP,Hostname",
+        # the aggregation layer (metrics-server, API extensions): kubeadm's front proxy
+        f"--requestheader-client-ca-file={FRONT_PROXY_CA}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-username-headers=X-Remote-User",
+        f"--proxy-client-cert-file={FRONT_PROXY_CLIENT}.crt",
+        f"--proxy-client-key-file={FRONT_PROXY_CLIENT}.key",
+        f"--encryption-provider-config={ENCRYPTION_CONFIG}",
+        f"--audit-policy-file={AUDIT_POLICY}",
+        f"--audit-log-path={AUDIT_LOG}",
+        f"--audit-log-maxage={AUDIT_LOG_MAXAGE}",
+        f"--audit-log-maxbackup={AUDIT_LOG_MAXBACKUP}",
+        f"--audit-log-maxsize={AUDIT_LOG_MAXSIZE}",
         f"--etcd-servers=https://{local_host(node)}:{spec.etcd.client_port}",
         f"--etcd-cafile={NODE_ETCD_PKI}/ca.crt",
         f"--etcd-certfile={NODE_PKI}/apiserver-etcd-client.crt",
@@ -132,17 +200,32 @@ def apiserver_command(plan: ClusterPlan, node: Node) -> list[str]:
     ]
 
 
+SCHEDULER_KUBECONFIG = "/etc/kubernetes/scheduler.conf"
+
+
+def scheduler_config() -> dict[str, object]:
+    """The KubeSchedulerConfiguration behind --config: since 1.31 the scheduler's
+    --kubeconfig and --profiling flags are deprecated and ignored next to --config."""
+    return {
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": SCHEDULER_KUBECONFIG},
+        # also in podmaster mode: a second guard if two copies ever run at once
+        "leaderElection": {"leaderElect": True},
+        "enableProfiling": False,
+        "enableContentionProfiling": False,
+    }
+
+
 def scheduler_command(plan: ClusterPlan) -> list[str]:
-    conf = "/etc/kubernetes/scheduler.conf"
+    conf = SCHEDULER_KUBECONFIG
     return [
         "kube-scheduler",
-        f"--kubeconfig={conf}",
+        f"--config={SCHEDULER_CONFIG}",
         f"--authentication-kubeconfig={conf}",
         f"--authorization-kubeconfig={conf}",
         "--bind-address=127.0.0.1",
-        # also in podmaster mode: a second guard if two copies ever run at once
-        "--leader-elect=true",
-        "--profiling=false",
+        *TLS_FLAGS,
         *_extra(plan.spec.scheduler.extra_args),
     ]
 
@@ -155,7 +238,10 @@ def controller_manager_command(plan: ClusterPlan) -> list[str]:
         f"--kubeconfig={conf}",
         f"--authentication-kubeconfig={conf}",
         f"--authorization-kubeconfig={conf}",
+        f"--client-ca-file={NODE_PKI}/ca.crt",
+        f"--requestheader-client-ca-file={FRONT_PROXY_CA}",
         "--bind-address=127.0.0.1",
+        *TLS_FLAGS,
         "--leader-elect=true",
         f"--cluster-name={plan.name}",
         f"--cluster-signing-cert-file={NODE_PKI}/ca.crt",
@@ -166,7 +252,7 @@ def controller_manager_command(plan: ClusterPlan) -> list[str]:
         f"--cluster-cidr={net.pod_cidr}",
         "--allocate-node-cidrs=true",
         "--use-service-account-credentials=true",
-        "--controllers=*,bootstrapsigner,tokencleaner",
+        "--controllers=*,bootstrap-signer-controller,token-cleaner-controller",
         "--profiling=false",
         *_extra(plan.spec.controller_manager.extra_args),
     ]
@@ -206,11 +292,12 @@ def podmaster_command(plan: ClusterPlan, node: Node, component: str, *, source: 
 
 
 def kubelet_args(plan: ClusterPlan, node: Node) -> list[str]:
+    """No --node-labels: a 1.31 kubelet exits on node-role.kubernetes.io/* there, and
+    NodeRestriction forbids it anyway; builders.node_register sets the labels through the
+    API. The taint is registerWithTaints in the config file (the flag is deprecated)."""
     return [
-        "--config=/etc/kubernetes/kubelet-config.yaml",
+        f"--config={KUBELET_CONFIG}",
         "--kubeconfig=/etc/kubernetes/kubelet.conf",
         f"--node-ip={node.address}",
         f"--hostname-override={node.name}",
-        "--node-labels=node-role.kubernetes.io/control-plane=",
-        "--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule",
     ]
