@@ -230,3 +230,13 @@ def test_pod_fields_match_the_official_client_models():
         cls = getattr(models, name, None) or getattr(models, f"Core{name}")
         expected = {cls.attribute_map[a]: t.replace("CoreV1", "V1") for a, t in cls.openapi_types.items()}
         assert fields == expected, name
+
+
+def test_authentication_config_is_checked_from_1_34(tmp_path: Path):
+    files = node_files(tmp_path, version="1.34.0")
+    conf = yaml.safe_load(files[flags.AUTHENTICATION_CONFIG])
+    conf["anonymous"]["paths"] = ["/livez"]  # the field is conditions
+    files[flags.AUTHENTICATION_CONFIG] = yaml.safe_dump(conf).encode()
+    errors, _ = check_files(reference.load("1.34"), files)
+    assert errors == [f"{flags.AUTHENTICATION_CONFIG}: anonymous.paths is not a field of AuthenticationConfiguration "
+                      "(apiserver.config.k8s.io/v1) in Kubernetes 1.34"]
