@@ -57,9 +57,10 @@ CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect":
 
 
 def anonymous_by_config(plan: ClusterPlan) -> bool:
-    """AuthenticationConfiguration's anonymous `conditions` (AnonymousAuthConfigurableEndpoints)
-    are beta and on by default from 1.32; in 1.31 they are alpha behind a feature gate, so
-    1.31 keeps --anonymous-auth at its default (README: Hardening)."""
+    """AuthenticationConfiguration's anonymous `conditions` (AnonymousAuthConfigurableEndpoints,
+    KEP-4633) are beta and on by default from 1.32 (kubernetes/kubernetes#127009), GA in 1.34;
+    in 1.31 they are alpha behind a gate, so 1.31 keeps --anonymous-auth at its default
+    (README: Hardening)."""
     major, minor = plan.spec.kubernetes_minor.split(".")
     return (int(major), int(minor)) >= (1, 32)
 
