@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bakery import discovery, pki, spec, topology
-from bakery.render import _runcmd, builders, flags
+from bakery.render import _runcmd, builders, configs, flags
 from tests.test_upstream import NOW, REPO, SEED, node_files
 
 APISERVER = f"{flags.MANIFESTS}/kube-apiserver.manifest"
@@ -64,7 +64,7 @@ def mounted(files: dict[str, bytes], path: str, target: str) -> bool:
 
 
 def kubelet_config(files: dict[str, bytes]) -> dict:
-    return yaml.safe_load(files[flags.KUBELET_CONFIG])
+    return yaml.safe_load(files[configs.KUBELET_CONFIG])
 
 
 # -- API server ---------------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_cis_1_2_1_anonymous_auth_in_1_31_is_left_at_its_default(aws):
     anonymous request gets. The reason is written in README.md (Hardening)."""
     a = args(aws, APISERVER)
     assert "anonymous-auth" not in a and "authentication-config" not in a
-    assert flags.AUTHENTICATION_CONFIG not in aws
+    assert configs.AUTHENTICATION_CONFIG not in aws
     readme = (REPO / "README.md").read_text()
     assert "AnonymousAuthConfigurableEndpoints" in readme
 
@@ -117,10 +117,10 @@ def test_cis_1_2_1_anonymous_auth_in_1_31_is_left_at_its_default(aws):
 def test_cis_1_2_1_anonymous_only_to_health_endpoints_from_1_32(tmp_path: Path, version: str, api_version: str):
     files = node_files(tmp_path, version=version)
     a = args(files, APISERVER)
-    assert a["authentication-config"] == flags.AUTHENTICATION_CONFIG
+    assert a["authentication-config"] == configs.AUTHENTICATION_CONFIG
     assert "anonymous-auth" not in a  # the API server refuses both together
-    assert mounted(files, APISERVER, flags.AUTHENTICATION_CONFIG)
-    conf = yaml.safe_load(files[flags.AUTHENTICATION_CONFIG])
+    assert mounted(files, APISERVER, configs.AUTHENTICATION_CONFIG)
+    conf = yaml.safe_load(files[configs.AUTHENTICATION_CONFIG])
     assert conf == {"apiVersion": api_version, "kind": "AuthenticationConfiguration",
                     "anonymous": {"enabled": True, "conditions": [{"path": "/livez"}, {"path": "/readyz"}, {"path": "/healthz"}]}}
 
@@ -140,8 +140,8 @@ def test_cis_1_2_15_and_1_3_2_profiling_off(aws, path):
 def test_cis_1_4_1_scheduler_profiling_off_in_its_config_file(aws):
     a = args(aws, SCHEDULER)
     assert "profiling" not in a and "kubeconfig" not in a  # deprecated flags, ignored next to --config
-    assert a["config"] == flags.SCHEDULER_CONFIG and mounted(aws, SCHEDULER, flags.SCHEDULER_CONFIG)
-    conf = yaml.safe_load(aws[flags.SCHEDULER_CONFIG])
+    assert a["config"] == configs.SCHEDULER_CONFIG and mounted(aws, SCHEDULER, configs.SCHEDULER_CONFIG)
+    conf = yaml.safe_load(aws[configs.SCHEDULER_CONFIG])
     assert conf["enableProfiling"] is False and conf["enableContentionProfiling"] is False
     assert conf["clientConnection"]["kubeconfig"] == "/etc/kubernetes/scheduler.conf"
 

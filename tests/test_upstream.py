@@ -16,7 +16,7 @@ import yaml
 
 from bakery import discovery, pki, reference, render, spec, topology, validate
 from bakery.reference.checks import check_files, component_argv, unit_command
-from bakery.render import flags
+from bakery.render import configs, flags
 from tests.conftest import need
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,29 +89,29 @@ def test_planted_deprecated_flag_is_a_warning_naming_the_replacement(aws):
 
 def test_planted_unknown_config_fields_are_errors(aws):
     files = dict(aws)
-    kubelet = yaml.safe_load(files[flags.KUBELET_CONFIG])
+    kubelet = yaml.safe_load(files[configs.KUBELET_CONFIG])
     kubelet["notAField"] = 1
     kubelet["authentication"]["anonymous"]["allowed"] = True
-    files[flags.KUBELET_CONFIG] = yaml.safe_dump(kubelet).encode()
-    sched = yaml.safe_load(files[flags.SCHEDULER_CONFIG])
+    files[configs.KUBELET_CONFIG] = yaml.safe_dump(kubelet).encode()
+    sched = yaml.safe_load(files[configs.SCHEDULER_CONFIG])
     sched["clientConnection"]["kubeConfig"] = "/x"  # the field is kubeconfig
-    files[flags.SCHEDULER_CONFIG] = yaml.safe_dump(sched).encode()
+    files[configs.SCHEDULER_CONFIG] = yaml.safe_dump(sched).encode()
     errors, _ = check_files(REF, files)
     assert sorted(errors) == sorted([
-        f"{flags.KUBELET_CONFIG}: notAField is not a field of KubeletConfiguration (kubelet.config.k8s.io/v1beta1) in Kubernetes 1.31",
-        f"{flags.KUBELET_CONFIG}: authentication.anonymous.allowed is not a field of KubeletConfiguration "
+        f"{configs.KUBELET_CONFIG}: notAField is not a field of KubeletConfiguration (kubelet.config.k8s.io/v1beta1) in Kubernetes 1.31",
+        f"{configs.KUBELET_CONFIG}: authentication.anonymous.allowed is not a field of KubeletConfiguration "
         "(kubelet.config.k8s.io/v1beta1) in Kubernetes 1.31",
-        f"{flags.SCHEDULER_CONFIG}: clientConnection.kubeConfig is not a field of KubeSchedulerConfiguration "
+        f"{configs.SCHEDULER_CONFIG}: clientConnection.kubeConfig is not a field of KubeSchedulerConfiguration "
         "(kubescheduler.config.k8s.io/v1) in Kubernetes 1.31",
     ])
 
 
 def test_free_form_maps_in_configs_are_not_fields(aws):
     files = dict(aws)
-    kubelet = yaml.safe_load(files[flags.KUBELET_CONFIG])
+    kubelet = yaml.safe_load(files[configs.KUBELET_CONFIG])
     kubelet["featureGates"] = {"AnythingAtAll": True}
     kubelet["evictionHard"] = {"memory.available": "100Mi"}
-    files[flags.KUBELET_CONFIG] = yaml.safe_dump(kubelet).encode()
+    files[configs.KUBELET_CONFIG] = yaml.safe_dump(kubelet).encode()
     assert check_files(REF, files) == ([], [])
 
 
@@ -230,3 +230,13 @@ def test_pod_fields_match_the_official_client_models():
         cls = getattr(models, name, None) or getattr(models, f"Core{name}")
         expected = {cls.attribute_map[a]: t.replace("CoreV1", "V1") for a, t in cls.openapi_types.items()}
         assert fields == expected, name
+
+
+def test_authentication_config_is_checked_from_1_34(tmp_path: Path):
+    files = node_files(tmp_path, version="1.34.0")
+    conf = yaml.safe_load(files[configs.AUTHENTICATION_CONFIG])
+    conf["anonymous"]["paths"] = ["/livez"]  # the field is conditions
+    files[configs.AUTHENTICATION_CONFIG] = yaml.safe_dump(conf).encode()
+    errors, _ = check_files(reference.load("1.34"), files)
+    assert errors == [f"{configs.AUTHENTICATION_CONFIG}: anonymous.paths is not a field of AuthenticationConfiguration "
+                      "(apiserver.config.k8s.io/v1) in Kubernetes 1.34"]

@@ -5,6 +5,7 @@
       kube-controller-manager.yaml, kubelet.yaml      replacement), removed (when, and what instead)
       kubelet-config.yaml                             KubeletConfiguration fields (dotted paths)
       kube-scheduler-config.yaml                      KubeSchedulerConfiguration fields
+      authentication-config.yaml                      the API server's AuthenticationConfiguration fields
       pod.json                                        Pod/Container field names and types
 
 Each file names its source (repository, path, version). The data is transcribed once and
@@ -72,7 +73,7 @@ def load(minor: str) -> Reference:
         flags[c] = Flags(frozenset(d["current"]), dict(d.get("deprecated") or {}), dict(d.get("removed") or {}),
                          frozenset(d.get("controllers") or ()), d.get("controller_aliases"), d.get("node_labels"))
     configs = {}
-    for name in ("kubelet-config", "kube-scheduler-config"):
+    for name in ("kubelet-config", "kube-scheduler-config", "authentication-config"):
         d = _yaml(folder / f"{name}.yaml")
         configs[d["kind"]] = ConfigKind(d["apiVersion"], d["kind"], frozenset(d["fields"]), dict(d.get("deprecated") or {}))
     pod = json.loads((folder / "pod.json").read_text())

@@ -183,7 +183,12 @@ def check_files(ref: Reference, files: Mapping[str, bytes]) -> Findings:
     text = {p: d.decode("utf-8", "replace") for p, d in files.items()}
     for path, body in sorted(text.items()):
         if path.endswith(".manifest"):
-            pod = yaml.safe_load(body)
+            try:
+                pod = yaml.safe_load(body)
+            except yaml.YAMLError:
+                continue  # check_manifest reports it
+            if not isinstance(pod, dict):
+                continue
             add(check_pod(ref, pod, path))
             for c in (pod.get("spec") or {}).get("containers") or []:
                 found = component_argv([str(a) for a in c.get("command") or []] + [str(a) for a in c.get("args") or []])

@@ -16,7 +16,7 @@ import yaml
 
 from bakery.discovery import Bootstrap
 from bakery.pki import NODE_ETCD_PKI, NODE_PKI, PKI
-from bakery.render import flags
+from bakery.render import configs, flags
 from bakery.render.templates import render
 from bakery.topology import ClusterPlan, Node
 
@@ -114,13 +114,13 @@ def _control_plane(ctx: NodeContext, component: str, command: list[str], port: i
 def apiserver_manifest(ctx: NodeContext) -> list[NodeFile]:
     """/etc/kubernetes/manifests/kube-apiserver.manifest: one replica per master behind the LB,
     with its audit policy (and, from 1.32, its AuthenticationConfiguration) in /etc/kubernetes/apiserver."""
-    mounts = (_mount("apiserver-config", flags.APISERVER_CONFIG), _mount("audit-log", flags.AUDIT_LOG, False, "FileOrCreate"))
+    mounts = (_mount("apiserver-config", configs.APISERVER_CONFIG), _mount("audit-log", flags.AUDIT_LOG, False, "FileOrCreate"))
     text = _control_plane(ctx, "kube-apiserver", flags.apiserver_command(ctx.plan, ctx.node), ctx.plan.lb.port, "HTTPS", "/livez",
                           None, mounts)
     out = [_text(f"{flags.MANIFESTS}/kube-apiserver.manifest", text, MANIFEST_MODE),
-           _text(flags.AUDIT_POLICY, render("apiserver/audit-policy.yaml.j2"))]
-    if flags.anonymous_by_config(ctx.plan):
-        out.append(_text(flags.AUTHENTICATION_CONFIG, _yaml("API server authentication", flags.authentication_config(ctx.plan))))
+           _text(configs.AUDIT_POLICY, render("apiserver/audit-policy.yaml.j2"))]
+    if configs.anonymous_by_config(ctx.plan):
+        out.append(_text(configs.AUTHENTICATION_CONFIG, _yaml("API server authentication", configs.authentication_config(ctx.plan))))
     return out
 
 
@@ -128,8 +128,8 @@ def election_manifests(ctx: NodeContext) -> list[NodeFile]:
     """Scheduler and controller-manager: in the manifests folder (builtin election) or in
     /srv/kubernetes for the podmaster to copy, plus the podmaster itself."""
     commands = {
-        "kube-scheduler": (flags.scheduler_command(ctx.plan), 10259, flags.SCHEDULER_KUBECONFIG,
-                           (_mount("config", flags.SCHEDULER_CONFIG, True, "File"),)),
+        "kube-scheduler": (flags.scheduler_command(ctx.plan), 10259, configs.SCHEDULER_KUBECONFIG,
+                           (_mount("config", configs.SCHEDULER_CONFIG, True, "File"),)),
         "kube-controller-manager": (flags.controller_manager_command(ctx.plan), 10257, "/etc/kubernetes/controller-manager.conf", ()),
     }
     folder = flags.ELECTED_SOURCE if ctx.podmaster else flags.MANIFESTS
@@ -137,7 +137,7 @@ def election_manifests(ctx: NodeContext) -> list[NodeFile]:
         _text(f"{folder}/{c}.manifest", _control_plane(ctx, c, cmd, port, "HTTPS", "/healthz", conf, mounts), MANIFEST_MODE)
         for c, (cmd, port, conf, mounts) in commands.items()
     ]
-    out.append(_text(flags.SCHEDULER_CONFIG, _yaml("kube-scheduler configuration (--config)", flags.scheduler_config())))
+    out.append(_text(configs.SCHEDULER_CONFIG, _yaml("kube-scheduler configuration (--config)", configs.scheduler_config())))
     if not ctx.podmaster:
         return out
     if ctx.static_pods:
@@ -162,10 +162,10 @@ def kubelet_files(ctx: NodeContext) -> list[NodeFile]:
         return []
     dns = str(ipaddress.IPv4Network(ctx.plan.spec.network.service_cidr).network_address + 10)
     return [
-        _text(flags.KUBELET_CONFIG, render(
+        _text(configs.KUBELET_CONFIG, render(
             "kubelet/kubelet-config.yaml.j2", static_pod_path=flags.MANIFESTS, client_ca=f"{NODE_PKI}/ca.crt",
             cluster_domain=ctx.plan.spec.network.dns_domain, cluster_dns=dns,
-            taint_key=flags.CONTROL_PLANE_TAINT["key"], taint_effect=flags.CONTROL_PLANE_TAINT["effect"],
+            taint_key=configs.CONTROL_PLANE_TAINT["key"], taint_effect=configs.CONTROL_PLANE_TAINT["effect"],
             tls_min_version=flags.TLS_MIN_VERSION, tls_cipher_suites=flags.TLS_CIPHER_SUITES), MANIFEST_MODE),
         _text("/etc/systemd/system/kubelet.service", render("kubelet/kubelet.service.j2"), MANIFEST_MODE),
         _text("/etc/default/kubelet", render("kubelet/default-kubelet.j2", args=flags.kubelet_args(ctx.plan, ctx.node)), MANIFEST_MODE),
@@ -181,7 +181,7 @@ def node_register(ctx: NodeContext) -> list[NodeFile]:
         return []
     server = f"https://{flags.local_host(ctx.node)}:{ctx.plan.lb.port}"
     script = render("node/bakery-node-register.sh.j2", node=ctx.node.name, node_sh=shlex.quote(ctx.node.name),
-                    kubeconfig=ADMIN_CONF, labels=flags.CONTROL_PLANE_LABELS)
+                    kubeconfig=ADMIN_CONF, labels=configs.CONTROL_PLANE_LABELS)
     return [
         NodeFile(ADMIN_CONF, ctx.pki.kubeconfig("admin", server, "admin"), 0o600),
         _text(NODE_REGISTER, script, 0o755),

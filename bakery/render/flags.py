@@ -13,6 +13,14 @@ import ipaddress
 from bakery.discovery import Bootstrap
 from bakery.errors import RenderError
 from bakery.pki import NODE_ETCD_PKI, NODE_PKI
+from bakery.render.configs import (
+    AUDIT_POLICY,
+    AUTHENTICATION_CONFIG,
+    KUBELET_CONFIG,
+    SCHEDULER_CONFIG,
+    SCHEDULER_KUBECONFIG,
+    anonymous_by_config,
+)
 from bakery.topology import ClusterPlan, Node
 
 ETCD_DATA_DIR = "/var/etcd/data"
@@ -22,17 +30,11 @@ ELECTED_SOURCE = "/srv/kubernetes"  # podmaster copies from here into MANIFESTS
 PODMASTER_TTL_SECS = 30
 PODMASTER_SLEEP = "5s"
 
-# Files the API server reads besides its PKI (mounted read-only as one folder).
-APISERVER_CONFIG = "/etc/kubernetes/apiserver"
-AUDIT_POLICY = f"{APISERVER_CONFIG}/audit-policy.yaml"
-AUTHENTICATION_CONFIG = f"{APISERVER_CONFIG}/authentication-config.yaml"
 AUDIT_LOG = "/var/log/kube-apiserver-audit.log"
 # Shipped by bakery's PKI with the CAs (front proxy) and the cluster's Secret key.
 ENCRYPTION_CONFIG = f"{NODE_PKI}/encryption-config.yaml"
 FRONT_PROXY_CA = f"{NODE_PKI}/front-proxy-ca.crt"
 FRONT_PROXY_CLIENT = f"{NODE_PKI}/front-proxy-client"
-SCHEDULER_CONFIG = "/etc/kubernetes/kube-scheduler-config.yaml"
-KUBELET_CONFIG = "/etc/kubernetes/kubelet-config.yaml"
 
 # CIS 1.2.29/4.2.12: TLS 1.2 at least, and only AEAD suites with forward secrecy (Go
 # picks the TLS 1.3 suites itself). The same list for every component and the kubelet.
@@ -48,31 +50,6 @@ TLS_CIPHER_SUITES = (
 TLS_FLAGS = (f"--tls-min-version={TLS_MIN_VERSION}", f"--tls-cipher-suites={','.join(TLS_CIPHER_SUITES)}")
 # CIS 1.2.17-1.2.19: keep 30 days, 10 files of 100 MB.
 AUDIT_LOG_MAXAGE, AUDIT_LOG_MAXBACKUP, AUDIT_LOG_MAXSIZE = 30, 10, 100
-# Anonymous requests limited to these paths by AuthenticationConfiguration: AWS's target
-# group health check (/readyz) and health probes carry no credentials.
-ANONYMOUS_PATHS = ("/livez", "/readyz", "/healthz")
-# Control-plane Node label and taint, as kubeadm sets them.
-CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node.kubernetes.io/exclude-from-external-load-balancers")
-CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
-
-
-def anonymous_by_config(plan: ClusterPlan) -> bool:
-    """AuthenticationConfiguration's anonymous `conditions` (AnonymousAuthConfigurableEndpoints)
-    are beta and on by default from 1.32; in 1.31 they are alpha behind a feature gate, so
-    1.31 keeps --anonymous-auth at its default (README: Hardening)."""
-    major, minor = plan.spec.kubernetes_minor.split(".")
-    return (int(major), int(minor)) >= (1, 32)
-
-
-def authentication_config(plan: ClusterPlan) -> dict[str, object]:
-    """Anonymous requests only to the health endpoints (v1beta1 until 1.33, v1 from 1.34)."""
-    major, minor = (int(x) for x in plan.spec.kubernetes_minor.split("."))
-    return {
-        "apiVersion": "apiserver.config.k8s.io/v1" if (major, minor) >= (1, 34) else "apiserver.config.k8s.io/v1beta1",
-        "kind": "AuthenticationConfiguration",
-        "anonymous": {"enabled": True, "conditions": [{"path": p} for p in ANONYMOUS_PATHS]},
-    }
-
 
 def local_host(node: Node) -> str:
     """Where a node's own components reach its etcd and API server.
@@ -200,23 +177,6 @@ def apiserver_command(plan: ClusterPlan, node: Node) -> list[str]:
     ]
 
 
-SCHEDULER_KUBECONFIG = "/etc/kubernetes/scheduler.conf"
-
-
-def scheduler_config() -> dict[str, object]:
-    """The KubeSchedulerConfiguration behind --config: since 1.31 the scheduler's
-    --kubeconfig and --profiling flags are deprecated and ignored next to --config."""
-    return {
-        "apiVersion": "kubescheduler.config.k8s.io/v1",
-        "kind": "KubeSchedulerConfiguration",
-        "clientConnection": {"kubeconfig": SCHEDULER_KUBECONFIG},
-        # also in podmaster mode: a second guard if two copies ever run at once
-        "leaderElection": {"leaderElect": True},
-        "enableProfiling": False,
-        "enableContentionProfiling": False,
-    }
-
-
 def scheduler_command(plan: ClusterPlan) -> list[str]:
     conf = SCHEDULER_KUBECONFIG
     return [
@@ -294,7 +254,7 @@ def podmaster_command(plan: ClusterPlan, node: Node, component: str, *, source: 
 def kubelet_args(plan: ClusterPlan, node: Node) -> list[str]:
     """No --node-labels: a 1.31 kubelet exits on node-role.kubernetes.io/* there, and
     NodeRestriction forbids it anyway; builders.node_register sets the labels through the
-    API. The taint is registerWithTaints in the config file (the flag is deprecated)."""
+    API. The taint is registerWithTaints in the config file (configs.CONTROL_PLANE_TAINT)."""
     return [
         f"--config={KUBELET_CONFIG}",
         "--kubeconfig=/etc/kubernetes/kubelet.conf",
