@@ -87,6 +87,13 @@ class StoreNotFound(StoreError):
     """The object asked for is not in the store."""
 
 
+class NodeError(BakeryError):
+    """bakery-node cannot make this instance a master: its identity, the cluster
+    description or the CA material is missing or does not check out. Nothing was started."""
+
+    exit_code = 9
+
+
 class StateError(BakeryError):
     """build/<cluster>/state.json is missing, corrupt or from another cluster."""
 

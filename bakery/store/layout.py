@@ -3,7 +3,9 @@ that spells a store key. IAM policies (what a master may read and write) are der
 from the prefixes here, so a new object gets the right access by living in the right
 prefix.
 
-    <cluster>/cluster.json            the frozen cluster description nodes render from (with its digest)
+    <cluster>/cluster.json            the current cluster description nodes render from
+    <cluster>/descriptions/<d>.json   every published description by digest (a node asks for the one
+                                      its user-data names, so re-publishing never strands a booting node)
     <cluster>/pki/...                 CA material: ca.{crt,key}, etcd/ca.{crt,key},
                                       front-proxy-ca.{crt,key}, sa.{key,pub}  (operator writes; nodes read)
     <cluster>/members/<node>.json     membership record, one object per master (nodes write)
@@ -24,6 +26,11 @@ def _c(cluster: str) -> str:
 
 def description(cluster: str) -> str:
     return f"{_c(cluster)}/cluster.json"
+
+
+def description_by_digest(cluster: str, digest: str) -> str:
+    """`digest` is 'sha256:<hex>'; the key spells it 'sha256-<hex>'."""
+    return check_key(f"{_c(cluster)}/descriptions/{digest.replace(':', '-')}.json")
 
 
 def pki(cluster: str, rel: str) -> str:

@@ -1,0 +1,200 @@
+"""The agent's steps, in order, each logged on one line:
+
+    1. identity      instance-data.json -> instance id, address, zone, hostname
+    2. description   the store's description with the digest the user-data names
+    3. ca material   the CAs and service-account key, each checked against the description
+    4. certificates  this master's own leaves, keys made here and never uploaded
+    5. membership    etcd: day 0 bootstrap or day 2 learner join (join.py decides the flags)
+    6. files         the node's tree, from the same builders `bakery render` runs
+    7. start         the same start commands the embedded user-data used to run
+    8. settle        promote the learner once in sync, record the member in the store
+
+A failure in steps 1-5 raises before anything is written under the root or etcd is
+touched. Rerunning after a reboot is safe: the CA material and leaves already in the
+state folder are checked and reused, files are rewritten with the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bakery import pki as pki_mod
+from bakery import render, topology
+from bakery.discovery import Bootstrap
+from bakery.errors import NodeError
+from bakery.etcd import TLS
+from bakery.node import description as desc_mod
+from bakery.node.identity import Identity, source_address_towards
+from bakery.output import atomic_write
+from bakery.render.builders import NodeFile
+from bakery.store import Store
+
+log = logging.getLogger("bakery.node")
+
+CONFIG = Path("/etc/bakery/node.json")
+STATE_DIR = Path("/var/lib/bakery")
+MAX_CONFIG = 4096
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """/etc/bakery/node.json, the small user-data's one file: no secret in it."""
+
+    cluster: str
+    store: str
+    digest: str
+
+    def to_json(self) -> str:
+        return json.dumps({"cluster": self.cluster, "store": self.store, "digest": self.digest}, sort_keys=True)
+
+    @classmethod
+    def load(cls, path: str | Path = CONFIG) -> NodeConfig:
+        path = Path(path)
+        try:
+            with path.open("rb") as f:
+                raw = f.read(MAX_CONFIG + 1)
+        except OSError as e:
+            raise NodeError(f"{path}: cannot read the node config the user-data writes: {e.strerror}") from None
+        try:
+            doc = json.loads(raw)
+            cfg = cls(str(doc["cluster"]), str(doc["store"]), str(doc["digest"]))
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise NodeError(f"{path}: not a bakery node config ({{cluster, store, digest}}): {e}") from None
+        if len(raw) > MAX_CONFIG or not re.fullmatch(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?", cfg.cluster):
+            raise NodeError(f"{path}: cluster {cfg.cluster!r:.40} is not a cluster name")
+        return cfg
+
+
+class Membership(Protocol):
+    """etcd membership around the start of etcd (join.py implements it)."""
+
+    def before_start(self, plan: topology.ClusterPlan, me: topology.Node, bootstrap: Bootstrap, tls: TLS) -> Bootstrap:
+        """The bootstrap to render etcd's flags with (may add this member as a learner)."""
+        ...
+
+    def after_start(self, plan: topology.ClusterPlan, me: topology.Node, bootstrap: Bootstrap, tls: TLS) -> None:
+        """Once etcd runs: promote, record. Returns when this member is a voter."""
+        ...
+
+
+Runner = Callable[[Sequence[str]], None]
+
+
+def run_command(argv: Sequence[str]) -> None:
+    """Run one start command; a failure is the agent's failure, with the command named."""
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise NodeError(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+
+
+@dataclass
+class Prepared:
+    description: desc_mod.Description
+    plan: topology.ClusterPlan
+    me: topology.Node
+    pki: pki_mod.PKI
+
+    @property
+    def render_plan(self) -> topology.ClusterPlan:
+        """The spec's plan when this master is one of its fixed slots, else a plan of this
+        master alone (a group member: its peers are found in etcd, not in the spec)."""
+        if self.me in self.plan.nodes:
+            return self.plan
+        return dataclasses.replace(self.plan, nodes=(self.me,))
+
+    def etcd_client_tls(self) -> TLS:
+        return TLS(self.pki.path("etcd/ca.crt"), self.pki.path("etcd/healthcheck-client.crt"),
+                   self.pki.path("etcd/healthcheck-client.key"))
+
+
+@dataclass
+class Agent:
+    config: NodeConfig
+    identity: Identity
+    store: Store
+    membership: Membership
+    root: Path = Path("/")
+    state_dir: Path = STATE_DIR
+    run: Runner = run_command
+    files: list[NodeFile] = field(default_factory=list)
+
+    def prepare(self) -> Prepared:
+        """Steps 2-4: nothing outside the state folder is written."""
+        desc = desc_mod.fetch(self.store, self.config.cluster, self.config.digest)
+        log.info("description %s: cluster %s, %d masters, bootstrap %s", desc.digest, desc.cluster,
+                 desc.spec.masters, desc.bootstrap.mode)
+        plan = topology.plan(desc.spec, lb_dns_names=desc.lb.dns_names, lb_ips=desc.lb.ips)
+        me = resolve_node(plan, self.identity)
+        log.info("identity %s: node %s at %s in %s%s", self.identity.instance_id, me.name, me.address, me.zone,
+                 "" if me in plan.nodes else " (group member)")
+        folder = self.state_dir / "pki"
+        desc_mod.fetch_ca_material(self.store, desc, folder)
+        log.info("ca material: %d objects checked against the description", len(desc.pki))
+        node_plan = dataclasses.replace(plan, nodes=(me,))
+        keys = pki_mod.ensure(node_plan, folder)
+        for change in keys.changes:
+            log.info("certificates: %s", change)
+        return Prepared(desc, plan, me, keys)
+
+    def apply(self) -> Prepared:
+        """Every step. Returns once this master's etcd member is a voter."""
+        p = self.prepare()
+        tls = p.etcd_client_tls()
+        bootstrap = self.membership.before_start(p.render_plan, p.me, p.description.bootstrap, tls)
+        log.info("membership: etcd starts as %s (%s)", bootstrap.cluster_state, bootstrap.mode)
+        self.files = render.node_files(p.render_plan, p.me, p.pki, bootstrap)
+        write_files(self.root, self.files)
+        log.info("files: %d written under %s", len(self.files), self.root)
+        for argv in render.start_commands(p.plan):
+            self.run(argv)
+        log.info("start: %d commands run", len(render.start_commands(p.plan)))
+        self.membership.after_start(p.render_plan, p.me, bootstrap, tls)
+        log.info("settled: %s is a voting member", p.me.name)
+        return p
+
+
+def resolve_node(plan: topology.ClusterPlan, ident: Identity) -> topology.Node:
+    """This instance as a node of the plan: the fixed slot at its address, else a group
+    member named by its hostname in its zone's subnet."""
+    spec = plan.spec
+    address = ident.address
+    if address is None:
+        # GCE: no address in instance-data; the one that routes into the masters' subnet.
+        subnet = ipaddress.IPv4Network(spec.network.subnet)
+        address = source_address_towards(str(subnet.network_address + 1))
+    for n in plan.nodes:
+        if n.address == address:
+            return n
+    zones = {z.name: z for z in spec.zones}
+    zone = zones.get(ident.zone)
+    subnet_str = (zone.subnet if zone and zone.subnet else None) or spec.network.subnet
+    subnet = ipaddress.IPv4Network(subnet_str)
+    if ipaddress.IPv4Address(address) not in subnet:
+        raise NodeError(f"this instance's address {address} is outside the masters' subnet {subnet} "
+                        f"(zone {ident.zone}): not a master of {plan.name}")
+    if any(n.name == ident.hostname for n in plan.nodes):
+        raise NodeError(f"hostname {ident.hostname} names the fixed master at another address; refusing to impersonate it")
+    return topology.Node(index=-1, name=ident.hostname, address=address, zone=ident.zone, subnet=str(subnet),
+                         client_port=spec.etcd.client_port, peer_port=spec.etcd.peer_port)
+
+
+def write_files(root: Path, files: Sequence[NodeFile]) -> None:
+    """Each file atomically, in the builders' order (certificates before the manifests
+    that need them), with its mode and, when running as root, its owner."""
+    for f in files:
+        dest = root / f.path.lstrip("/")
+        atomic_write(dest, f.content, f.mode)
+        if os.geteuid() == 0 and f.owner != "root:root":
+            user, _, group = f.owner.partition(":")
+            shutil.chown(dest, user, group or None)
