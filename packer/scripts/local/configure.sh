@@ -22,8 +22,9 @@ in_root python3 -c 'import bakery, httpx'
 # the image's Python 3.11, fetched by the build host's pip into a folder only bakery-node
 # puts on its path (bakery-podmaster keeps Debian's).
 rm -rf "$ROOT/opt/bakery/lib"
-python3 -m pip install --quiet --disable-pip-version-check --no-compile --target "$ROOT/opt/bakery/lib" \
-  --python-version 3.11 --implementation cp --platform manylinux2014_x86_64 --only-binary=:all: \
+python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-compile --target "$ROOT/opt/bakery/lib" \
+  --python-version 3.11 --implementation cp --only-binary=:all: \
+  --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   'pydantic>=2.6,<3' 'cryptography>=44'
 install -m 0755 "$FILES/bakery-node" "$ROOT/usr/local/bin/bakery-node"
 in_root /usr/local/bin/bakery-node --help > /dev/null
