@@ -523,7 +523,7 @@ def _parser() -> argparse.ArgumentParser:
     q = discovery_sub.add_parser("new", help="create (or show the unused) token and record it in state.json",
                                  description="discovery: GET <discovery_service>/new?size=N, or PUT <token>/_config/size "
                                  "on a v2 keys URL; discovery-v3: put /_etcd/registry/<token>/_config/size on "
-                                 "discovery_endpoints; dns-srv: print the SRV and A records to publish; static: nothing. "
+                                 "discovery_endpoints; dns-srv: print the SRV and A records to publish; static, store: nothing. "
                                  "Refused once the cluster bootstrapped: a token is for the first boot only.")
     _add_spec_arg(q)
     q.add_argument("--replace", action="store_true", help="make a new token even if an unused one is recorded")
