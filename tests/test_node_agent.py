@@ -4,6 +4,7 @@ writes, and real etcd members started from what the agent wrote."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -17,6 +18,7 @@ from bakery.errors import NodeError
 from bakery.etcd import TLS, Client
 from bakery.node import description, identity
 from bakery.node.agent import Agent, NodeConfig
+from bakery.node.join import Timing
 from bakery.providers.base import LBAddress
 from bakery.store import layout
 from bakery.store.folder import FolderStore
@@ -125,18 +127,6 @@ def test_fetch_refuses_a_changed_description_or_ca_object(cluster: RenderedClust
 # -- the agent on real etcd -------------------------------------------------------------------
 
 
-class DayZero:
-    """The membership edge for fixed masters on day 0: the spec's bootstrap, then wait
-    until this member answers healthy (join.py adds learners and promotion)."""
-
-    def before_start(self, plan, me, bootstrap, tls):  # noqa: ANN001, ANN201
-        return bootstrap
-
-    def after_start(self, plan, me, bootstrap, tls):  # noqa: ANN001, ANN201
-        with Client([me.client_url], tls) as c:
-            wait_healthy(c, [me.client_url], 60)
-
-
 class EtcdStarter:
     """The start commands' runner: records them, and where the kubelet would start the
     etcd static pod, starts the real etcd from the manifest the agent wrote."""
@@ -146,7 +136,7 @@ class EtcdStarter:
         self.commands: list[list[str]] = []
         self.proc: Proc | None = None
 
-    def __call__(self, argv) -> None:  # noqa: ANN001
+    def __call__(self, argv) -> None:
         self.commands.append(list(argv))
         if "kubelet.service" in argv:
             manifest = self.root / "etc/kubernetes/manifests/etcd.manifest"
@@ -159,8 +149,8 @@ def _agents(rc: RenderedCluster, store: FolderStore, digest: str, tmp: Path, etc
         ident = identity.load(instance_data(tmp / f"id-{i}.json", f"i-{i:04x}", name, address))
         root = tmp / f"root-{i}"
         starter = EtcdStarter(root, etcd_bin, tmp / f"data-{i}", tmp / f"etcd-{i}.log")
-        agent = Agent(NodeConfig("lo", store.url, digest), ident, store, DayZero(), root=root,
-                      state_dir=tmp / f"state-{i}", run=starter)
+        agent = Agent(NodeConfig("lo", store.url, digest), ident, store, root=root,
+                      state_dir=tmp / f"state-{i}", run=starter, etcd_data_dir=tmp / f"data-{i}")
         out.append((agent, starter))
     return out
 
@@ -223,7 +213,7 @@ def test_a_failure_before_files_writes_nothing_under_the_root(cluster: RenderedC
     digest, _ = _publish(cluster, store)
     store.delete(layout.pki("lo", "sa.key"))
     agent, starter = _agents(cluster, store, digest, tmp_path, etcd_bin)[0]
-    with pytest.raises(NodeError, match="sa.key: missing CA object"):
+    with pytest.raises(NodeError, match=r"sa\.key: missing CA object"):
         agent.apply()
     assert not agent.root.exists() and starter.commands == []
 
@@ -232,7 +222,7 @@ def test_an_instance_outside_the_masters_subnet_is_refused(cluster: RenderedClus
     store = FolderStore(tmp_path / "store")
     digest, _ = _publish(cluster, store)
     ident = identity.load(instance_data(tmp_path / "id.json", "i-9", "stray", "127.1.2.3"))
-    agent = Agent(NodeConfig("lo", store.url, digest), ident, store, DayZero(), root=tmp_path / "root", state_dir=tmp_path / "st")
+    agent = Agent(NodeConfig("lo", store.url, digest), ident, store, root=tmp_path / "root", state_dir=tmp_path / "st")
     with pytest.raises(NodeError, match="outside the masters' subnet"):
         agent.prepare()
 
@@ -272,3 +262,61 @@ def test_node_user_data_passes_cloud_inits_schema() -> None:
     assert validate.check_cloud_config(ud.plain, schema) == []
     files = validate.write_files(ud.plain)
     assert json.loads(files["/etc/bakery/node.json"]["content"])["store"] == "s3://b/p"
+
+
+def test_group_masters_bootstrap_through_the_store_and_a_replacement_takes_a_dead_ones_place(tmp_path: Path, etcd_bin: Path) -> None:
+    """Masters as cattle: three instances at addresses no spec lists bootstrap etcd in
+    `store` mode; one dies, a fourth at a new address replaces it as a learner, promoted."""
+    rc = RenderedCluster(tmp_path / "c", 3, bootstrap="store")
+    _render(rc.spec_file, rc.build)
+    store = FolderStore(tmp_path / "store")
+    digest, _ = _publish(rc, store)
+    prefix = rc.addresses[0].rsplit(".", 1)[0]
+    hosts = {"m-a": f"{prefix}.21", "m-b": f"{prefix}.22", "m-c": f"{prefix}.23", "m-d": f"{prefix}.24"}
+    dead: set[str] = set()
+    timing = dataclasses.replace(Timing(), poll=0.2, backoff=1.0, quorum=120, promote=60, reach=60, healthy=60)
+
+    def agent(name: str) -> tuple[Agent, EtcdStarter]:
+        ident = identity.load(instance_data(tmp_path / f"id-{name}.json", f"i-{name}", name, hosts[name]))
+        starter = EtcdStarter(tmp_path / f"root-{name}", etcd_bin, tmp_path / f"data-{name}", tmp_path / f"etcd-{name}.log")
+        return Agent(NodeConfig("lo", store.url, digest), ident, store, root=tmp_path / f"root-{name}",
+                     state_dir=tmp_path / f"state-{name}", run=starter, etcd_data_dir=tmp_path / f"data-{name}",
+                     is_alive=lambda member: member not in dead, timing=timing), starter
+
+    agents = {n: agent(n) for n in ("m-a", "m-b", "m-c")}
+    results: dict[str, object] = {}
+
+    def run(name: str, a: Agent) -> None:
+        try:
+            results[name] = a.apply()
+        except BaseException as e:  # reported below, with the etcd logs
+            results[name] = e
+
+    try:
+        threads = [threading.Thread(target=run, args=(n, a)) for n, (a, _) in agents.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(240)
+        logs = "\n".join(s.proc.tail() for _, s in agents.values() if s.proc)
+        assert all(not isinstance(r, BaseException) for r in results.values()), f"{results}\n{logs}"
+        assert sorted(r.how for r in results.values()) == ["bootstrap", "learner", "learner"], results
+        state = tmp_path / "state-m-a" / "pki" / "etcd"
+        tls = TLS(state / "ca.crt", state / "healthcheck-client.crt", state / "healthcheck-client.key")
+        urls = [f"https://{hosts[n]}:{rc.client_port}" for n in ("m-a", "m-b", "m-c")]
+        with Client(urls, tls) as c:
+            assert sorted((m.name, m.is_learner) for m in c.member_list()) == [("m-a", False), ("m-b", False), ("m-c", False)]
+        assert store.list(layout.bootstrapped("lo"))  # the marker: later joins are day 2
+
+        agents["m-b"][1].proc.stop()
+        dead.add("m-b")
+        agents["m-d"] = agent("m-d")
+        joined = agents["m-d"][0].apply()
+        assert joined.how == "learner" and joined.removed == ("m-b",)
+        with Client([urls[0], urls[2]], tls) as c:
+            wait_healthy(c, [urls[0], urls[2], f"https://{hosts['m-d']}:{rc.client_port}"], 60)
+            assert sorted((m.name, m.is_learner) for m in c.member_list()) == [("m-a", False), ("m-c", False), ("m-d", False)]
+    finally:
+        for _, s in agents.values():
+            if s.proc:
+                s.proc.stop()

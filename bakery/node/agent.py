@@ -27,17 +27,18 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from bakery import pki as pki_mod
 from bakery import render, topology
 from bakery.discovery import Bootstrap
 from bakery.errors import NodeError
-from bakery.etcd import TLS
+from bakery.etcd import TLS, Client
 from bakery.node import description as desc_mod
+from bakery.node import join as join_mod
 from bakery.node.identity import Identity, source_address_towards
 from bakery.output import atomic_write
 from bakery.render.builders import NodeFile
+from bakery.render.flags import ETCD_DATA_DIR
 from bakery.store import Store
 
 log = logging.getLogger("bakery.node")
@@ -76,18 +77,6 @@ class NodeConfig:
         return cfg
 
 
-class Membership(Protocol):
-    """etcd membership around the start of etcd (join.py implements it)."""
-
-    def before_start(self, plan: topology.ClusterPlan, me: topology.Node, bootstrap: Bootstrap, tls: TLS) -> Bootstrap:
-        """The bootstrap to render etcd's flags with (may add this member as a learner)."""
-        ...
-
-    def after_start(self, plan: topology.ClusterPlan, me: topology.Node, bootstrap: Bootstrap, tls: TLS) -> None:
-        """Once etcd runs: promote, record. Returns when this member is a voter."""
-        ...
-
-
 Runner = Callable[[Sequence[str]], None]
 
 
@@ -123,10 +112,13 @@ class Agent:
     config: NodeConfig
     identity: Identity
     store: Store
-    membership: Membership
     root: Path = Path("/")
     state_dir: Path = STATE_DIR
     run: Runner = run_command
+    # whether the cloud still runs a member's instance (None: unknown); groups supply it
+    is_alive: Callable[[str], bool | None] | None = None
+    etcd_data_dir: Path | None = None  # default: the rendered data dir under root
+    timing: join_mod.Timing = field(default_factory=join_mod.Timing)
     files: list[NodeFile] = field(default_factory=list)
 
     def prepare(self) -> Prepared:
@@ -147,21 +139,30 @@ class Agent:
             log.info("certificates: %s", change)
         return Prepared(desc, plan, me, keys)
 
-    def apply(self) -> Prepared:
-        """Every step. Returns once this master's etcd member is a voter."""
-        p = self.prepare()
-        tls = p.etcd_client_tls()
-        bootstrap = self.membership.before_start(p.render_plan, p.me, p.description.bootstrap, tls)
-        log.info("membership: etcd starts as %s (%s)", bootstrap.cluster_state, bootstrap.mode)
+    def start_etcd(self, p: Prepared, bootstrap: Bootstrap) -> None:
+        """Steps 6-7 for the bootstrap the join chose: write the tree, run the start commands."""
         self.files = render.node_files(p.render_plan, p.me, p.pki, bootstrap)
         write_files(self.root, self.files)
         log.info("files: %d written under %s", len(self.files), self.root)
-        for argv in render.start_commands(p.plan):
+        commands = render.start_commands(p.plan)
+        for argv in commands:
             self.run(argv)
-        log.info("start: %d commands run", len(render.start_commands(p.plan)))
-        self.membership.after_start(p.render_plan, p.me, bootstrap, tls)
-        log.info("settled: %s is a voting member", p.me.name)
-        return p
+        log.info("start: %d commands run", len(commands))
+
+    def apply(self) -> join_mod.Joined:
+        """Every step. Returns once this master's etcd member is a started voter."""
+        p = self.prepare()
+        tls = p.etcd_client_tls()
+        joined = join_mod.join(
+            p.render_plan, p.me, p.description.bootstrap, self.store,
+            lambda urls: Client(list(urls), tls),
+            lambda bootstrap: self.start_etcd(p, bootstrap),
+            is_alive=self.is_alive,
+            data_dir=self.etcd_data_dir or self.root / ETCD_DATA_DIR.lstrip("/"),
+            timing=self.timing,
+        )
+        log.info("settled: %s is member %x (%s)", p.me.name, joined.member_id, joined.how)
+        return joined
 
 
 def resolve_node(plan: topology.ClusterPlan, ident: Identity) -> topology.Node:

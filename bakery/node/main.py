@@ -41,13 +41,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bakery-node: %(message)s", stream=sys.stderr)
-    from bakery.node.join import Join
-
     try:
         config = NodeConfig.load(args.config)
         ident = identity.load(args.instance_data)
         store = open_store(config.store)
-        agent = Agent(config, ident, store, Join(store, config.cluster), root=args.root, state_dir=args.state_dir)
+        agent = Agent(config, ident, store, root=args.root, state_dir=args.state_dir)
         agent.apply()
     except BakeryError as e:
         for line in e.lines():
