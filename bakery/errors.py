@@ -94,6 +94,13 @@ class NodeError(BakeryError):
     exit_code = 9
 
 
+class DriftError(BakeryError):
+    """`up`/`rollout --fail-on-drift`: the command did its work, but some resource differs
+    from what bakery would create (each drift line was printed)."""
+
+    exit_code = 10
+
+
 class StateError(BakeryError):
     """build/<cluster>/state.json is missing, corrupt or from another cluster."""
 

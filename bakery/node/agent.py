@@ -120,6 +120,7 @@ class Agent:
     etcd_data_dir: Path | None = None  # default: the rendered data dir under root
     timing: join_mod.Timing = field(default_factory=join_mod.Timing)
     files: list[NodeFile] = field(default_factory=list)
+    restore_tool: str | None = None  # etcdutl for a restore (default: restore.find_tool())
 
     def prepare(self) -> Prepared:
         """Steps 2-4: nothing outside the state folder is written."""
@@ -160,6 +161,7 @@ class Agent:
             is_alive=self.is_alive,
             data_dir=self.etcd_data_dir or self.root / ETCD_DATA_DIR.lstrip("/"),
             timing=self.timing,
+            restore_tool=self.restore_tool,
         )
         log.info("settled: %s is member %x (%s)", p.me.name, joined.member_id, joined.how)
         return joined

@@ -9,6 +9,10 @@ Day 0 (no `etcd/bootstrapped` marker in the store):
           cluster; every other one waits (bounded) until that member answers, then joins
           as a learner, like day 2 below (Talos' single bootstrap node, no discovery service).
   Once etcd has the spec's number of healthy voters, the marker is written (put_if_absent).
+  restore (no marker, and the operator's `bakery restore` left a request in the store): as
+          store mode, whatever the spec's mode, except that the claim's winner first
+          restores the requested backup into its data dir (bakery/restore.py); a data dir
+          of the old cluster is moved aside first on every node.
 
 Day 2 (marker present): the live members come from the store's membership records, then
 from etcd's member list through any member that answers. Under a lease-held lock in etcd
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from bakery import restore as restore_mod
 from bakery.discovery import Bootstrap
 from bakery.errors import EtcdError, StoreError
 from bakery.etcd import Client, Member
@@ -71,7 +76,7 @@ class Joined:
     """What the join did."""
 
     node: str
-    how: Literal["day0", "bootstrap", "learner", "restart"]
+    how: Literal["day0", "bootstrap", "learner", "restart", "restore"]
     bootstrap: Bootstrap
     member_id: int
     removed: tuple[str, ...] = ()
@@ -95,15 +100,18 @@ class Refused(Exception):
 
 def join(plan: ClusterPlan, me: Node, bootstrap: Bootstrap, store: Store, client: ClientFactory,
          start_etcd: Callable[[Bootstrap], None], *, is_alive: Callable[[str], bool | None] | None = None,
-         data_dir: str | Path = ETCD_DATA_DIR, timing: Timing = Timing()) -> Joined:
+         data_dir: str | Path = ETCD_DATA_DIR, timing: Timing = Timing(), restore_tool: str | None = None) -> Joined:
     """Make `me` a started, voting etcd member (see the module's doc); returns what it did.
 
     `me` is this machine's node (for groups: name and address from the instance, maybe
     not in plan.nodes); `client(urls)` opens an etcd client with this node's own client
     certificate; `is_alive(member_name)` says whether the cloud still runs that member's
-    instance (None: unknown); `data_dir` is etcd's data dir on this machine.
+    instance (None: unknown); `data_dir` is etcd's data dir on this machine; `restore_tool`
+    the etcdutl (or etcdctl) a restore runs (default: restore.find_tool()).
     """
-    return _Join(plan, me, bootstrap, store, client, start_etcd, is_alive or (lambda _name: None), Path(data_dir), timing).run()
+    j = _Join(plan, me, bootstrap, store, client, start_etcd, is_alive or (lambda _name: None), Path(data_dir), timing)
+    j.restore_tool = restore_tool
+    return j.run()
 
 
 @dataclass
@@ -122,6 +130,7 @@ class _Join:
         self.open, self.start_etcd, self.is_alive, self.data_dir, self.t = client, start_etcd, is_alive, data_dir, timing
         self.cluster = plan.name
         self.t0 = time.monotonic()
+        self.restore_tool: str | None = None
 
     def info(self, msg: str, *args: object) -> None:
         log.info("%s: " + msg, self.me.name, *args)
@@ -138,6 +147,9 @@ class _Join:
         if marker is not None:
             self.info("day 2: the store says etcd bootstrapped (marker by %s); joining the running cluster", marker.get("by", "?"))
             return self.learner_join(known, day=2)
+        req = restore_mod.pending(self.store, self.cluster)
+        if req is not None:
+            return self.day0_restore(req, known)
         if mode != "store":
             return self.day0_spec(mode)
         won, winner = records.claim(self.store, self.cluster, self.me)
@@ -166,6 +178,33 @@ class _Join:
         self.start_etcd(b)
         member, wrote = self.after_day0((self.me.client_url,))
         return self.done("bootstrap", b, member, wrote=wrote)
+
+    def day0_restore(self, req: restore_mod.Request, known: Sequence[records.Record]) -> Joined:
+        """A restore: the claim's winner starts a one-member cluster from the backup, the
+        others join it as learners. A stamp beside the data dir says which restore made
+        it, so a rerun keeps what this restore made and moves only the old cluster's aside."""
+        stamp = self.data_dir.with_name(f"{self.data_dir.name}.restore")
+        ours = stamp.is_file() and stamp.read_text().strip() == req.token
+        if self.data_intact() and not ours:
+            aside = self.data_dir.with_name(f"{self.data_dir.name}.before-restore-{int(time.time())}")
+            self.warn("restore of backup %s requested: moving the old cluster's data dir to %s", req.backup, aside)
+            self.data_dir.rename(aside)
+            ours = False
+        won, winner = records.claim(self.store, self.cluster, self.me)
+        if not won:
+            self.info("restore of backup %s: %s restores it; joining its member as a learner", req.backup, winner.name)
+            joined = self.learner_join([winner, *known], day=0)
+            stamp.write_text(req.token + "\n")
+            return joined
+        if not (ours and self.data_intact()):
+            self.info("restore of backup %s: won the claim; restoring it into %s", req.backup, self.data_dir)
+            restore_mod.restore_data_dir(self.store, self.cluster, req, self.me, self.data_dir, self.restore_tool)
+            stamp.write_text(req.token + "\n")
+        b = Bootstrap(mode="store", cluster_state="new", initial_cluster=f"{self.me.name}={self.me.peer_url}")
+        self.info("restore of backup %s: starting a one-member cluster from it at %s", req.backup, self.me.peer_url)
+        self.start_etcd(b)
+        member, wrote = self.after_day0((self.me.client_url,))
+        return self.done("restore", b, member, wrote=wrote)
 
     def after_day0(self, urls: Sequence[str]) -> tuple[int, bool]:
         """Wait until my member serves, record it; write the marker once the cluster is complete."""
@@ -452,7 +491,7 @@ class _Join:
                     raise
             time.sleep(self.t.poll)
 
-    def done(self, how: Literal["day0", "bootstrap", "learner", "restart"], b: Bootstrap, member_id: int, *,
+    def done(self, how: Literal["day0", "bootstrap", "learner", "restart", "restore"], b: Bootstrap, member_id: int, *,
              removed: tuple[str, ...] = (), refusals: int = 0, lock: tuple[float, float] | None = None, wrote: bool = False) -> Joined:
         seconds = time.monotonic() - self.t0
         self.info("etcd membership done (%s, member %x) in %.1fs", how, member_id, seconds)

@@ -27,8 +27,12 @@ def parser() -> argparse.ArgumentParser:
         "description and CA material from the state store, issue this master's own certificates "
         "(keys made here, never uploaded), render its files with bakery's builders, and join etcd "
         "(day 0: the spec's bootstrap mode; later: as a learner, promoted once in sync).",
-        epilog="Run by bakery-node.service at every boot; safe to rerun. Logs one line per step.",
+        epilog="Run by bakery-node.service at every boot; safe to rerun. Logs one line per step. "
+        "`bakery-node backup` (bakery-backup.timer, hourly): the etcd leader uploads a snapshot of its member "
+        "to the store and prunes old ones; the other masters exit 0.",
     )
+    p.add_argument("command", nargs="?", choices=("apply", "backup"), default="apply",
+                   help="apply (default): make this instance a master; backup: the scheduled etcd backup")
     p.add_argument("--config", type=Path, default=CONFIG, help=f"node config the user-data writes (default {CONFIG})")
     p.add_argument("--instance-data", type=Path, default=identity.INSTANCE_DATA,
                    help=f"cloud-init's instance data (default {identity.INSTANCE_DATA})")
@@ -46,7 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ident = identity.load(args.instance_data)
         store = open_store(config.store)
         agent = Agent(config, ident, store, root=args.root, state_dir=args.state_dir)
-        agent.apply()
+        if args.command == "backup":
+            from bakery.node.backup import scheduled_backup
+
+            scheduled_backup(agent)
+        else:
+            agent.apply()
     except BakeryError as e:
         for line in e.lines():
             log.error("%s", line)

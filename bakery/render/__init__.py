@@ -57,7 +57,7 @@ def start_commands(plan: ClusterPlan) -> list[list[str]]:
     if spec.runtime == "static-pods":
         return [
             ["systemctl", "daemon-reload"],
-            ["systemctl", "enable", "--now", "containerd.service", "kubelet.service"],
+            ["systemctl", "enable", "--now", "containerd.service", "kubelet.service", "bakery-backup.timer"],
             ["systemctl", "restart", "monit.service"],
         ]
     units = ["etcd.service"]
@@ -65,12 +65,14 @@ def start_commands(plan: ClusterPlan) -> list[list[str]]:
         units += ["podmaster-kube-scheduler.service", "podmaster-kube-controller-manager.service"]
     wants = "/etc/systemd/system/multi-user.target.wants"
     # `systemctl enable` costs ~30 s under TCG; the symlinks are what it would create.
-    links = " && ".join(f"ln -sf /etc/systemd/system/{u} {wants}/{u}" for u in units)
+    timers = "/etc/systemd/system/timers.target.wants"
+    links = " && ".join([*(f"ln -sf /etc/systemd/system/{u} {wants}/{u}" for u in units),
+                         f"ln -sf /etc/systemd/system/bakery-backup.timer {timers}/bakery-backup.timer"])
     return [
-        ["sh", "-c", f"mkdir -p {wants} && {links}"],
+        ["sh", "-c", f"mkdir -p {wants} {timers} && {links}"],
         ["systemctl", "daemon-reload"],
         # etcd is Type=notify and reports ready only at quorum: do not block cloud-init on it
-        ["systemctl", "start", "--no-block", *units],
+        ["systemctl", "start", "--no-block", *units, "bakery-backup.timer"],
         ["systemctl", "restart", "--no-block", "monit.service"],
     ]
 

@@ -11,7 +11,8 @@ prefix.
     <cluster>/members/<node>.json     membership record, one object per master (nodes write)
     <cluster>/etcd/bootstrap          store-mode day 0: the node that won put_if_absent (nodes write)
     <cluster>/etcd/bootstrapped       marker: etcd exists; every later node joins as a learner (nodes write)
-    <cluster>/backups/<id>.db         etcd snapshots, <id>.db.sha256 beside each (nodes and operator write)
+    <cluster>/backups/<id>.db         etcd snapshots, <id>.db.sha256 and <id>.json beside each (nodes and operator write)
+    <cluster>/etcd/restore.json       a requested restore: which backup the next day 0 starts from (operator writes)
     <cluster>/rollout/journal.json    the running rollout's journal (operator writes)
 """
 
@@ -63,6 +64,19 @@ def etcd_prefix(cluster: str) -> str:
 
 def backup(cluster: str, backup_id: str) -> str:
     return check_key(f"{_c(cluster)}/backups/{backup_id}.db")
+
+
+def backup_checksum(cluster: str, backup_id: str) -> str:
+    """`sha256sum` format; written last, so a backup without it is incomplete."""
+    return check_key(f"{_c(cluster)}/backups/{backup_id}.db.sha256")
+
+
+def backup_meta(cluster: str, backup_id: str) -> str:
+    return check_key(f"{_c(cluster)}/backups/{backup_id}.json")
+
+
+def restore_request(cluster: str) -> str:
+    return f"{_c(cluster)}/etcd/restore.json"
 
 
 def backups_prefix(cluster: str) -> str:
