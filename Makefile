@@ -11,7 +11,7 @@ BAKERY := $(VENV)/bin/bakery
 # Debian packages the tests and the local provider run for real (TESTING.md).
 DEBIAN_PACKAGES := packer etcd-server etcd-client monit haproxy cloud-init \
 	qemu-system-x86 qemu-utils cloud-image-utils debootstrap e2fsprogs \
-	openssh-client openssl iproute2 python3-venv ca-certificates curl
+	openssh-client openssl iproute2 python3-venv ca-certificates curl systemd
 
 .PHONY: help setup-system setup test test-fast lint render validate bake up down status golden bench clean
 

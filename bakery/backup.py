@@ -144,11 +144,18 @@ def take(client: Client, status: Status, store: Store, cluster: str, *, now: dt.
         raise EtcdError(f"{status.endpoint}: etcd maintenance/snapshot returned no bytes")
     b = Backup(backup_id, cluster, status.revision, f"{status.member_id:x}", status.endpoint, len(data),
                hashlib.sha256(data).hexdigest(), status.version, now.astimezone(dt.UTC).isoformat(timespec="seconds"))
-    created = store.put_if_absent(layout.backup(cluster, backup_id), data)
-    if created:
-        store.put(layout.backup_meta(cluster, backup_id), (json.dumps(b.meta(), indent=1, sort_keys=True) + "\n").encode())
-        store.put(layout.backup_checksum(cluster, backup_id), checksum_line(b.sha256, backup_id))  # last: complete
+    created = upload(store, b, data)
     return dataclasses.replace(b, seconds=time.monotonic() - start, created=created)
+
+
+def upload(store: Store, b: Backup, data: bytes) -> bool:
+    """Store the snapshot, its metadata, then its checksum (the backup is complete only
+    then); False, and nothing written, when a backup with this id exists."""
+    if not store.put_if_absent(layout.backup(b.cluster, b.id), data):
+        return False
+    store.put(layout.backup_meta(b.cluster, b.id), (json.dumps(b.meta(), indent=1, sort_keys=True) + "\n").encode())
+    store.put(layout.backup_checksum(b.cluster, b.id), checksum_line(b.sha256, b.id))
+    return True
 
 
 def checksum_line(hexdigest: str, backup_id: str) -> bytes:
