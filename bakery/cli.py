@@ -29,6 +29,7 @@ typical use:
   bakery up -f cluster.yaml                     create (or converge) the load balancer and masters
   bakery status -f cluster.yaml                 what is running, and is it healthy
   bakery rollout -f cluster.yaml                replace the masters one at a time onto the newest image
+  bakery nightly -f cluster.yaml                bake --if-changed, rollout if the image changed, a JSON report
   bakery backup -f cluster.yaml                 an etcd snapshot into the state store (list, prune)
   bakery restore -f cluster.yaml --backup ID    bring etcd back from a backup
   bakery down -f cluster.yaml                   delete exactly what carries the cluster's tag
@@ -195,26 +196,54 @@ def _report_drift(drift: Sequence[str], fail: bool) -> None:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    from bakery import providers, rollout
-    from bakery.errors import ProviderError
-    from bakery.etcd import TLS, Client
+    from bakery import providers
     from bakery.pipeline import Cluster
 
     cluster = Cluster.load(args.file, args.build_dir)
     progress = ProgressPrinter()
     provider = providers.get(cluster.spec, cluster.paths, progress)
+    done = _rollout(args, cluster, provider, progress)
+    for r in done:
+        out(f"{r.node}: replaced in {r.seconds:.0f}s (etcd member {r.old_member:x} -> {r.new_member:x})")
+    _report_drift(_provider_drift(provider), args.fail_on_drift)
+    return 0
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from bakery import bake, nightly, providers
+    from bakery.pipeline import Cluster
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    progress = ProgressPrinter()
+    provider = providers.get(cluster.spec, cluster.paths, progress)
+    opts = bake.Options(if_changed=True, packer=args.packer)
+    report = nightly.run(cluster.paths, bake=lambda: bake.bake(cluster.spec, cluster.paths, opts, progress=progress),
+                         rollout=lambda: _rollout(args, Cluster.load(args.file, args.build_dir), provider, progress),
+                         drift=lambda: _provider_drift(provider))
+    for image in report["bake"]["images"]:
+        out(f"{image['target']}: {image['name']} {image['status']}")
+    for r in report["rollout"]["replaced"]:
+        out(f"{r['node']}: replaced in {r['seconds']:.0f}s")
+    if not report["rollout"]["ran"]:
+        out(f"rollout skipped: {report['rollout']['reason']}")
+    out(f"nightly: {report['seconds']:.0f}s; report in {report['report']}")
+    _report_drift(report["drift"], args.fail_on_drift)
+    return 0
+
+
+def _rollout(args: argparse.Namespace, cluster: Any, provider: Any, progress: ProgressPrinter) -> list[Any]:
+    from bakery import rollout
+    from bakery.errors import ProviderError
+    from bakery.etcd import TLS, Client
+
     if not hasattr(provider, "replace_master"):
         raise ProviderError(f"the {cluster.spec.provider} provider cannot replace masters yet; replace them by hand "
                             "(member remove, member add --learner, boot with `bakery render`'s user-data) one at a time")
     etcd_pki = cluster.paths.pki / "etcd"
     tls = TLS(etcd_pki / "ca.crt", etcd_pki / "healthcheck-client.crt", etcd_pki / "healthcheck-client.key")
     endpoints = dict(args.etcd_endpoint) if args.etcd_endpoint else getattr(provider, "etcd_endpoints", dict)() or None
-    done = rollout.rollout(cluster, lambda urls: Client(list(urls), tls), provider, nodes=args.node or (),
+    return rollout.rollout(cluster, lambda urls: Client(list(urls), tls), provider, nodes=getattr(args, "node", None) or (),
                            endpoints=endpoints, progress=progress, timing=rollout.Timing(healthy=args.timeout))
-    for r in done:
-        out(f"{r.node}: replaced in {r.seconds:.0f}s (etcd member {r.old_member:x} -> {r.new_member:x})")
-    _report_drift(_provider_drift(provider), args.fail_on_drift)
-    return 0
 
 
 def _provider_drift(provider: Any) -> list[str]:
@@ -582,6 +611,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each new member (default: %(default)s)")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 10 when the provider reported drift (for scheduled jobs)")
     p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser("nightly", help="the nightly job: bake --if-changed, rollout only when the image changed, a JSON report",
+                       description="Bake the spec's image with --if-changed; when a new image was built, roll every "
+                       "master onto it (as `bakery rollout`). Writes build/<cluster>/nightly-<UTC time>.json: the images "
+                       "and their status, the masters replaced, seconds per step and in all, drift, and the failed step "
+                       "if one failed (the exit code is that step's).")
+    _add_spec_arg(p)
+    p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
+                   help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each new member (default: %(default)s)")
+    p.add_argument("--packer", default=os.environ.get("PACKER", "packer"), help="the packer executable (default: %(default)s, env PACKER)")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit 10 when the provider reported drift")
+    p.set_defaults(func=cmd_nightly)
 
     p = sub.add_parser("backup", help="an etcd snapshot into the state store; `backup list`, `backup prune`",
                        description="take (default): a snapshot through the first healthy member, uploaded to the store's "
