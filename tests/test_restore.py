@@ -107,10 +107,11 @@ def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, e
         assert bakery_main(["backup", "list", *cli, "--output", "json"]) == 0
         assert {b["id"] for b in __import__("json").loads(capsys.readouterr().out)} == set(listed)
 
-        # destroy every member: killed, data dirs gone
+        # destroy every member: all killed; two data dirs gone, the third left as a dead
+        # machine's disk would be (it holds /app/after-backup: it must not come back)
         for _, starter in agents:
             starter.proc.stop()
-        for i in range(3):
+        for i in (0, 2):
             shutil.rmtree(tmp_path / f"data-{i}")
 
         # a corrupted backup object is refused by its checksum; nothing in the store changes
@@ -141,6 +142,9 @@ def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, e
         agents = _agents(rc, store, digest, tmp_path, etcd_bin, etcdutl, run=3)
         joined = _apply_all(agents)
         assert sorted(j.how for j in joined) == ["learner", "learner", "restore"], joined
+        # the old cluster's data dir was moved aside after etcd was stopped (the manifest removed)
+        assert ["rm", "-f", "/etc/kubernetes/manifests/etcd.manifest"] in agents[1][1].commands
+        assert len(list(tmp_path.glob("data-1.before-restore-*"))) == 1
         with rc.client() as c:
             wait_healthy(c, rc.urls, 60)
             assert sorted((m.name, m.is_learner) for m in c.member_list()) == [(n, False) for n in rc.names]

@@ -23,7 +23,9 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +152,18 @@ class Agent:
             self.run(argv)
         log.info("start: %d commands run", len(commands))
 
+    def stop_etcd(self, p: Prepared, timeout: float = 120.0) -> None:
+        """Stop this master's etcd and wait (bounded) until its client port refuses connections."""
+        for argv in render.stop_etcd_commands(p.plan):
+            self.run(argv)
+        deadline = time.monotonic() + timeout
+        while _accepts(p.me.address, p.me.client_port):
+            if time.monotonic() > deadline:
+                raise NodeError(f"etcd still listens on {p.me.address}:{p.me.client_port} {timeout:.0f}s after "
+                                f"{'; '.join(' '.join(a) for a in render.stop_etcd_commands(p.plan))}; not moving its data dir")
+            time.sleep(1.0)
+        log.info("etcd stopped")
+
     def apply(self) -> join_mod.Joined:
         """Every step. Returns once this master's etcd member is a started voter."""
         p = self.prepare()
@@ -162,9 +176,18 @@ class Agent:
             data_dir=self.etcd_data_dir or self.root / ETCD_DATA_DIR.lstrip("/"),
             timing=self.timing,
             restore_tool=self.restore_tool,
+            stop_etcd=lambda: self.stop_etcd(p),
         )
         log.info("settled: %s is member %x (%s)", p.me.name, joined.member_id, joined.how)
         return joined
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return True
+    except OSError:
+        return False
 
 
 def resolve_node(plan: topology.ClusterPlan, ident: Identity) -> topology.Node:

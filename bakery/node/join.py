@@ -100,17 +100,20 @@ class Refused(Exception):
 
 def join(plan: ClusterPlan, me: Node, bootstrap: Bootstrap, store: Store, client: ClientFactory,
          start_etcd: Callable[[Bootstrap], None], *, is_alive: Callable[[str], bool | None] | None = None,
-         data_dir: str | Path = ETCD_DATA_DIR, timing: Timing = Timing(), restore_tool: str | None = None) -> Joined:
+         data_dir: str | Path = ETCD_DATA_DIR, timing: Timing = Timing(), restore_tool: str | None = None,
+         stop_etcd: Callable[[], None] | None = None) -> Joined:
     """Make `me` a started, voting etcd member (see the module's doc); returns what it did.
 
     `me` is this machine's node (for groups: name and address from the instance, maybe
     not in plan.nodes); `client(urls)` opens an etcd client with this node's own client
     certificate; `is_alive(member_name)` says whether the cloud still runs that member's
     instance (None: unknown); `data_dir` is etcd's data dir on this machine; `restore_tool`
-    the etcdutl (or etcdctl) a restore runs (default: restore.find_tool()).
+    the etcdutl (or etcdctl) a restore runs (default: restore.find_tool()); `stop_etcd()`
+    stops this machine's etcd before a restore moves its data dir aside.
     """
     j = _Join(plan, me, bootstrap, store, client, start_etcd, is_alive or (lambda _name: None), Path(data_dir), timing)
     j.restore_tool = restore_tool
+    j.stop_etcd = stop_etcd or (lambda: None)
     return j.run()
 
 
@@ -131,6 +134,7 @@ class _Join:
         self.cluster = plan.name
         self.t0 = time.monotonic()
         self.restore_tool: str | None = None
+        self.stop_etcd: Callable[[], None] = lambda: None
 
     def info(self, msg: str, *args: object) -> None:
         log.info("%s: " + msg, self.me.name, *args)
@@ -187,7 +191,8 @@ class _Join:
         ours = stamp.is_file() and stamp.read_text().strip() == req.token
         if self.data_intact() and not ours:
             aside = self.data_dir.with_name(f"{self.data_dir.name}.before-restore-{int(time.time())}")
-            self.warn("restore of backup %s requested: moving the old cluster's data dir to %s", req.backup, aside)
+            self.warn("restore of backup %s requested: stopping etcd, moving the old cluster's data dir to %s", req.backup, aside)
+            self.stop_etcd()
             self.data_dir.rename(aside)
             ours = False
         won, winner = records.claim(self.store, self.cluster, self.me)

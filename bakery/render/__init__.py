@@ -22,7 +22,8 @@ from bakery.render.templates import render
 from bakery.render.userdata import UserData, encode, gzip_bytes
 from bakery.topology import ClusterPlan, Node
 
-__all__ = ["NodeFile", "NodeRender", "cloud_config", "node_user_data", "render_cluster", "render_node", "start_commands"]
+__all__ = ["NodeFile", "NodeRender", "cloud_config", "node_user_data", "render_cluster", "render_node", "start_commands",
+           "stop_etcd_commands"]
 
 # Files above this size are written gzip+base64 when that is smaller (manifests
 # compress ~4x; PEM does not, and stays plain).
@@ -75,6 +76,14 @@ def start_commands(plan: ClusterPlan) -> list[list[str]]:
         ["systemctl", "start", "--no-block", *units, "bakery-backup.timer"],
         ["systemctl", "restart", "--no-block", "monit.service"],
     ]
+
+
+def stop_etcd_commands(plan: ClusterPlan) -> list[list[str]]:
+    """What stops a master's etcd (before a restore moves its data dir aside): the
+    kubelet stops a static pod whose manifest is gone; systemd stops the unit."""
+    if plan.spec.runtime == "static-pods":
+        return [["rm", "-f", "/etc/kubernetes/manifests/etcd.manifest"]]
+    return [["systemctl", "stop", "etcd.service"]]
 
 
 def _file_entry(f: NodeFile) -> dict[str, str]:
