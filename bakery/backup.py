@@ -132,12 +132,15 @@ def healthy_member(client: Client, endpoints: Sequence[str]) -> Status:
     raise EtcdError(f"no healthy etcd member to take a snapshot through (tried {', '.join(down)})")
 
 
-def take(client: Client, status: Status, store: Store, cluster: str, *, now: dt.datetime | None = None) -> Backup:
-    """Snapshot the member `status` describes and upload it; returns what was stored."""
+def take(client: Client, status: Status, store: Store, cluster: str, *, now: dt.datetime | None = None,
+         workdir: str | Path | None = None) -> Backup:
+    """Snapshot the member `status` describes and upload it; returns what was stored. The
+    snapshot streams into a temporary file under `workdir` (default: the system's temp
+    folder; a master passes its state folder, /tmp may be a small tmpfs)."""
     start = time.monotonic()
     now = now or dt.datetime.now(dt.UTC)
     backup_id = make_id(now, status.revision)
-    with tempfile.TemporaryDirectory(prefix="bakery-backup-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bakery-backup-", dir=workdir) as tmp:
         path = client.snapshot(Path(tmp) / "snapshot.db", status.endpoint)
         data = path.read_bytes()
     if not data:

@@ -13,6 +13,7 @@ from bakery import cli, nightly, state
 from bakery.bake import TargetResult
 from bakery.errors import BakeError, EtcdError
 from bakery.rollout import Replaced
+from tests.conftest import need_binary
 from tests.moto_server import Moto, moto, moto_session, record_ami  # noqa: F401
 from tests.test_aws_cli import aws_env  # noqa: F401
 
@@ -95,3 +96,26 @@ def test_up_fail_on_drift_exits_10_after_reporting_it(aws_env: Moto, repo: Path,
     err = capsys.readouterr().err.splitlines()
     assert sum(line.startswith("drift: ") for line in err) == 3
     assert err[-1] == "error: 3 drift line(s) above (--fail-on-drift)"
+
+
+def test_bakery_nightly_with_an_unchanged_image_writes_the_report_and_rolls_nothing(
+        aws_env: Moto, repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    need_binary("packer")
+    spec_file, build = str(repo / "examples" / "aws.yaml"), tmp_path / "build"
+    paths = state.paths("prod-aws", build)
+    paths.base.mkdir(parents=True)
+    args = ["-f", spec_file, "-o", str(build)]
+    assert cli.main(["bake", *args, "--dry-run"]) == 0  # the image's name and inputs' hash; runs only `packer version`
+    (planned,) = json.loads(capsys.readouterr().out)
+    record_ami(paths, aws_env.register_ami())
+    doc = json.loads(paths.images.read_text())
+    rec = {**doc["aws"], "name": planned["name"], "hash": planned["hash"]}
+    doc["aws"], doc["images"] = rec, [rec]
+    paths.images.write_text(json.dumps(doc))
+    assert cli.main(["nightly", *args, "--fail-on-drift"]) == 0
+    out = capsys.readouterr().out
+    assert f"aws: {planned['name']} unchanged" in out and "rollout skipped: the image's inputs did not change" in out
+    (report_file,) = paths.base.glob("nightly-*.json")
+    report = json.loads(report_file.read_text())
+    assert report["ok"] and not report["image_changed"] and report["rollout"]["replaced"] == []
+    assert report["bake"]["images"] == [{"target": "aws", "name": planned["name"], "status": "unchanged"}]

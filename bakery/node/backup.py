@@ -35,7 +35,7 @@ def scheduled_backup(agent: Agent, now: dt.datetime | None = None) -> Scheduled:
             log.info("backup: %s (member %x) is not the etcd leader (%x); the leader takes the backup", p.me.name,
                      status.member_id, status.leader)
             return Scheduled(p.me.name, False)
-        b = backup.take(c, status, agent.store, agent.config.cluster, now=now)
+        b = backup.take(c, status, agent.store, agent.config.cluster, now=now, workdir=agent.state_dir)
     log.info("backup %s: %d bytes at revision %d, sha256 %s%s", b.id, b.size, b.revision, b.sha256,
              "" if b.created else " (already in the store)")
     pruned = tuple(backup.prune(agent.store, agent.config.cluster, now=now))
