@@ -175,6 +175,7 @@ def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, e
             assert "/app/after-scheduled" in kvs and "/app/after-backup" not in kvs
             assert c.put("/app/post-restore", "ok") > 0
         assert store.list(layout.bootstrapped("lo"))  # the restored cluster is complete: later joins are day 2
+        assert restore.pending(store, "lo") is None  # and the request is gone: it cannot restore into a later cluster
     finally:
         for _, starter in agents:
             if starter.proc:

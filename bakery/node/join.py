@@ -47,7 +47,7 @@ from bakery.etcd import Client, Member
 from bakery.node import members as records
 from bakery.node.lock import LeaseLock
 from bakery.render.flags import ETCD_DATA_DIR
-from bakery.store import Store
+from bakery.store import Store, layout
 from bakery.topology import ClusterPlan, Node
 
 log = logging.getLogger("bakery.node.join")
@@ -200,6 +200,7 @@ class _Join:
             self.info("restore of backup %s: %s restores it; joining its member as a learner", req.backup, winner.name)
             joined = self.learner_join([winner, *known], day=0)
             stamp.write_text(req.token + "\n")
+            self.restore_done(req)
             return joined
         if not (ours and self.data_intact()):
             self.info("restore of backup %s: won the claim; restoring it into %s", req.backup, self.data_dir)
@@ -209,7 +210,15 @@ class _Join:
         self.info("restore of backup %s: starting a one-member cluster from it at %s", req.backup, self.me.peer_url)
         self.start_etcd(b)
         member, wrote = self.after_day0((self.me.client_url,))
+        self.restore_done(req)
         return self.done("restore", b, member, wrote=wrote)
+
+    def restore_done(self, req: restore_mod.Request) -> None:
+        """Once the restored cluster is complete (the marker is there), the request goes:
+        a request left behind would restore an old backup into a later, new cluster."""
+        if records.bootstrapped(self.store, self.cluster) is not None and restore_mod.pending(self.store, self.cluster) == req:
+            self.store.delete(layout.restore_request(self.cluster))
+            self.info("restore of backup %s complete: removed the restore request", req.backup)
 
     def after_day0(self, urls: Sequence[str]) -> tuple[int, bool]:
         """Wait until my member serves, record it; write the marker once the cluster is complete."""

@@ -12,7 +12,8 @@ prefix.
     <cluster>/etcd/bootstrap          store-mode day 0: the node that won put_if_absent (nodes write)
     <cluster>/etcd/bootstrapped       marker: etcd exists; every later node joins as a learner (nodes write)
     <cluster>/backups/<id>.db         etcd snapshots, <id>.db.sha256 and <id>.json beside each (nodes and operator write)
-    <cluster>/etcd/restore.json       a requested restore: which backup the next day 0 starts from (operator writes)
+    <cluster>/etcd/restore.json       a requested restore: which backup the next day 0 starts from (operator writes;
+                                      the node that completes the restore deletes it)
     <cluster>/rollout/journal.json    the running rollout's journal (operator writes)
 """
 
