@@ -111,10 +111,8 @@ def join(plan: ClusterPlan, me: Node, bootstrap: Bootstrap, store: Store, client
     the etcdutl (or etcdctl) a restore runs (default: restore.find_tool()); `stop_etcd()`
     stops this machine's etcd before a restore moves its data dir aside.
     """
-    j = _Join(plan, me, bootstrap, store, client, start_etcd, is_alive or (lambda _name: None), Path(data_dir), timing)
-    j.restore_tool = restore_tool
-    j.stop_etcd = stop_etcd or (lambda: None)
-    return j.run()
+    return _Join(plan, me, bootstrap, store, client, start_etcd, is_alive or (lambda _name: None), Path(data_dir), timing,
+                 restore_tool, stop_etcd or (lambda: None)).run()
 
 
 @dataclass
@@ -128,13 +126,12 @@ class _Change:
 class _Join:
     def __init__(self, plan: ClusterPlan, me: Node, bootstrap: Bootstrap, store: Store, client: ClientFactory,
                  start_etcd: Callable[[Bootstrap], None], is_alive: Callable[[str], bool | None], data_dir: Path,
-                 timing: Timing) -> None:
+                 timing: Timing, restore_tool: str | None = None, stop_etcd: Callable[[], None] = lambda: None) -> None:
         self.plan, self.me, self.spec_bootstrap, self.store = plan, me, bootstrap, store
         self.open, self.start_etcd, self.is_alive, self.data_dir, self.t = client, start_etcd, is_alive, data_dir, timing
         self.cluster = plan.name
         self.t0 = time.monotonic()
-        self.restore_tool: str | None = None
-        self.stop_etcd: Callable[[], None] = lambda: None
+        self.restore_tool, self.stop_etcd = restore_tool, stop_etcd
 
     def info(self, msg: str, *args: object) -> None:
         log.info("%s: " + msg, self.me.name, *args)
