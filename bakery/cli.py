@@ -35,7 +35,7 @@ typical use:
   bakery down -f cluster.yaml                   delete exactly what carries the cluster's tag
 
 exit codes: 0 ok, 1 unexpected, 2 bad input, 3 PKI, 4 bake, 5 provider, 6 etcd, 7 state, 8 store,
-  10 drift (--fail-on-drift), 130 interrupted
+  9 node, 10 drift (--fail-on-drift), 130 interrupted
 """
 
 
