@@ -7,6 +7,8 @@ operator's side and on the node's, before anything changes."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import logging
 import re
@@ -98,12 +100,20 @@ def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, e
         with rc.client() as c:
             for i in range(KEYS):
                 c.put(f"/app/k{i:04d}", f"v{i}")
-            # the scheduled backup: every master runs `bakery-node backup`, only the leader uploads
+            # a backup of ours from 400 days ago (retention drops it) and an object nobody may prune
+            old = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+            stale = backup.Backup(backup.make_id(old, 3), "lo", 3, "1", "https://x:1", 3, hashlib.sha256(b"old").hexdigest(),
+                                  "3.5.1", old.isoformat())
+            assert backup.upload(store, stale, b"old")
+            store.put("lo/backups/README.txt", b"operator's notes")
+            # the scheduled backup: every master runs `bakery-node backup`, only the leader uploads, then prunes
             with caplog.at_level(logging.INFO, logger="bakery.node"):
                 for i, (a, _) in enumerate(agents):
                     assert node_main(["backup", "--config", str(_node_config(tmp_path, i, a)), "--instance-data",
                                       str(tmp_path / f"id-{i}.json"), "--root", str(a.root), "--state-dir", str(a.state_dir)]) == 0
             assert caplog.text.count("is not the etcd leader") == 2
+            assert f"backup {stale.id} pruned by the retention policy" in caplog.text
+            assert store.get("lo/backups/README.txt") == b"operator's notes"
             (leader_backup,) = backup.list_backups(store, "lo")
             assert leader_backup.complete and leader_backup.meta["revision"] >= KEYS
             c.put("/app/after-scheduled", "x")  # a new revision: the operator's backup gets its own id
@@ -176,6 +186,12 @@ def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, e
             assert c.put("/app/post-restore", "ok") > 0
         assert store.list(layout.bootstrapped("lo"))  # the restored cluster is complete: later joins are day 2
         assert restore.pending(store, "lo") is None  # and the request is gone: it cannot restore into a later cluster
+        # two backups of one hour: `backup prune` keeps the newer (unless the test ran across an hour)
+        capsys.readouterr()
+        assert bakery_main(["backup", "prune", *cli]) == 0
+        same_hour = backup.parse_id(leader_backup.id)[0].hour == backup.parse_id(backup_id)[0].hour
+        assert (f"deleted backup {leader_backup.id}" in capsys.readouterr().out) == same_hour
+        assert [b.id for b in backup.list_backups(store, "lo")] == ([backup_id] if same_hour else [leader_backup.id, backup_id])
     finally:
         for _, starter in agents:
             if starter.proc:
