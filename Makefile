@@ -11,9 +11,9 @@ BAKERY := $(VENV)/bin/bakery
 # Debian packages the tests and the local provider run for real (TESTING.md).
 DEBIAN_PACKAGES := packer etcd-server etcd-client monit haproxy cloud-init \
 	qemu-system-x86 qemu-utils cloud-image-utils debootstrap e2fsprogs \
-	openssh-client openssl iproute2 python3-venv ca-certificates curl
+	openssh-client openssl iproute2 python3-venv ca-certificates curl systemd
 
-.PHONY: help setup-system setup test test-fast lint render validate bake up down status golden bench clean
+.PHONY: help setup-system setup test test-fast lint render validate bake up down status nightly golden bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +61,9 @@ status: setup ## show SPEC's cluster
 
 down: setup ## delete SPEC's cluster
 	$(BAKERY) down -f $(SPEC) -o $(BUILD)
+
+nightly: setup ## the nightly job: bake --if-changed, rollout only when the image changed, report in BUILD/<cluster>/nightly-*.json
+	$(BAKERY) nightly -f $(SPEC) -o $(BUILD) --fail-on-drift
 
 golden: setup ## regenerate tests/golden after an intended rendering change, then review the diff
 	BAKERY_UPDATE_GOLDEN=1 $(VENV)/bin/pytest tests/test_golden.py -q

@@ -29,10 +29,14 @@ typical use:
   bakery up -f cluster.yaml                     create (or converge) the load balancer and masters
   bakery status -f cluster.yaml                 what is running, and is it healthy
   bakery rollout -f cluster.yaml                replace the masters one at a time onto the newest image
+  bakery nightly -f cluster.yaml                bake --if-changed, rollout if the image changed, a JSON report
+  bakery backup -f cluster.yaml                 an etcd snapshot into the state store (list, prune)
+  bakery restore -f cluster.yaml --backup ID    bring etcd back from a backup
   bakery down -f cluster.yaml                   delete exactly what carries the cluster's tag
 
 exit codes: 0 ok, 1 unexpected, 2 bad input, 3 PKI, 4 bake, 5 provider, 6 etcd,
-  7 state or build folder (-o not a writable folder, disk full), 8 state store, 130 interrupted
+  7 state or build folder (-o not a writable folder, disk full), 8 state store,
+  9 node agent, 10 drift (--fail-on-drift), 130 interrupted
 """
 
 
@@ -199,30 +203,177 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"bakery status | ssh NODE | logs NODE | down")
     elif result.endpoint:
         out(f"API: {result.endpoint}  (kubectl --kubeconfig {cluster.paths.base / 'admin.kubeconfig'} get nodes)")
-    for line in result.drift:
-        err(f"drift: {line}")
+    _report_drift(result.drift, args.fail_on_drift)
     return 0
 
 
+def _report_drift(drift: Sequence[str], fail: bool) -> None:
+    from bakery.errors import DriftError
+
+    for line in drift:
+        err(f"drift: {line}")
+    if drift and fail:
+        raise DriftError(f"{len(drift)} drift line(s) above (--fail-on-drift)")
+
+
 def cmd_rollout(args: argparse.Namespace) -> int:
-    from bakery import providers, rollout
-    from bakery.errors import ProviderError
-    from bakery.etcd import TLS, Client
+    from bakery import providers
     from bakery.pipeline import Cluster
 
     cluster = Cluster.load(args.file, args.build_dir)
     progress = ProgressPrinter()
     provider = providers.get(cluster.spec, cluster.paths, progress)
+    done = _rollout(args, cluster, provider, progress)
+    for r in done:
+        out(f"{r.node}: replaced in {r.seconds:.0f}s (etcd member {r.old_member:x} -> {r.new_member:x})")
+    _report_drift(_provider_drift(provider), args.fail_on_drift)
+    return 0
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from bakery import bake, nightly, providers
+    from bakery.pipeline import Cluster
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    progress = ProgressPrinter()
+    provider = providers.get(cluster.spec, cluster.paths, progress)
+    opts = bake.Options(if_changed=True, packer=args.packer)
+    report = nightly.run(cluster.paths, bake=lambda: bake.bake(cluster.spec, cluster.paths, opts, progress=progress),
+                         rollout=lambda: _rollout(args, Cluster.load(args.file, args.build_dir), provider, progress),
+                         drift=lambda: _provider_drift(provider))
+    for image in report["bake"]["images"]:
+        out(f"{image['target']}: {image['name']} {image['status']}")
+    for r in report["rollout"]["replaced"]:
+        out(f"{r['node']}: replaced in {r['seconds']:.0f}s")
+    if not report["rollout"]["ran"]:
+        out(f"rollout skipped: {report['rollout']['reason']}")
+    out(f"nightly: {report['seconds']:.0f}s; report in {report['report']}")
+    _report_drift(report["drift"], args.fail_on_drift)
+    return 0
+
+
+def _rollout(args: argparse.Namespace, cluster: Any, provider: Any, progress: ProgressPrinter) -> list[Any]:
+    from bakery import rollout
+    from bakery.errors import ProviderError
+    from bakery.etcd import TLS, Client
+
     if not hasattr(provider, "replace_master"):
         raise ProviderError(f"the {cluster.spec.provider} provider cannot replace masters yet; replace them by hand "
                             "(member remove, member add --learner, boot with `bakery render`'s user-data) one at a time")
     etcd_pki = cluster.paths.pki / "etcd"
     tls = TLS(etcd_pki / "ca.crt", etcd_pki / "healthcheck-client.crt", etcd_pki / "healthcheck-client.key")
     endpoints = dict(args.etcd_endpoint) if args.etcd_endpoint else getattr(provider, "etcd_endpoints", dict)() or None
-    done = rollout.rollout(cluster, lambda urls: Client(list(urls), tls), provider, nodes=args.node or (),
+    return rollout.rollout(cluster, lambda urls: Client(list(urls), tls), provider, nodes=getattr(args, "node", None) or (),
                            endpoints=endpoints, progress=progress, timing=rollout.Timing(healthy=args.timeout))
-    for r in done:
-        out(f"{r.node}: replaced in {r.seconds:.0f}s (etcd member {r.old_member:x} -> {r.new_member:x})")
+
+
+def _provider_drift(provider: Any) -> list[str]:
+    """What the provider's ledger noted as drift while it worked (providers without one: none)."""
+    return list(getattr(getattr(provider, "ledger", None), "drift", None) or [])
+
+
+def _etcd_access(args: argparse.Namespace) -> tuple[Any, list[str], Any]:
+    """(Cluster, the etcd client URLs to use from here, bakery's etcd client TLS)."""
+    import ipaddress
+
+    from bakery import providers, topology
+    from bakery.etcd import TLS
+    from bakery.pipeline import Cluster
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    if args.etcd_endpoint:
+        urls = [url for _, url in args.etcd_endpoint]
+    else:
+        forwards = {}
+        if cluster.spec.provider == "local":  # its members' client ports are forwarded to 127.0.0.1
+            forwards = getattr(providers.get(cluster.spec, cluster.paths, ProgressPrinter(quiet=True)), "etcd_endpoints", dict)()
+        lb = cluster.lb_address()
+        plan = topology.plan(cluster.spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
+        # members on loopback addresses (several on one host, in development) are reached directly
+        urls = [n.client_url if ipaddress.ip_address(n.address).is_loopback else forwards.get(n.name, n.client_url)
+                for n in plan.nodes]
+    pki = cluster.paths.pki / "etcd"
+    return cluster, urls, TLS(pki / "ca.crt", pki / "healthcheck-client.crt", pki / "healthcheck-client.key")
+
+
+def _store(args: argparse.Namespace, cluster: Any) -> Any:
+    from bakery import backup
+    from bakery.store import open_store
+
+    return open_store(backup.store_url(cluster.paths.base, args.store))
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from bakery import backup
+    from bakery.etcd import Client
+
+    if args.action == "list":
+        return _backup_list(args)
+    if args.action == "prune":
+        from bakery.pipeline import Cluster
+
+        cluster = Cluster.load(args.file, args.build_dir)
+        gone = backup.prune(_store(args, cluster), cluster.spec.name)
+        for i in gone:
+            out(f"deleted backup {i}")
+        out(f"{cluster.spec.name}: {len(gone)} backup(s) pruned (kept: hourly for 7 days, daily for 365 days, the newest)")
+        return 0
+    cluster, urls, tls = _etcd_access(args)
+    store = _store(args, cluster)
+    with Client(urls, tls) as c:
+        status = backup.healthy_member(c, urls)
+        b = backup.take(c, status, store, cluster.spec.name, now=dt.datetime.now(dt.UTC))
+    if not b.created:
+        out(f"backup {b.id}: already in {store.url} (same minute, same revision); nothing uploaded")
+        return 0
+    out(f"backup {b.id}: {b.size:,} bytes at revision {b.revision} from member {b.member} ({b.endpoint}, etcd {b.etcd_version}) "
+        f"in {b.seconds:.1f}s; sha256 {b.sha256}")
+    out(f"stored in {store.url}/{cluster.spec.name}/backups/")
+    return 0
+
+
+def _backup_list(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from bakery import backup
+    from bakery.pipeline import Cluster
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    store = _store(args, cluster)
+    listed = backup.list_backups(store, cluster.spec.name)
+    keep = backup.retained([b.id for b in listed if b.complete and b.ours], dt.datetime.now(dt.UTC))
+    if args.output == "json":
+        out(json.dumps([{"id": b.id, "complete": b.complete, "ours": b.ours, "kept": b.id in keep, **(b.meta or {})}
+                        for b in listed], indent=2, sort_keys=True))
+        return 0
+    if not listed:
+        out(f"{cluster.spec.name}: no backups in {store.url} (bakery backup -f {args.file})")
+        return 0
+    rows = []
+    for b in reversed(listed):
+        m = b.meta or {}
+        state = "incomplete" if not b.complete else ("kept" if b.id in keep else "prunable") if b.ours else "not bakery's"
+        rows.append((b.id, m.get("taken_at", "-"), m.get("revision", "-"), f"{m['size']:,}" if "size" in m else "-",
+                     m.get("member", "-"), m.get("etcd_version", "-"), state))
+    table(rows, ("ID", "TAKEN", "REVISION", "BYTES", "MEMBER", "ETCD", "RETENTION"))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from bakery import restore
+    from bakery.etcd import Client
+
+    cluster, urls, tls = _etcd_access(args)
+    store = _store(args, cluster)
+    with Client(urls, tls, timeout=3.0) as c:
+        healthy = [u for u in urls if c.health(u)]
+    req = restore.request(store, cluster.spec.name, args.backup, healthy=healthy, force=args.force)
+    out(f"restore of backup {req.backup} (sha256 {req.sha256}) requested in {store.url}; the old cluster's "
+        "bootstrapped marker and member records are gone")
+    out("next: restart bakery-node on every master (or replace them): the first to start restores the backup as a "
+        "one-member cluster, the others join it as learners")
     return 0
 
 
@@ -419,6 +570,10 @@ def _add_spec_arg(p: argparse.ArgumentParser) -> None:
                    help="where bakery keeps PKI, state and rendered files (default: %(default)s, env BAKERY_BUILD_DIR)")
 
 
+def _add_store_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", metavar="URL", help="the state store (default: file://<build>/<cluster>/store)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bakery",
@@ -472,6 +627,7 @@ def _parser() -> argparse.ArgumentParser:
                        "an existing master whose user-data differs is reported as drift, never replaced.")
     _add_spec_arg(p)
     p.add_argument("--wait", action="store_true", help="wait until every master is a healthy target (bounded)")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit 10 when drift was reported (for scheduled jobs)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("rollout", help="replace masters one at a time without losing etcd quorum (nightly rebuilds)",
@@ -486,7 +642,47 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
                    help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each new member (default: %(default)s)")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit 10 when the provider reported drift (for scheduled jobs)")
     p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser("nightly", help="the nightly job: bake --if-changed, rollout only when the image changed, a JSON report",
+                       description="Bake the spec's image with --if-changed; when a new image was built, roll every "
+                       "master onto it (as `bakery rollout`). Writes build/<cluster>/nightly-<UTC time>.json: the images "
+                       "and their status, the masters replaced, seconds per step and in all, drift, and the failed step "
+                       "if one failed (the exit code is that step's).")
+    _add_spec_arg(p)
+    p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
+                   help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each new member (default: %(default)s)")
+    p.add_argument("--packer", default=os.environ.get("PACKER", "packer"), help="the packer executable (default: %(default)s, env PACKER)")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit 10 when the provider reported drift")
+    p.set_defaults(func=cmd_nightly)
+
+    p = sub.add_parser("backup", help="an etcd snapshot into the state store; `backup list`, `backup prune`",
+                       description="take (default): a snapshot through the first healthy member, uploaded to the store's "
+                       "<cluster>/backups/ as <UTC minute>-r<revision>.db with a .db.sha256 checksum and .json metadata. "
+                       "list: every backup and what retention does with it. prune: delete what retention does not keep "
+                       "(hourly for 7 days, daily for 365 days, the newest always), only backups bakery wrote.")
+    p.add_argument("action", nargs="?", choices=("take", "list", "prune"), default="take", help="default: %(default)s")
+    _add_spec_arg(p)
+    _add_store_arg(p)
+    p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
+                   help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
+    p.add_argument("--output", choices=("table", "json"), default="table", help="list: default %(default)s")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="bring etcd back from a backup (refuses while a member is healthy)",
+                       description="Check the backup against its checksum, refuse if any member answers healthy (unless "
+                       "--force), then ask the masters to restore it: the state store gets a restore request and loses "
+                       "the old cluster's bootstrapped marker and member records. At their next start, one master "
+                       "restores the snapshot (etcdutl snapshot restore) as a new one-member cluster and the others join it.")
+    _add_spec_arg(p)
+    _add_store_arg(p)
+    p.add_argument("--backup", required=True, metavar="ID", help="a backup id from `bakery backup list`")
+    p.add_argument("--force", action="store_true", help="restore even though members are healthy (their keys are replaced)")
+    p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
+                   help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("status", help="the masters, their target health, and the API endpoint")
     _add_spec_arg(p)
@@ -556,7 +752,7 @@ def _parser() -> argparse.ArgumentParser:
     q = discovery_sub.add_parser("new", help="create (or show the unused) token and record it in state.json",
                                  description="discovery: GET <discovery_service>/new?size=N, or PUT <token>/_config/size "
                                  "on a v2 keys URL; discovery-v3: put /_etcd/registry/<token>/_config/size on "
-                                 "discovery_endpoints; dns-srv: print the SRV and A records to publish; static: nothing. "
+                                 "discovery_endpoints; dns-srv: print the SRV and A records to publish; static, store: nothing. "
                                  "Refused once the cluster bootstrapped: a token is for the first boot only.")
     _add_spec_arg(q)
     q.add_argument("--replace", action="store_true", help="make a new token even if an unused one is recorded")

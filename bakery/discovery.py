@@ -21,7 +21,7 @@ from bakery.spec import ClusterSpec
 from bakery.state import ClusterPaths
 from bakery.topology import ClusterPlan
 
-Mode = Literal["static", "discovery", "discovery-v3", "dns-srv"]
+Mode = Literal["static", "discovery", "discovery-v3", "dns-srv", "store"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Bootstrap:
     discovery_endpoints: tuple[str, ...] = ()
     srv_domain: str | None = None
     # For "existing": the --initial-cluster the surviving members reported at member add.
+    # For "store" and "new": the winner's one-member cluster (default: the rendered node alone).
     initial_cluster: str | None = None
 
 
@@ -129,6 +130,8 @@ def new_token(
     mode = spec.etcd.bootstrap
     if mode == "static":
         return Token(mode, note="static bootstrap: --initial-cluster comes from the plan; nothing to create")
+    if mode == "store":
+        return Token(mode, note="store bootstrap: the first master to claim the store's bootstrap key starts etcd; nothing to create")
     if mode == "dns-srv":
         records = srv_records(topology.plan(spec))
         state.update(paths, discovery={"mode": mode, "srv_records": list(records), "created_at": _now()})

@@ -87,6 +87,20 @@ class StoreNotFound(StoreError):
     """The object asked for is not in the store."""
 
 
+class NodeError(BakeryError):
+    """bakery-node cannot make this instance a master: its identity, the cluster
+    description or the CA material is missing or does not check out. Nothing was started."""
+
+    exit_code = 9
+
+
+class DriftError(BakeryError):
+    """`up`/`rollout --fail-on-drift`: the command did its work, but some resource differs
+    from what bakery would create (each drift line was printed)."""
+
+    exit_code = 10
+
+
 class StateError(BakeryError):
     """build/<cluster>/state.json is missing, corrupt or from another cluster, or the build
     folder (-o) is not a writable folder."""

@@ -69,6 +69,7 @@ class Status:
     leader: int
     raft_term: int
     db_size: int
+    revision: int = 0  # the member's current revision when it answered
 
     @property
     def is_leader(self) -> bool:
@@ -286,6 +287,7 @@ class Client:
             leader=int(r.get("leader", 0)),
             raft_term=int(r.get("raftTerm", 0)),
             db_size=int(r.get("dbSize", 0)),
+            revision=int(r.get("header", {}).get("revision", 0)),
         )
 
     def health(self, endpoint: str) -> bool:

@@ -466,6 +466,33 @@ def stage(pki: PKI) -> Path:
     return output.stage_tree(pki.folder, files, dir_mode=DIR_MODE)
 
 
+def ca_material_files(plan: ClusterPlan) -> dict[str, int]:
+    """The files of the CA material (relative path -> mode): what the state store holds
+    and every master fetches to issue its own leaves."""
+    out = {}
+    for rel in ca_names(plan):
+        out[f"{rel}.crt"], out[f"{rel}.key"] = CERT_MODE, KEY_MODE
+    out.update({"sa.key": KEY_MODE, "sa.pub": CERT_MODE, ENCRYPTION_SECRET: KEY_MODE})
+    return out
+
+
+def ca_material(plan: ClusterPlan, files: dict[str, bytes], where: str, *, now: dt.datetime | None = None) -> CAMaterial:
+    """CA material from its files (the store's copy, checked against the description's
+    digests), verified as a load verifies it: each CA self-signed by its key, not expired."""
+    modes = ca_material_files(plan)
+    return _load_cas(plan, Path(where), {rel: (data, modes[rel]) for rel, data in files.items()},
+                     now or dt.datetime.now(dt.UTC), "publish the cluster again (`bakery up`)")
+
+
+def seed(plan: ClusterPlan, folder: str | Path, files: dict[str, bytes], cas: CAMaterial) -> PKI:
+    """A PKI in `folder` holding only this CA material, swapped in as a unit; `ensure`
+    then issues the leaves. bakery-node's start on a master with no PKI of its own."""
+    modes = ca_material_files(plan)
+    pki = PKI(Path(folder), plan, cas, {rel: (data, modes[rel]) for rel, data in files.items()}, {})
+    save(pki)
+    return pki
+
+
 def _load_cas(plan: ClusterPlan, folder: Path, files: dict[str, tuple[bytes, int]], now: dt.datetime, broken: str) -> CAMaterial:
     certs: dict[str, x509.Certificate] = {}
     keys: dict[str, Key] = {}

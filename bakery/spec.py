@@ -111,10 +111,12 @@ class LoadBalancerSpec(_Model):
 class EtcdSpec(_Model):
     """How the masters' etcd members find each other on first boot."""
 
-    bootstrap: Literal["static", "discovery", "discovery-v3", "dns-srv"] = Field(
+    bootstrap: Literal["static", "discovery", "discovery-v3", "dns-srv", "store"] = Field(
         "static",
         description="static: initial-cluster from the plan; discovery: a v2 discovery URL; "
-        "discovery-v3: etcd 3.6 --discovery-token; dns-srv: --discovery-srv",
+        "discovery-v3: etcd 3.6 --discovery-token; dns-srv: --discovery-srv; "
+        "store: the first master to claim the state store's bootstrap key starts a one-member cluster, "
+        "every other one joins it as a learner (for masters whose addresses are not known in advance)",
     )
     discovery_url: str | None = Field(None, description="discovery: a full token URL; created by `bakery discovery new` when absent")
     discovery_service: str = Field("https://discovery.etcd.io", description="discovery: the service `bakery discovery new` asks for a token")

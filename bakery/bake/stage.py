@@ -12,15 +12,19 @@ import ast
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bakery
+from bakery.render.templates import data_dir
 from bakery.spec import AwsSpec, ClusterSpec, GcpSpec
 
 # bakery's target name -> the Packer source that builds it (packer/*.pkr.hcl)
+# What runs inside the local image, from bakery's own sources.
+IMAGE_ENTRIES = ("podmaster", "node.main")
+
 SOURCES: dict[str, str] = {"aws": "amazon-ebs.bakery", "gcp": "googlecompute.bakery", "local": "null.local"}
 ALIASES: dict[str, str] = {"qemu": "local"}
 
@@ -133,29 +137,55 @@ def inputs(target: str, values: Mapping[str, Any], templates: Path, packer_versi
     if packer_version >= (1, 7, 0):
         files.append((PLUGINS_FILE.split("/")[-1], (templates / PLUGINS_FILE).read_bytes(), 0o644))
     if target == "local":
-        # bakery-podmaster runs from these sources inside the image.
+        # bakery-podmaster and bakery-node run from these sources inside the image; the
+        # node agent renders with the same templates `bakery render` uses.
         package = Path(bakery.__file__).resolve().parent
-        files += [(f"files/bakery/{m}", (package / m).read_bytes(), 0o644) for m in podmaster_modules(package)]
+        files += [(f"files/bakery/{m}", (package / m).read_bytes(), 0o644) for m in shipped_modules(package, IMAGE_ENTRIES)]
+        cloudinit = data_dir("cloudinit")
+        files += [(f"files/bakery/_data/cloudinit/{rel}", data, mode) for rel, data, mode in _tree(cloudinit, "")]
     files.append((VARS_FILE, hcl_vars(values).encode(), 0o644))
     return sorted(files)
 
 
-def podmaster_modules(package: Path, entry: str = "podmaster") -> list[str]:
-    """bakery's modules that `bakery.<entry>` imports, directly or not (file names), so the
-    local image, and its hash, follow only the code that runs in it."""
-    todo, seen = [entry], {"__init__"}
+def shipped_modules(package: Path, entries: Sequence[str]) -> list[str]:
+    """bakery's module files (relative paths) that the `entries` modules import, directly
+    or not, with the packages' __init__.py files on the way, so the local image, and its
+    hash, follow only the code that runs in it."""
+    todo, seen = list(entries), set()
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        tree = ast.parse((package / f"{name}.py").read_text())
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            todo.append(".".join(parts[:i]))  # parent packages run their __init__
+        rel = _module_file(package, parts)
+        tree = ast.parse((package / rel).read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bakery."):
-                todo.append(node.module.split(".")[1])
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bakery"):
+                base = node.module.removeprefix("bakery").lstrip(".")
+                if base:
+                    todo.append(base)
+                for a in node.names:  # `from bakery.x import y` where y is a module
+                    sub = f"{base}.{a.name}" if base else a.name
+                    if _module_file(package, sub.split("."), must=False):
+                        todo.append(sub)
             elif isinstance(node, ast.Import):
-                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith("bakery.")]
-    return sorted(f"{m}.py" for m in seen)
+                todo += [a.name.removeprefix("bakery.") for a in node.names if a.name.startswith("bakery.")]
+    files = {_module_file(package, n.split(".")) for n in seen} | {"__init__.py"}
+    return sorted(files)
+
+
+def _module_file(package: Path, parts: Sequence[str], *, must: bool = True) -> str:
+    as_package = "/".join(parts) + "/__init__.py"
+    as_module = "/".join(parts) + ".py"
+    for rel in (as_package, as_module):
+        if (package / rel).is_file():
+            return rel
+    if must:
+        raise FileNotFoundError(f"bakery module {'.'.join(parts)} not found under {package}")
+    return ""
 
 
 def content_hash(files: Iterable[File], packer_version: tuple[int, int, int]) -> str:

@@ -22,11 +22,14 @@ from bakery.render.templates import render
 from bakery.render.userdata import UserData, encode, gzip_bytes
 from bakery.topology import ClusterPlan, Node
 
-__all__ = ["NodeFile", "NodeRender", "cloud_config", "render_cluster", "render_node"]
+__all__ = ["NodeFile", "NodeRender", "cloud_config", "node_user_data", "render_cluster", "render_node", "start_commands",
+           "stop_etcd_commands"]
 
 # Files above this size are written gzip+base64 when that is smaller (manifests
 # compress ~4x; PEM does not, and stays plain).
 GZIP_FILES_OVER = 4096
+# The small user-data stays a pointer (kops' is ~3.9 KB): a quarter of AWS's 16 KB.
+NODE_USER_DATA_BUDGET = 4096
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,14 @@ def node_files(plan: ClusterPlan, node: Node, pki: PKI, bootstrap: Bootstrap) ->
     return files
 
 
-def _runcmd(plan: ClusterPlan) -> list[list[str]]:
+def start_commands(plan: ClusterPlan) -> list[list[str]]:
+    """What starts a master once its files are written (bakery-node runs these)."""
     spec = plan.spec
     if spec.runtime == "static-pods":
         return [
             ["systemctl", "daemon-reload"],
-            ["systemctl", "enable", "--now", "containerd.service", "kubelet.service", "bakery-node-register.timer"],
+            ["systemctl", "enable", "--now", "containerd.service", "kubelet.service", "bakery-node-register.timer",
+             "bakery-backup.timer"],
             ["systemctl", "restart", "monit.service"],
         ]
     units = ["etcd.service"]
@@ -62,14 +67,24 @@ def _runcmd(plan: ClusterPlan) -> list[list[str]]:
         units += ["podmaster-kube-scheduler.service", "podmaster-kube-controller-manager.service"]
     wants = "/etc/systemd/system/multi-user.target.wants"
     # `systemctl enable` costs ~30 s under TCG; the symlinks are what it would create.
-    links = " && ".join(f"ln -sf /etc/systemd/system/{u} {wants}/{u}" for u in units)
+    timers = "/etc/systemd/system/timers.target.wants"
+    links = " && ".join([*(f"ln -sf /etc/systemd/system/{u} {wants}/{u}" for u in units),
+                         f"ln -sf /etc/systemd/system/bakery-backup.timer {timers}/bakery-backup.timer"])
     return [
-        ["sh", "-c", f"mkdir -p {wants} && {links}"],
+        ["sh", "-c", f"mkdir -p {wants} {timers} && {links}"],
         ["systemctl", "daemon-reload"],
         # etcd is Type=notify and reports ready only at quorum: do not block cloud-init on it
-        ["systemctl", "start", "--no-block", *units],
+        ["systemctl", "start", "--no-block", *units, "bakery-backup.timer"],
         ["systemctl", "restart", "--no-block", "monit.service"],
     ]
+
+
+def stop_etcd_commands(plan: ClusterPlan) -> list[list[str]]:
+    """What stops a master's etcd (before a restore moves its data dir aside): the
+    kubelet stops a static pod whose manifest is gone; systemd stops the unit."""
+    if plan.spec.runtime == "static-pods":
+        return [["rm", "-f", "/etc/kubernetes/manifests/etcd.manifest"]]
+    return [["systemctl", "stop", "etcd.service"]]
 
 
 def _file_entry(f: NodeFile) -> dict[str, str]:
@@ -120,10 +135,24 @@ def cloud_config(hostname: str, files: Sequence[NodeFile], runcmd: list[list[str
     ).encode()
 
 
+def node_user_data(config_json: str, provider: str, *, ssh_authorized_keys: Sequence[str] = ()) -> UserData:
+    """The one small user-data every master of a cluster boots with: the node config
+    bakery-node reads (cluster, store URL, description digest) and the command that
+    starts it. Nothing secret; the same bytes for every master, launch template and
+    instance template of the cluster."""
+    plain = render("node-user-data.yaml.j2", config=config_json, ssh_authorized_keys=list(ssh_authorized_keys)).encode()
+    data = encode(plain, provider, node="every master", sizes={"/etc/bakery/node.json": len(config_json)})
+    if len(data.encoded) > NODE_USER_DATA_BUDGET:
+        raise RenderError(f"the masters' user-data is {len(data.encoded):,} bytes encoded, over bakery's budget of "
+                          f"{NODE_USER_DATA_BUDGET:,} (the node config is {len(config_json):,} bytes, "
+                          f"{len(ssh_authorized_keys)} ssh keys)")
+    return data
+
+
 def render_node(plan: ClusterPlan, node: Node, pki: PKI, bootstrap: Bootstrap, *, provider: str | None = None,
                 ssh_authorized_keys: Sequence[str] = ()) -> NodeRender:
     files = node_files(plan, node, pki, bootstrap)
-    plain = cloud_config(node.name, files, _runcmd(plan), ssh_authorized_keys)
+    plain = cloud_config(node.name, files, start_commands(plan), ssh_authorized_keys)
     sizes = {f.path: len(f.content) for f in files}
     user_data = encode(plain, provider or plan.spec.provider, node=node.name, sizes=sizes)
     return NodeRender(node, tuple(files), user_data)

@@ -220,6 +220,16 @@ def log_files(ctx: NodeContext) -> list[NodeFile]:
     return [NodeFile(f"/var/log/{c}.log", b"", 0o640) for c in LOG_FILES] + [NodeFile(flags.AUDIT_LOG, b"", 0o600)]
 
 
+BACKUP_UNITS = ("/etc/systemd/system/bakery-backup.service", "/etc/systemd/system/bakery-backup.timer")
+
+
+def backup_timer(ctx: NodeContext) -> list[NodeFile]:
+    """The hourly scheduled etcd backup (`bakery-node backup`; only the leader uploads)."""
+    service, timer = BACKUP_UNITS
+    return [_text(service, render("systemd/bakery-backup.service.j2", cluster=ctx.plan.name)),
+            _text(timer, render("systemd/bakery-backup.timer.j2", cluster=ctx.plan.name, delay="15min"))]
+
+
 BUILDERS: tuple[Builder, ...] = (
     pki_files,
     etcd_manifest,
@@ -229,4 +239,5 @@ BUILDERS: tuple[Builder, ...] = (
     node_register,
     monit_files,
     log_files,
+    backup_timer,
 )

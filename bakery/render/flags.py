@@ -93,10 +93,10 @@ def etcd_command(plan: ClusterPlan, node: Node, bootstrap: Bootstrap, binary: st
         "--auto-compaction-retention=1h",
         "--snapshot-count=10000",
     ]
-    return cmd + _bootstrap_flags(plan, bootstrap)
+    return cmd + _bootstrap_flags(plan, node, bootstrap)
 
 
-def _bootstrap_flags(plan: ClusterPlan, b: Bootstrap) -> list[str]:
+def _bootstrap_flags(plan: ClusterPlan, node: Node, b: Bootstrap) -> list[str]:
     if b.cluster_state == "existing":
         # A replacement joins the running cluster after `member add`; discovery tokens
         # are for the first boot only.
@@ -107,6 +107,10 @@ def _bootstrap_flags(plan: ClusterPlan, b: Bootstrap) -> list[str]:
     token = f"--initial-cluster-token={plan.name}"
     if b.mode == "static":
         return [f"--initial-cluster={plan.initial_cluster}", "--initial-cluster-state=new", token]
+    if b.mode == "store":
+        # The node that won the store's bootstrap claim starts alone; bakery-node adds
+        # every other one as a learner and renders it with cluster_state "existing".
+        return [f"--initial-cluster={b.initial_cluster or f'{node.name}={node.peer_url}'}", "--initial-cluster-state=new", token]
     if b.mode == "discovery":
         if not b.discovery_url:
             raise RenderError(

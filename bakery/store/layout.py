@@ -3,13 +3,17 @@ that spells a store key. IAM policies (what a master may read and write) are der
 from the prefixes here, so a new object gets the right access by living in the right
 prefix.
 
-    <cluster>/cluster.json            the frozen cluster description nodes render from (with its digest)
+    <cluster>/cluster.json            the current cluster description nodes render from
+    <cluster>/descriptions/<d>.json   every published description by digest (a node asks for the one
+                                      its user-data names, so re-publishing never strands a booting node)
     <cluster>/pki/...                 CA material: ca.{crt,key}, etcd/ca.{crt,key},
                                       front-proxy-ca.{crt,key}, sa.{key,pub}  (operator writes; nodes read)
     <cluster>/members/<node>.json     membership record, one object per master (nodes write)
     <cluster>/etcd/bootstrap          store-mode day 0: the node that won put_if_absent (nodes write)
     <cluster>/etcd/bootstrapped       marker: etcd exists; every later node joins as a learner (nodes write)
-    <cluster>/backups/<id>.db         etcd snapshots, <id>.db.sha256 beside each (nodes and operator write)
+    <cluster>/backups/<id>.db         etcd snapshots, <id>.db.sha256 and <id>.json beside each (nodes and operator write)
+    <cluster>/etcd/restore.json       a requested restore: which backup the next day 0 starts from (operator writes;
+                                      the node that completes the restore deletes it)
     <cluster>/rollout/journal.json    the running rollout's journal (operator writes)
 """
 
@@ -24,6 +28,11 @@ def _c(cluster: str) -> str:
 
 def description(cluster: str) -> str:
     return f"{_c(cluster)}/cluster.json"
+
+
+def description_by_digest(cluster: str, digest: str) -> str:
+    """`digest` is 'sha256:<hex>'; the key spells it 'sha256-<hex>'."""
+    return check_key(f"{_c(cluster)}/descriptions/{digest.replace(':', '-')}.json")
 
 
 def pki(cluster: str, rel: str) -> str:
@@ -56,6 +65,19 @@ def etcd_prefix(cluster: str) -> str:
 
 def backup(cluster: str, backup_id: str) -> str:
     return check_key(f"{_c(cluster)}/backups/{backup_id}.db")
+
+
+def backup_checksum(cluster: str, backup_id: str) -> str:
+    """`sha256sum` format; written last, so a backup without it is incomplete."""
+    return check_key(f"{_c(cluster)}/backups/{backup_id}.db.sha256")
+
+
+def backup_meta(cluster: str, backup_id: str) -> str:
+    return check_key(f"{_c(cluster)}/backups/{backup_id}.json")
+
+
+def restore_request(cluster: str) -> str:
+    return f"{_c(cluster)}/etcd/restore.json"
 
 
 def backups_prefix(cluster: str) -> str:
