@@ -77,12 +77,19 @@ class Joined:
     removed: tuple[str, ...] = ()
     refusals: int = 0  # quorum refusals before the join went through
     lock_held: tuple[float, float] | None = None  # monotonic times the join lock was held
-    seconds: float = 0.0
+    seconds: float = 0.0  # join start to done (member serving and recorded)
     marker_written: bool = False
+    promoted: float | None = None  # join start to promotion, for a learner
 
 
 def quorum(voters: int) -> int:
     return voters // 2 + 1
+
+
+def started(m: Member) -> bool:
+    """A member whose etcd ran: it published its client URLs (a static bootstrap names
+    every member from --initial-cluster before it starts, so the name does not tell)."""
+    return bool(m.client_urls)
 
 
 def lock_key(cluster: str) -> str:
@@ -179,7 +186,7 @@ class _Join:
     def started_member(self, c: Client) -> Member | None:
         if not c.health(self.me.client_url):
             return None
-        return next((m for m in c.member_list() if m.name == self.me.name and self.me.peer_url in m.peer_urls), None)
+        return next((m for m in c.member_list() if started(m) and m.name == self.me.name and self.me.peer_url in m.peer_urls), None)
 
     def mark_if_complete(self, c: Client, deadline: float, *, wait: bool) -> bool:
         """Write the marker once etcd has the spec's number of healthy voters; `wait` for
@@ -190,8 +197,8 @@ class _Join:
 
         def complete() -> bool:
             nonlocal voters
-            voters = [m for m in c.member_list() if m.name and not m.is_learner]
-            return len(voters) >= want and all(c.health(m.client_urls[0]) for m in voters if m.client_urls)
+            voters = [m for m in c.member_list() if started(m) and not m.is_learner]
+            return len(voters) >= want and all(c.health(m.client_urls[0]) for m in voters)
 
         try:
             if wait:
@@ -278,9 +285,10 @@ class _Join:
                         self.warn("could not remove learner %x: %s", new.id, e2)
                     raise
                 self.promote(c, new, lock)
+                promoted = time.monotonic() - self.t0
             held = (lock.acquired_at or 0.0, time.monotonic())
         wrote = self.finish(live, new.id)
-        return self.done("learner", b, new.id, removed=tuple(removed), refusals=refusals, lock=held, wrote=wrote)
+        return self.done("learner", b, new.id, removed=tuple(removed), refusals=refusals, lock=held, wrote=wrote, promoted=promoted)
 
     def survey(self, urls: Sequence[str]) -> tuple[list[Member], set[int]]:
         """etcd's member list through any member that answers (bounded wait), and which
@@ -303,7 +311,7 @@ class _Join:
         for m in members:
             up = m.id in healthy
             if me.peer_url in m.peer_urls:
-                if not m.name and m.is_learner:
+                if not started(m) and m.is_learner:
                     change.reuse = m
                 elif up:
                     raise EtcdError(f"{me.name}: member {m.id:x} ({m.name}) at my peer URL {me.peer_url} is healthy; "
@@ -315,7 +323,7 @@ class _Join:
                     raise EtcdError(f"{me.name}: a healthy member {m.id:x} already has my name (peer URL {', '.join(m.peer_urls)}); "
                                     "two machines with one name: not touching it")
                 change.remove.append((m, "my name, at another address: this machine's previous incarnation"))
-            elif not up and not m.name and m.is_learner:
+            elif not up and not started(m) and m.is_learner:
                 change.remove.append((m, "a learner nobody started (an abandoned join)"))
             elif not up and m.name and self.is_alive(m.name) is False:
                 change.remove.append((m, "the cloud no longer runs its instance"))
@@ -453,7 +461,8 @@ class _Join:
             time.sleep(self.t.poll)
 
     def done(self, how: Literal["day0", "bootstrap", "learner", "restart"], b: Bootstrap, member_id: int, *,
-             removed: tuple[str, ...] = (), refusals: int = 0, lock: tuple[float, float] | None = None, wrote: bool = False) -> Joined:
+             removed: tuple[str, ...] = (), refusals: int = 0, lock: tuple[float, float] | None = None, wrote: bool = False,
+             promoted: float | None = None) -> Joined:
         seconds = time.monotonic() - self.t0
         self.info("etcd membership done (%s, member %x) in %.1fs", how, member_id, seconds)
-        return Joined(self.me.name, how, b, member_id, removed, refusals, lock, seconds, wrote)
+        return Joined(self.me.name, how, b, member_id, removed, refusals, lock, seconds, wrote, promoted)
