@@ -119,6 +119,7 @@ class _Change:
 
     remove: list[tuple[Member, str]] = field(default_factory=list)  # member, why
     reuse: Member | None = None  # my own learner, added by an attempt that did not start it
+    blocked: str | None = None  # why the learner cannot be added yet (after the removals)
 
 
 class _Join:
@@ -129,6 +130,7 @@ class _Join:
         self.open, self.start_etcd, self.is_alive, self.data_dir, self.t = client, start_etcd, is_alive, data_dir, timing
         self.cluster = plan.name
         self.t0 = time.monotonic()
+        self.removed: list[str] = []  # across attempts
 
     def info(self, msg: str, *args: object) -> None:
         log.info("%s: " + msg, self.me.name, *args)
@@ -250,7 +252,9 @@ class _Join:
 
     def attempt(self, urls: list[str], day: int, refusals: int) -> Joined:
         members, healthy = self.survey(urls)
-        self.plan_change(members, healthy, day)  # refuse before taking the lock: it needs quorum too
+        change = self.plan_change(members, healthy, day)  # refuse before taking the lock: it needs quorum too
+        if change.blocked and not change.remove:
+            raise Refused(change.blocked)
         live = [m.client_urls[0] for m in members if m.id in healthy] or urls
         with LeaseLock(self.open, live, lock_key(self.cluster), self.me.name, ttl=self.t.lock_ttl, wait=self.t.lock_wait,
                        poll=self.t.poll, backoff=self.t.backoff) as lock:
@@ -258,7 +262,7 @@ class _Join:
             change = self.plan_change(members, healthy, day)
             live = [m.client_urls[0] for m in members if m.id in healthy and m not in [r for r, _ in change.remove]]
             with self.open(live) as c:
-                removed = []
+                removed = self.removed
                 for m, why in change.remove:
                     lock.check()
                     self.info("removing member %x (%s): %s", m.id, m.name or "not started", why)
@@ -266,6 +270,8 @@ class _Join:
                     if m.name and m.name != self.me.name:
                         records.forget(self.store, self.cluster, m.name, m.id)
                     removed.append(m.name or f"{m.id:x}")
+                if change.blocked:
+                    raise Refused(change.blocked)
                 lock.check()
                 if change.reuse is not None:
                     new = change.reuse
@@ -343,10 +349,15 @@ class _Join:
             still_down = [m.name or f"{m.id:x}" for m in left if m.id not in healthy]
             raise Refused(f"unsafe for quorum: after removing {len(gone)} member(s) {len(left_up)} healthy voting members would remain "
                           f"of {len(left)}, and {len(left) + 1} with me need {need} (down: {', '.join(still_down)})")
+        # etcd (strict reconfiguration checks, the default) adds a learner only while every
+        # voting member is connected to the leader, and 3.5 takes one learner at a time: the
+        # safe removals above still go ahead, the add waits for the next attempt.
         learners = [m for m in members if m.is_learner and m.id not in gone and m is not change.reuse]
-        if learners:
-            raise Refused(f"learner {', '.join(m.name or f'{m.id:x}' for m in learners)} is still catching up "
-                          "(etcd 3.5 takes one learner at a time)")
+        if still_down := [m.name or f"{m.id:x}" for m in left if m.id not in healthy]:
+            change.blocked = (f"voting member(s) {', '.join(still_down)} down and not mine to remove: etcd adds a learner "
+                              "only while every voting member is connected")
+        elif learners:
+            change.blocked = f"learner {', '.join(m.name or f'{m.id:x}' for m in learners)} is still catching up (etcd 3.5 takes one at a time)"
         return change
 
     def initial_cluster(self, c: Client, new: Member) -> str:
