@@ -47,7 +47,8 @@ from tests.etcd_fixtures import (
 pytestmark = pytest.mark.etcd
 
 # Short waits: every bound in a test is well above what a loopback cluster needs.
-FAST = Timing(reach=60, lock_wait=120, lock_ttl=5, quorum=120, promote=90, healthy=90, settle=30, poll=0.2, backoff=2.0)
+FAST = Timing(reach=60, lock_wait=120, lock_ttl=5, quorum=120, promote=90, promote_every=0.2, healthy=90, settle=30,
+              poll=0.2, backoff=2.0)
 
 
 class Loopback:
@@ -130,7 +131,7 @@ class Loopback:
         for p in self.procs.values():
             p.signal(signal.SIGTERM)  # all at once: one by one, each waits for a leader transfer
         for p in self.procs.values():
-            p.stop()
+            p.stop(timeout=2)
 
     def urls(self, nodes: Sequence[Node]) -> list[str]:
         return [n.client_url for n in nodes]

@@ -60,6 +60,7 @@ class Timing:
     lock_ttl: int = 15  # the join lock's lease, renewed every ttl/3 while held
     quorum: float = 900.0  # keep retrying a join refused for quorum
     promote: float = 300.0  # the learner catches up with the leader
+    promote_every: float = 1.0  # one cheap request per try: no backoff, it only delays the promotion
     healthy: float = 600.0  # day 0: every member healthy, for the marker
     settle: float = 60.0  # etcd refuses membership changes as "unhealthy cluster" just after a restart
     poll: float = 0.5  # first pause between attempts
@@ -166,24 +167,25 @@ class _Join:
         b = replace(self.spec_bootstrap, cluster_state="new")
         self.info("day 0: bootstrap mode %s, starting etcd with --initial-cluster-state=new", mode)
         self.start_etcd(b)
-        member, wrote = self.after_day0(self.plan.client_urls if mode == "static" else (self.me.client_url,))
+        member, wrote = self.after_day0(self.plan.client_urls if mode == "static" else (self.me.client_url,), wait=True)
         return self.done("day0", b, member, wrote=wrote)
 
     def day0_bootstrap(self) -> Joined:
         b = Bootstrap(mode="store", cluster_state="new", initial_cluster=f"{self.me.name}={self.me.peer_url}")
         self.info("day 0: won the store's bootstrap claim; starting a one-member cluster at %s", self.me.peer_url)
         self.start_etcd(b)
-        member, wrote = self.after_day0((self.me.client_url,))
+        member, wrote = self.after_day0((self.me.client_url,), wait=False)
         return self.done("bootstrap", b, member, wrote=wrote)
 
-    def after_day0(self, urls: Sequence[str]) -> tuple[int, bool]:
-        """Wait until my member serves, record it; write the marker once the cluster is complete."""
+    def after_day0(self, urls: Sequence[str], *, wait: bool) -> tuple[int, bool]:
+        """Wait until my member serves, record it; write the marker once the cluster is
+        complete (`wait` for it when every member starts at once)."""
         deadline = time.monotonic() + self.t.healthy
         with self.open(list(urls)) as c:
             mine = self.wait(deadline, lambda: self.started_member(c), "my etcd member to start")
             records.write(self.store, self.cluster, records.Record.of(self.me, mine.id))
             self.info("recorded member %x in the store", mine.id)
-            return mine.id, self.mark_if_complete(c, deadline, wait=True)
+            return mine.id, self.mark_if_complete(c, deadline, wait=wait)
 
     def started_member(self, c: Client) -> Member | None:
         if not c.health(self.me.client_url):
@@ -375,7 +377,6 @@ class _Join:
     def promote(self, c: Client, new: Member, lock: LeaseLock | None) -> None:
         deadline = time.monotonic() + self.t.promote
         self.info("waiting to promote learner %x once it is in sync with the leader", new.id)
-        delay = self.t.poll
         last = ""
         while True:
             if lock is not None:
@@ -390,11 +391,10 @@ class _Join:
                 break
             except EtcdError as e:  # "can only promote a learner member which is in sync with leader"
                 last = str(e)
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + self.t.promote_every > deadline:
                 raise EtcdError(f"{self.me.name}: learner {new.id:x} was not in sync within {self.t.promote:.0f}s "
                                 f"(last answer: {last}); it stays a learner and the cluster keeps quorum; restart bakery-node to retry")
-            time.sleep(delay)
-            delay = min(delay * 2, self.t.backoff)
+            time.sleep(self.t.promote_every)
         self.info("promoted member %x to a voting member", new.id)
 
     def finish(self, urls: Sequence[str], member_id: int) -> bool:
