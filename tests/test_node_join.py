@@ -118,8 +118,9 @@ class Loopback:
     def client(self, endpoints: Sequence[str]) -> Client:
         return Client(list(endpoints), self.tls, timeout=3.0)
 
-    def join(self, node: Node, timing: Timing = FAST, is_alive: Callable[[str], bool | None] | None = None) -> Joined:
-        return join(self.plan, node, Bootstrap(mode=self.mode), self.store, self.client, self.starter(node),
+    def join(self, node: Node, timing: Timing = FAST, is_alive: Callable[[str], bool | None] | None = None,
+             start: Callable[[Bootstrap], None] | None = None) -> Joined:
+        return join(self.plan, node, Bootstrap(mode=self.mode), self.store, self.client, start or self.starter(node),
                     is_alive=is_alive, data_dir=self.data_dir(node), timing=timing)
 
     def kill(self, node: Node) -> None:
@@ -294,7 +295,9 @@ class Writer:
         self.client.close()
 
 
-def test_replacement_at_a_new_address_is_added_as_learner_and_promoted_under_writes(cluster: Callable[..., Loopback]) -> None:
+def test_replacement_at_a_new_address_is_added_as_learner_and_promoted_under_writes(
+        cluster: Callable[..., Loopback], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bakery.node")
     c = cluster(3, "static")
     before = formed(c)
     dead = c.node(1)
@@ -324,12 +327,25 @@ def test_replacement_at_a_new_address_is_added_as_learner_and_promoted_under_wri
 
     # A corrupt membership record: a clear error naming it, nothing started, etcd as it was.
     key = layout.member("lo", c.node(0).name)
+    good = c.store.get(key)
     c.store.put(key, b"{not json")
     count = len(c.started)
     another = c.new_node(like=0)
     with pytest.raises(StoreError, match=rf"{key} is not a membership record \(not JSON"):
         c.join(another)
     assert len(c.started) == count
+    assert voters(c, [*survivors, new]) == after
+
+    # etcd that cannot be started: the learner added for it is removed again
+    c.store.put(key, good)
+
+    def broken(b: Bootstrap) -> None:
+        raise OSError("no space left on device")
+
+    with pytest.raises(OSError, match="no space left"):
+        c.join(another, start=broken)
+    assert any(f"{another.name}: adding myself as a learner" in r.getMessage() for r in caplog.records)
+    assert any(f"{another.name}: etcd not started (no space left on device): removing learner" in r.getMessage() for r in caplog.records)
     assert voters(c, [*survivors, new]) == after
 
 
@@ -414,6 +430,24 @@ def test_replacement_while_another_member_is_down_is_refused_until_it_is_back(
     after = voters(c, [up, down, new])
     assert after[dead.name][1] == (new.peer_url,)
     assert after[down.name][0] == before[down.name][0]
+
+
+def test_a_member_removed_while_down_comes_back_with_its_data_moved_aside(cluster: Callable[..., Loopback]) -> None:
+    c = cluster(3, "static")
+    before = formed(c)
+    away = c.node(2)
+    c.procs[away.address].stop()  # stopped, data kept; the cloud reports its instance gone
+    newcomer = c.new_node(like=2)
+    j = c.join(newcomer, is_alive=lambda name: False if name == away.name else None)
+    assert j.how == "learner" and j.removed == (away.name,)
+    assert sorted(voters(c, [c.node(0), c.node(1), newcomer])) == sorted([c.node(0).name, c.node(1).name, newcomer.name])
+
+    back = c.join(away)  # its old data dir names a member etcd no longer has
+    assert back.how == "learner" and back.member_id != before[away.name][0]
+    assert [p.name for p in c.data_dir(away).parent.iterdir() if p.name.startswith(f"{away.address}.removed-")]
+    after = voters(c, [c.node(0), c.node(1), newcomer, away])
+    assert sorted(after) == sorted([*before, newcomer.name])
+    assert_recorded(c, after)
 
 
 # -- store objects that are corrupt or missing: a clear error, nothing started -----------------

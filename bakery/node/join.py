@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from bakery.discovery import Bootstrap
-from bakery.errors import EtcdError, StoreError
+from bakery.errors import BakeryError, EtcdError, StoreError
 from bakery.etcd import Client, Member
 from bakery.node import members as records
 from bakery.node.lock import LeaseLock
@@ -246,9 +246,10 @@ class _Join:
                 return self.attempt(urls, day, refusals)
             except Refused as r:
                 refusals += 1
+                done = f"; removed {', '.join(self.removed)} (safe for quorum)" if self.removed else ", etcd membership untouched"
                 if time.monotonic() + delay > deadline:
-                    raise EtcdError(f"{self.me.name}: join refused for {self.t.quorum:.0f}s, etcd membership left as it is: {r}") from None
-                self.warn("join refused, etcd membership untouched: %s; retrying in %.1fs", r, delay)
+                    raise EtcdError(f"{self.me.name}: join refused for {self.t.quorum:.0f}s{done}: {r}") from None
+                self.warn("join refused%s: %s; retrying in %.1fs", done, r, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.t.backoff)
 
@@ -333,7 +334,7 @@ class _Join:
                 change.remove.append((m, "my name, at another address: this machine's previous incarnation"))
             elif not up and not started(m) and m.is_learner:
                 change.remove.append((m, "a learner nobody started (an abandoned join)"))
-            elif not up and m.name and self.is_alive(m.name) is False:
+            elif not up and m.name and self.alive(m.name) is False:
                 change.remove.append((m, "the cloud no longer runs its instance"))
         voters = [m for m in members if not m.is_learner]
         up_voters = [m for m in voters if m.id in healthy]
@@ -423,7 +424,11 @@ class _Join:
             if listed is not None and mine is None:
                 aside = self.data_dir.with_name(f"{self.data_dir.name}.removed-{int(time.time())}")
                 self.warn("my data dir belongs to a member etcd no longer lists: moving it to %s and joining anew", aside)
-                self.data_dir.rename(aside)
+                try:
+                    self.data_dir.rename(aside)
+                except OSError as e:
+                    raise EtcdError(f"{self.me.name}: cannot move the stale data dir {self.data_dir} aside: {e.strerror}; "
+                                    "nothing started") from None
                 return None
             if mine is None:
                 initial = ",".join(sorted({f"{r.name}={r.peer_url}" for r in known} | {f"{self.me.name}={self.me.peer_url}"}))
@@ -441,6 +446,14 @@ class _Join:
         return self.done("restart", b, mine.id)
 
     # -- helpers ------------------------------------------------------------------------
+
+    def alive(self, name: str) -> bool | None:
+        """The cloud's word on a member's instance; a cloud that cannot answer knows nothing."""
+        try:
+            return self.is_alive(name)
+        except BakeryError as e:
+            self.warn("cannot tell whether %s's instance runs (%s): keeping its member", name, e)
+            return None
 
     def wait(self, deadline: float, probe: Callable[[], T | None], what: str) -> T:
         """probe() until it returns something truthy, with backoff, until `deadline`."""
