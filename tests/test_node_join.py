@@ -464,7 +464,7 @@ def test_store_problems_start_nothing(cluster: Callable[..., Loopback]) -> None:
         (layout.bootstrapped("lo"), b'{"cluster": "other"}', r"marker of cluster 'other', not 'lo'"),
         (layout.member("lo", "lo-master-1"), b'{"name": "lo-master-1"}', r"members/lo-master-1.json is not a membership record: `peer_url`"),
         # the marker says etcd exists, but no record says where: nothing to join through
-        (layout.bootstrapped("lo"), b'{"cluster": "lo"}', r"holds no membership record under lo/members/"),
+        (layout.bootstrapped("lo"), b'{"cluster": "lo"}', r"holds no membership record of another member under lo/members/"),
     ]
     for key, data, message in cases:
         shutil.rmtree(c.store.root, ignore_errors=True)

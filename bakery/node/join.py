@@ -230,14 +230,14 @@ class _Join:
 
     def learner_join(self, known: Sequence[records.Record], day: int) -> Joined:
         urls = self.endpoints(known)
-        if not urls:
-            raise StoreError(f"store {self.store.url}: etcd bootstrapped (marker present) but the store holds no membership "
-                             f"record under {self.cluster}/members/ and the spec's bootstrap mode "
-                             f"({self.spec_bootstrap.mode}) names no address: no member to join through; nothing started")
         if self.data_intact():
             restarted = self.restart(known, urls)
             if restarted is not None:
                 return restarted
+        if not urls:
+            raise StoreError(f"store {self.store.url}: etcd bootstrapped (marker present) but the store holds no membership "
+                             f"record of another member under {self.cluster}/members/ and the spec's bootstrap mode "
+                             f"({self.spec_bootstrap.mode}) names no address: no member to join through; nothing started")
         deadline = time.monotonic() + self.t.quorum
         delay = self.t.poll
         refusals = 0
@@ -418,8 +418,8 @@ class _Join:
         """Start etcd as it was when this machine is still a member (or nobody answers: a
         whole-cluster reboot, where every member must start from its own data). None when
         the data dir belongs to a member etcd no longer has: it is moved aside."""
-        with self.open(list(urls)) as c:
-            listed = self.try_list(c)
+        with self.open([*urls, self.me.client_url]) as c:
+            listed = self.try_list(c) if urls else None
             mine = next((m for m in listed or () if self.me.peer_url in m.peer_urls and m.name == self.me.name), None)
             if listed is not None and mine is None:
                 aside = self.data_dir.with_name(f"{self.data_dir.name}.removed-{int(time.time())}")
