@@ -27,9 +27,9 @@ from bakery import spec as spec_mod
 from bakery import topology
 from bakery.discovery import Bootstrap
 from bakery.errors import EtcdError, StoreError
-from bakery.etcd import TLS, Client
+from bakery.etcd import TLS, Client, Member
 from bakery.node import members as records
-from bakery.node.join import Joined, Timing, join, quorum
+from bakery.node.join import Joined, Refused, Timing, join, plan_change, quorum
 from bakery.render import flags
 from bakery.store import layout
 from bakery.store.folder import FolderStore
@@ -213,6 +213,78 @@ def test_store_mode_renders_a_one_member_cluster_for_the_winner_and_existing_for
 
 def test_quorum() -> None:
     assert [quorum(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+
+
+# -- the decision: which members go, whether the add may happen (pure) ------------------------
+
+ME = Node(0, "m-1", "10.0.0.21", "z", "10.0.0.0/24", 2379, 2380)  # m-1's replacement, at a new address
+
+
+def member(i: int, name: str | None = None, *, learner: bool = False, started: bool = True, address: str | None = None) -> Member:
+    address = address or f"10.0.0.{10 + i}"
+    return Member(i, f"m-{i}" if name is None else name, (f"https://{address}:2380",),
+                  (f"https://{address}:2379",) if started else (), learner)
+
+
+def unknown(_name: str) -> bool | None:
+    return None
+
+
+def test_plan_change_removes_my_old_member_and_keeps_quorum() -> None:
+    members = [member(0), member(1), member(2)]
+    change = plan_change(ME, members, {0, 2}, 2, unknown)
+    assert [m.name for m, _ in change.remove] == ["m-1"] and change.blocked is None
+
+
+def test_plan_change_refuses_without_quorum_and_touches_nothing() -> None:
+    members = [member(0), member(1), member(2)]
+    with pytest.raises(Refused, match=r"no quorum: 1 of 3 voting members healthy \(down: m-1, m-2\)"):
+        plan_change(ME, members, {0}, 2, unknown)
+
+
+def test_plan_change_day2_keeps_a_quorum_that_does_not_count_on_me() -> None:
+    # 3 voters, none mine, m-3 down and not known gone: a quorum now, but with me a 4th
+    # voter, the cluster would need me to be healthy
+    members = [member(0), member(2), member(3)]
+    with pytest.raises(Refused, match=r"unsafe for quorum: .* 2 healthy voting members would remain of 3, and 4 with me need 3"):
+        plan_change(ME, members, {0, 2}, 2, unknown)
+
+
+def test_plan_change_removes_what_it_may_and_waits_for_the_rest() -> None:
+    # 5 voters, mine and another down: mine goes, the add waits while the other is down
+    members = [member(i) for i in range(5)]
+    change = plan_change(ME, members, {0, 2, 4}, 2, unknown)
+    assert [m.name for m, _ in change.remove] == ["m-1"]
+    assert change.blocked and "m-3 down and not mine to remove" in change.blocked
+    # ...unless the cloud says that instance is gone
+    change = plan_change(ME, members, {0, 2, 4}, 2, lambda n: n != "m-3")
+    assert sorted(m.name for m, _ in change.remove) == ["m-1", "m-3"] and change.blocked is None
+
+
+def test_plan_change_learners() -> None:
+    mine = member(7, "", learner=True, started=False, address=ME.address)
+    change = plan_change(ME, [member(0), member(2), mine], {0, 2}, 2, unknown)
+    assert change.reuse == mine and change.remove == []
+    abandoned = member(8, "", learner=True, started=False)
+    change = plan_change(ME, [member(0), member(2), abandoned], {0, 2}, 2, unknown)
+    assert [m.id for m, _ in change.remove] == [8] and change.blocked is None
+    catching_up = member(9, "m-9", learner=True)
+    change = plan_change(ME, [member(0), member(2), catching_up], {0, 2}, 2, unknown)
+    assert change.blocked and "learner m-9 is still catching up" in change.blocked
+
+
+def test_plan_change_never_removes_a_healthy_member_with_my_name_or_address() -> None:
+    with pytest.raises(EtcdError, match="already has my name"):
+        plan_change(ME, [member(0), member(1), member(2)], {0, 1, 2}, 2, unknown)
+    with pytest.raises(EtcdError, match=r"at my peer URL .* is healthy"):
+        plan_change(ME, [member(0), member(5, "m-5", address=ME.address)], {0, 5}, 2, unknown)
+
+
+def test_plan_change_day0_grows_from_one_member() -> None:
+    change = plan_change(ME, [member(0)], {0}, 0, unknown)
+    assert change.remove == [] and change.blocked is None
+    with pytest.raises(Refused, match="unsafe for quorum"):
+        plan_change(ME, [member(0)], {0}, 2, unknown)
 
 
 # -- day 0 -----------------------------------------------------------------------------------

@@ -115,12 +115,66 @@ def join(plan: ClusterPlan, me: Node, bootstrap: Bootstrap, store: Store, client
 
 
 @dataclass
-class _Change:
+class Change:
     """A membership change that passed the quorum checks."""
 
     remove: list[tuple[Member, str]] = field(default_factory=list)  # member, why
     reuse: Member | None = None  # my own learner, added by an attempt that did not start it
     blocked: str | None = None  # why the learner cannot be added yet (after the removals)
+
+
+def plan_change(me: Node, members: Sequence[Member], healthy: set[int], day: int,
+                is_alive: Callable[[str], bool | None]) -> Change:
+    """The membership change that makes room for `me`, from etcd's member list and which
+    members serve (`healthy`: ids). Pure. Raises Refused when no change is safe for
+    quorum, EtcdError when the list contradicts this machine (a healthy member with my
+    name or peer URL)."""
+    change = Change()
+    for m in members:
+        up = m.id in healthy
+        if me.peer_url in m.peer_urls:
+            if not started(m) and m.is_learner:
+                change.reuse = m
+            elif up:
+                raise EtcdError(f"{me.name}: member {m.id:x} ({m.name}) at my peer URL {me.peer_url} is healthy; "
+                                "is another etcd running on this address? Not touching it")
+            else:
+                change.remove.append((m, f"it holds my peer URL {me.peer_url} and this machine's data dir is empty"))
+        elif m.name == me.name:
+            if up:
+                raise EtcdError(f"{me.name}: a healthy member {m.id:x} already has my name (peer URL {', '.join(m.peer_urls)}); "
+                                "two machines with one name: not touching it")
+            change.remove.append((m, "my name, at another address: this machine's previous incarnation"))
+        elif not up and not started(m) and m.is_learner:
+            change.remove.append((m, "a learner nobody started (an abandoned join)"))
+        elif not up and m.name and is_alive(m.name) is False:
+            change.remove.append((m, "the cloud no longer runs its instance"))
+    voters = [m for m in members if not m.is_learner]
+    up_voters = [m for m in voters if m.id in healthy]
+    down = [m.name or f"{m.id:x}" for m in voters if m.id not in healthy]
+    if len(up_voters) < quorum(len(voters)):
+        raise Refused(f"no quorum: {len(up_voters)} of {len(voters)} voting members healthy (down: {', '.join(down)})")
+    gone = {m.id for m, _ in change.remove}
+    left = [m for m in voters if m.id not in gone]
+    left_up = [m for m in left if m.id in healthy]
+    # Day 2: once promoted I count as a voter; the others must still be a quorum of that
+    # cluster by themselves, or my failing to catch up would stall it. Day 0 grows from
+    # one member, which no join can do without passing through that state.
+    need = quorum(len(left) + 1) if day == 2 else quorum(len(left))
+    if len(left_up) < need:
+        still_down = [m.name or f"{m.id:x}" for m in left if m.id not in healthy]
+        raise Refused(f"unsafe for quorum: after removing {len(gone)} member(s) {len(left_up)} healthy voting members would remain "
+                      f"of {len(left)}, and {len(left) + 1} with me need {need} (down: {', '.join(still_down)})")
+    # etcd (strict reconfiguration checks, the default) adds a learner only while every
+    # voting member is connected to the leader, and 3.5 takes one learner at a time: the
+    # safe removals above still go ahead, the add waits for the next attempt.
+    learners = [m for m in members if m.is_learner and m.id not in gone and m is not change.reuse]
+    if still_down := [m.name or f"{m.id:x}" for m in left if m.id not in healthy]:
+        change.blocked = (f"voting member(s) {', '.join(still_down)} down and not mine to remove: etcd adds a learner "
+                          "only while every voting member is connected")
+    elif learners:
+        change.blocked = f"learner {', '.join(m.name or f'{m.id:x}' for m in learners)} is still catching up (etcd 3.5 takes one at a time)"
+    return change
 
 
 class _Join:
@@ -255,14 +309,14 @@ class _Join:
 
     def attempt(self, urls: list[str], day: int, refusals: int) -> Joined:
         members, healthy = self.survey(urls)
-        change = self.plan_change(members, healthy, day)  # refuse before taking the lock: it needs quorum too
+        change = plan_change(self.me, members, healthy, day, self.alive)  # refuse before taking the lock: it needs quorum too
         if change.blocked and not change.remove:
             raise Refused(change.blocked)
         live = [m.client_urls[0] for m in members if m.id in healthy] or urls
         with LeaseLock(self.open, live, lock_key(self.cluster), self.me.name, ttl=self.t.lock_ttl, wait=self.t.lock_wait,
                        poll=self.t.poll, backoff=self.t.backoff) as lock:
             members, healthy = self.survey(live)  # what changed while another node held the lock
-            change = self.plan_change(members, healthy, day)
+            change = plan_change(self.me, members, healthy, day, self.alive)
             live = [m.client_urls[0] for m in members if m.id in healthy and m not in [r for r, _ in change.remove]]
             with self.open(live) as c:
                 removed = self.removed
@@ -313,55 +367,6 @@ class _Join:
             return c.member_list()
         except EtcdError:
             return None
-
-    def plan_change(self, members: Sequence[Member], healthy: set[int], day: int) -> _Change:
-        me = self.me
-        change = _Change()
-        for m in members:
-            up = m.id in healthy
-            if me.peer_url in m.peer_urls:
-                if not started(m) and m.is_learner:
-                    change.reuse = m
-                elif up:
-                    raise EtcdError(f"{me.name}: member {m.id:x} ({m.name}) at my peer URL {me.peer_url} is healthy; "
-                                    "is another etcd running on this address? Not touching it")
-                else:
-                    change.remove.append((m, f"it holds my peer URL {me.peer_url} and this machine's data dir is empty"))
-            elif m.name == me.name:
-                if up:
-                    raise EtcdError(f"{me.name}: a healthy member {m.id:x} already has my name (peer URL {', '.join(m.peer_urls)}); "
-                                    "two machines with one name: not touching it")
-                change.remove.append((m, "my name, at another address: this machine's previous incarnation"))
-            elif not up and not started(m) and m.is_learner:
-                change.remove.append((m, "a learner nobody started (an abandoned join)"))
-            elif not up and m.name and self.alive(m.name) is False:
-                change.remove.append((m, "the cloud no longer runs its instance"))
-        voters = [m for m in members if not m.is_learner]
-        up_voters = [m for m in voters if m.id in healthy]
-        down = [m.name or f"{m.id:x}" for m in voters if m.id not in healthy]
-        if len(up_voters) < quorum(len(voters)):
-            raise Refused(f"no quorum: {len(up_voters)} of {len(voters)} voting members healthy (down: {', '.join(down)})")
-        gone = {m.id for m, _ in change.remove}
-        left = [m for m in voters if m.id not in gone]
-        left_up = [m for m in left if m.id in healthy]
-        # Day 2: once promoted I count as a voter; the others must still be a quorum of that
-        # cluster by themselves, or my failing to catch up would stall it. Day 0 grows from
-        # one member, which no join can do without passing through that state.
-        need = quorum(len(left) + 1) if day == 2 else quorum(len(left))
-        if len(left_up) < need:
-            still_down = [m.name or f"{m.id:x}" for m in left if m.id not in healthy]
-            raise Refused(f"unsafe for quorum: after removing {len(gone)} member(s) {len(left_up)} healthy voting members would remain "
-                          f"of {len(left)}, and {len(left) + 1} with me need {need} (down: {', '.join(still_down)})")
-        # etcd (strict reconfiguration checks, the default) adds a learner only while every
-        # voting member is connected to the leader, and 3.5 takes one learner at a time: the
-        # safe removals above still go ahead, the add waits for the next attempt.
-        learners = [m for m in members if m.is_learner and m.id not in gone and m is not change.reuse]
-        if still_down := [m.name or f"{m.id:x}" for m in left if m.id not in healthy]:
-            change.blocked = (f"voting member(s) {', '.join(still_down)} down and not mine to remove: etcd adds a learner "
-                              "only while every voting member is connected")
-        elif learners:
-            change.blocked = f"learner {', '.join(m.name or f'{m.id:x}' for m in learners)} is still catching up (etcd 3.5 takes one at a time)"
-        return change
 
     def initial_cluster(self, c: Client, new: Member) -> str:
         parts = []
