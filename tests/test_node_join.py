@@ -232,14 +232,14 @@ def unknown(_name: str) -> bool | None:
 
 def test_plan_change_removes_my_old_member_and_keeps_quorum() -> None:
     members = [member(0), member(1), member(2)]
-    change = plan_change(ME, members, {0, 2}, 2, unknown)
+    change = plan_change(ME, members, {0, 2}, unknown)
     assert [m.name for m, _ in change.remove] == ["m-1"] and change.blocked is None
 
 
 def test_plan_change_refuses_without_quorum_and_touches_nothing() -> None:
     members = [member(0), member(1), member(2)]
     with pytest.raises(Refused, match=r"no quorum: 1 of 3 voting members healthy \(down: m-1, m-2\)"):
-        plan_change(ME, members, {0}, 2, unknown)
+        plan_change(ME, members, {0}, unknown)
 
 
 def test_plan_change_day2_keeps_a_quorum_that_does_not_count_on_me() -> None:
@@ -247,44 +247,44 @@ def test_plan_change_day2_keeps_a_quorum_that_does_not_count_on_me() -> None:
     # voter, the cluster would need me to be healthy
     members = [member(0), member(2), member(3)]
     with pytest.raises(Refused, match=r"unsafe for quorum: .* 2 healthy voting members would remain of 3, and 4 with me need 3"):
-        plan_change(ME, members, {0, 2}, 2, unknown)
+        plan_change(ME, members, {0, 2}, unknown)
 
 
 def test_plan_change_removes_what_it_may_and_waits_for_the_rest() -> None:
     # 5 voters, mine and another down: mine goes, the add waits while the other is down
     members = [member(i) for i in range(5)]
-    change = plan_change(ME, members, {0, 2, 4}, 2, unknown)
+    change = plan_change(ME, members, {0, 2, 4}, unknown)
     assert [m.name for m, _ in change.remove] == ["m-1"]
     assert change.blocked and "m-3 down and not mine to remove" in change.blocked
     # ...unless the cloud says that instance is gone
-    change = plan_change(ME, members, {0, 2, 4}, 2, lambda n: n != "m-3")
+    change = plan_change(ME, members, {0, 2, 4}, lambda n: n != "m-3")
     assert sorted(m.name for m, _ in change.remove) == ["m-1", "m-3"] and change.blocked is None
 
 
 def test_plan_change_learners() -> None:
     mine = member(7, "", learner=True, started=False, address=ME.address)
-    change = plan_change(ME, [member(0), member(2), mine], {0, 2}, 2, unknown)
+    change = plan_change(ME, [member(0), member(2), mine], {0, 2}, unknown)
     assert change.reuse == mine and change.remove == []
     abandoned = member(8, "", learner=True, started=False)
-    change = plan_change(ME, [member(0), member(2), abandoned], {0, 2}, 2, unknown)
+    change = plan_change(ME, [member(0), member(2), abandoned], {0, 2}, unknown)
     assert [m.id for m, _ in change.remove] == [8] and change.blocked is None
     catching_up = member(9, "m-9", learner=True)
-    change = plan_change(ME, [member(0), member(2), catching_up], {0, 2}, 2, unknown)
+    change = plan_change(ME, [member(0), member(2), catching_up], {0, 2}, unknown)
     assert change.blocked and "learner m-9 is still catching up" in change.blocked
 
 
 def test_plan_change_never_removes_a_healthy_member_with_my_name_or_address() -> None:
     with pytest.raises(EtcdError, match="already has my name"):
-        plan_change(ME, [member(0), member(1), member(2)], {0, 1, 2}, 2, unknown)
+        plan_change(ME, [member(0), member(1), member(2)], {0, 1, 2}, unknown)
     with pytest.raises(EtcdError, match=r"at my peer URL .* is healthy"):
-        plan_change(ME, [member(0), member(5, "m-5", address=ME.address)], {0, 5}, 2, unknown)
+        plan_change(ME, [member(0), member(5, "m-5", address=ME.address)], {0, 5}, unknown)
 
 
-def test_plan_change_day0_grows_from_one_member() -> None:
-    change = plan_change(ME, [member(0)], {0}, 0, unknown)
+def test_plan_change_grows_a_lone_member() -> None:
+    change = plan_change(ME, [member(0)], {0}, unknown)
     assert change.remove == [] and change.blocked is None
-    with pytest.raises(Refused, match="unsafe for quorum"):
-        plan_change(ME, [member(0)], {0}, 2, unknown)
+    with pytest.raises(Refused, match="no quorum: 0 of 1"):
+        plan_change(ME, [member(0)], set(), unknown)
 
 
 # -- day 0 -----------------------------------------------------------------------------------

@@ -16,15 +16,22 @@ from etcd's member list through any member that answers. Under a lease-held lock
 member whose machine is gone (my name, my peer URL, or an instance `is_alive` says the
 cloud no longer runs) is removed, this node is added as a learner, etcd is started with
 --initial-cluster-state=existing and the membership etcd reports, and the learner is
-promoted once in sync. A join that would leave etcd without quorum is refused with one
-log line and retried with bounded backoff. A node that restarts with its data dir intact
-and is still a member just starts.
+promoted once in sync. A node that restarts with its data dir intact and is still a
+member just starts; one whose member was removed meanwhile moves its data dir aside and
+joins anew.
+
+Quorum (plan_change, pure): a join is refused, with one log line, and retried with
+bounded backoff while fewer than a quorum of voters serve, or while the voters left after
+the removals could not by themselves make a quorum of the cluster with this node added
+(a lone member, store mode's day 0, is the exception). etcd itself (strict reconfiguration checks) adds a
+learner only while every voting member is connected: a voter that is down and not this
+node's to remove blocks the add, but the removals that are safe still go ahead, so two
+replacements at once each remove their own dead member in turn.
 
 `start_etcd(bootstrap)` is injected: on a master it writes the rendered file tree (the
 kubelet or systemd then runs etcd); in tests it starts an etcd process from the flags the
-render builds. Everything is read from the store before anything starts, and nothing in
-etcd's membership changes before every check passed: a failure says why and leaves it
-as it was (a learner added for a start that failed is removed again).
+render builds. Everything is read (and checked) from the store before anything starts; a
+failure says why, and a learner added for an etcd that did not start is removed again.
 """
 
 from __future__ import annotations
@@ -123,8 +130,7 @@ class Change:
     blocked: str | None = None  # why the learner cannot be added yet (after the removals)
 
 
-def plan_change(me: Node, members: Sequence[Member], healthy: set[int], day: int,
-                is_alive: Callable[[str], bool | None]) -> Change:
+def plan_change(me: Node, members: Sequence[Member], healthy: set[int], is_alive: Callable[[str], bool | None]) -> Change:
     """The membership change that makes room for `me`, from etcd's member list and which
     members serve (`healthy`: ids). Pure. Raises Refused when no change is safe for
     quorum, EtcdError when the list contradicts this machine (a healthy member with my
@@ -157,10 +163,10 @@ def plan_change(me: Node, members: Sequence[Member], healthy: set[int], day: int
     gone = {m.id for m, _ in change.remove}
     left = [m for m in voters if m.id not in gone]
     left_up = [m for m in left if m.id in healthy]
-    # Day 2: once promoted I count as a voter; the others must still be a quorum of that
-    # cluster by themselves, or my failing to catch up would stall it. Day 0 grows from
-    # one member, which no join can do without passing through that state.
-    need = quorum(len(left) + 1) if day == 2 else quorum(len(left))
+    # Once promoted I count as a voter: the others must still make a quorum of that cluster
+    # by themselves, or my failing to catch up would stall it. A lone member (store mode's
+    # day 0) cannot grow without passing through that state.
+    need = quorum(len(left) + 1) if len(left) > 1 else len(left)
     if len(left_up) < need:
         still_down = [m.name or f"{m.id:x}" for m in left if m.id not in healthy]
         raise Refused(f"unsafe for quorum: after removing {len(gone)} member(s) {len(left_up)} healthy voting members would remain "
@@ -201,7 +207,7 @@ class _Join:
         mode = self.spec_bootstrap.mode
         if marker is not None:
             self.info("day 2: the store says etcd bootstrapped (marker by %s); joining the running cluster", marker.get("by", "?"))
-            return self.learner_join(known, day=2)
+            return self.learner_join(known)
         if mode != "store":
             return self.day0_spec(mode)
         won, winner = records.claim(self.store, self.cluster, self.me)
@@ -213,7 +219,7 @@ class _Join:
                       ", ".join(r.name for r in others))
         else:
             self.info("day 0: %s won the store's bootstrap claim; waiting for its member at %s", winner.name, winner.client_url)
-        return self.learner_join([winner, *known], day=0)
+        return self.learner_join([winner, *known])
 
     # -- day 0 --------------------------------------------------------------------------
 
@@ -282,7 +288,7 @@ class _Join:
             urls += [u for u in self.plan.client_urls if u != self.me.client_url]
         return list(dict.fromkeys(urls))
 
-    def learner_join(self, known: Sequence[records.Record], day: int) -> Joined:
+    def learner_join(self, known: Sequence[records.Record]) -> Joined:
         urls = self.endpoints(known)
         if self.data_intact():
             restarted = self.restart(known, urls)
@@ -297,7 +303,7 @@ class _Join:
         refusals = 0
         while True:
             try:
-                return self.attempt(urls, day, refusals)
+                return self.attempt(urls, refusals)
             except Refused as r:
                 refusals += 1
                 done = f"; removed {', '.join(self.removed)} (safe for quorum)" if self.removed else ", etcd membership untouched"
@@ -307,16 +313,16 @@ class _Join:
                 time.sleep(delay)
                 delay = min(delay * 2, self.t.backoff)
 
-    def attempt(self, urls: list[str], day: int, refusals: int) -> Joined:
+    def attempt(self, urls: list[str], refusals: int) -> Joined:
         members, healthy = self.survey(urls)
-        change = plan_change(self.me, members, healthy, day, self.alive)  # refuse before taking the lock: it needs quorum too
+        change = plan_change(self.me, members, healthy, self.alive)  # refuse before taking the lock: it needs quorum too
         if change.blocked and not change.remove:
             raise Refused(change.blocked)
         live = [m.client_urls[0] for m in members if m.id in healthy] or urls
         with LeaseLock(self.open, live, lock_key(self.cluster), self.me.name, ttl=self.t.lock_ttl, wait=self.t.lock_wait,
                        poll=self.t.poll, backoff=self.t.backoff) as lock:
             members, healthy = self.survey(live)  # what changed while another node held the lock
-            change = plan_change(self.me, members, healthy, day, self.alive)
+            change = plan_change(self.me, members, healthy, self.alive)
             live = [m.client_urls[0] for m in members if m.id in healthy and m not in [r for r, _ in change.remove]]
             with self.open(live) as c:
                 removed = self.removed
