@@ -30,6 +30,7 @@ from bakery.errors import EtcdError, StoreError
 from bakery.etcd import TLS, Client, Member
 from bakery.node import members as records
 from bakery.node.join import Joined, Refused, Timing, join, plan_change, quorum
+from bakery.node.lock import LeaseLock
 from bakery.render import flags
 from bakery.store import layout
 from bakery.store.folder import FolderStore
@@ -37,6 +38,7 @@ from bakery.topology import Node
 from tests.etcd_fixtures import (
     NODE_ETCD_PKI,
     Proc,
+    SingleEtcd,
     _free_everywhere,
     free_port_on_all,
     localize,
@@ -285,6 +287,54 @@ def test_plan_change_grows_a_lone_member() -> None:
     assert change.remove == [] and change.blocked is None
     with pytest.raises(Refused, match="no quorum: 0 of 1"):
         plan_change(ME, [member(0)], set(), unknown)
+
+
+# -- the join lock on a real etcd ------------------------------------------------------------
+
+
+def test_join_lock_is_held_by_one_at_a_time_and_released_at_once(etcd: SingleEtcd) -> None:
+    def opener(urls: Sequence[str]) -> Client:
+        return Client(list(urls), etcd.tls)
+
+    key = f"/test/{time.monotonic_ns()}/join-lock"
+    first = LeaseLock(opener, [etcd.url], key, "a", ttl=5, wait=10, poll=0.05, backoff=0.2)
+    second = LeaseLock(opener, [etcd.url], key, "b", ttl=5, wait=10, poll=0.05, backoff=0.2)
+    order: list[str] = []
+    with first:
+        t = threading.Thread(target=lambda: (second.acquire(), order.append("b"), second.release()))
+        t.start()
+        time.sleep(0.5)
+        assert order == [] and etcd.client.get(key).value == b"a"  # type: ignore[union-attr]
+        order.append("a")
+    t.join(10)
+    assert order == ["a", "b"]
+    assert first.released_at is not None and second.acquired_at is not None and first.released_at <= second.acquired_at
+    assert etcd.client.get(key) is None  # revoked with its lease
+
+
+def test_join_lock_gives_up_on_a_stuck_holder_and_notices_a_lost_lease(etcd: SingleEtcd) -> None:
+    def opener(urls: Sequence[str]) -> Client:
+        return Client(list(urls), etcd.tls)
+
+    key = f"/test/{time.monotonic_ns()}/join-lock"
+    stuck = LeaseLock(opener, [etcd.url], key, "stuck", ttl=3, wait=5)
+    stuck.acquire()
+    try:
+        with pytest.raises(EtcdError, match="stayed held by stuck for 1s"):
+            LeaseLock(opener, [etcd.url], key, "late", ttl=5, wait=1, poll=0.1, backoff=0.2).acquire()
+        etcd.client.lease_revoke(stuck.lease)  # e.g. expired while this holder was frozen
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                stuck.check()
+            except EtcdError as e:
+                assert "lost the join lock" in str(e)
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the holder did not notice its lease was gone")
+    finally:
+        stuck.release()
 
 
 # -- day 0 -----------------------------------------------------------------------------------
