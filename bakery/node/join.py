@@ -20,15 +20,22 @@ from etcd's member list through any member that answers. Under a lease-held lock
 member whose machine is gone (my name, my peer URL, or an instance `is_alive` says the
 cloud no longer runs) is removed, this node is added as a learner, etcd is started with
 --initial-cluster-state=existing and the membership etcd reports, and the learner is
-promoted once in sync. A join that would leave etcd without quorum is refused with one
-log line and retried with bounded backoff. A node that restarts with its data dir intact
-and is still a member just starts.
+promoted once in sync. A node that restarts with its data dir intact and is still a
+member just starts; one whose member was removed meanwhile moves its data dir aside and
+joins anew.
+
+Quorum (plan_change, pure): a join is refused, with one log line, and retried with
+bounded backoff while fewer than a quorum of voters serve, or while the voters left after
+the removals could not by themselves make a quorum of the cluster with this node added
+(a lone member, store mode's day 0, is the exception). etcd itself (strict reconfiguration checks) adds a
+learner only while every voting member is connected: a voter that is down and not this
+node's to remove blocks the add, but the removals that are safe still go ahead, so two
+replacements at once each remove their own dead member in turn.
 
 `start_etcd(bootstrap)` is injected: on a master it writes the rendered file tree (the
 kubelet or systemd then runs etcd); in tests it starts an etcd process from the flags the
-render builds. Everything is read from the store before anything starts, and nothing in
-etcd's membership changes before every check passed: a failure says why and leaves it
-as it was (a learner added for a start that failed is removed again).
+render builds. Everything is read (and checked) from the store before anything starts; a
+failure says why, and a learner added for an etcd that did not start is removed again.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from typing import Literal, TypeVar
 
 from bakery import restore as restore_mod
 from bakery.discovery import Bootstrap
-from bakery.errors import EtcdError, StoreError
+from bakery.errors import BakeryError, EtcdError, StoreError
 from bakery.etcd import Client, Member
 from bakery.node import members as records
 from bakery.node.lock import LeaseLock
@@ -65,6 +72,7 @@ class Timing:
     lock_ttl: int = 15  # the join lock's lease, renewed every ttl/3 while held
     quorum: float = 900.0  # keep retrying a join refused for quorum
     promote: float = 300.0  # the learner catches up with the leader
+    promote_every: float = 1.0  # one cheap request per try: no backoff, it only delays the promotion
     healthy: float = 600.0  # day 0: every member healthy, for the marker
     settle: float = 60.0  # etcd refuses membership changes as "unhealthy cluster" just after a restart
     poll: float = 0.5  # first pause between attempts
@@ -82,12 +90,19 @@ class Joined:
     removed: tuple[str, ...] = ()
     refusals: int = 0  # quorum refusals before the join went through
     lock_held: tuple[float, float] | None = None  # monotonic times the join lock was held
-    seconds: float = 0.0
+    seconds: float = 0.0  # join start to done (member serving and recorded)
     marker_written: bool = False
+    promoted: float | None = None  # join start to promotion, for a learner
 
 
 def quorum(voters: int) -> int:
     return voters // 2 + 1
+
+
+def started(m: Member) -> bool:
+    """A member whose etcd ran: it published its client URLs (a static bootstrap names
+    every member from --initial-cluster before it starts, so the name does not tell)."""
+    return bool(m.client_urls)
 
 
 def lock_key(cluster: str) -> str:
@@ -116,11 +131,65 @@ def join(plan: ClusterPlan, me: Node, bootstrap: Bootstrap, store: Store, client
 
 
 @dataclass
-class _Change:
+class Change:
     """A membership change that passed the quorum checks."""
 
     remove: list[tuple[Member, str]] = field(default_factory=list)  # member, why
     reuse: Member | None = None  # my own learner, added by an attempt that did not start it
+    blocked: str | None = None  # why the learner cannot be added yet (after the removals)
+
+
+def plan_change(me: Node, members: Sequence[Member], healthy: set[int], is_alive: Callable[[str], bool | None]) -> Change:
+    """The membership change that makes room for `me`, from etcd's member list and which
+    members serve (`healthy`: ids). Pure. Raises Refused when no change is safe for
+    quorum, EtcdError when the list contradicts this machine (a healthy member with my
+    name or peer URL)."""
+    change = Change()
+    for m in members:
+        up = m.id in healthy
+        if me.peer_url in m.peer_urls:
+            if not started(m) and m.is_learner:
+                change.reuse = m
+            elif up:
+                raise EtcdError(f"{me.name}: member {m.id:x} ({m.name}) at my peer URL {me.peer_url} is healthy; "
+                                "is another etcd running on this address? Not touching it")
+            else:
+                change.remove.append((m, f"it holds my peer URL {me.peer_url} and this machine's data dir is empty"))
+        elif m.name == me.name:
+            if up:
+                raise EtcdError(f"{me.name}: a healthy member {m.id:x} already has my name (peer URL {', '.join(m.peer_urls)}); "
+                                "two machines with one name: not touching it")
+            change.remove.append((m, "my name, at another address: this machine's previous incarnation"))
+        elif not up and not started(m) and m.is_learner:
+            change.remove.append((m, "a learner nobody started (an abandoned join)"))
+        elif not up and m.name and is_alive(m.name) is False:
+            change.remove.append((m, "the cloud no longer runs its instance"))
+    voters = [m for m in members if not m.is_learner]
+    up_voters = [m for m in voters if m.id in healthy]
+    down = [m.name or f"{m.id:x}" for m in voters if m.id not in healthy]
+    if len(up_voters) < quorum(len(voters)):
+        raise Refused(f"no quorum: {len(up_voters)} of {len(voters)} voting members healthy (down: {', '.join(down)})")
+    gone = {m.id for m, _ in change.remove}
+    left = [m for m in voters if m.id not in gone]
+    left_up = [m for m in left if m.id in healthy]
+    # Once promoted I count as a voter: the others must still make a quorum of that cluster
+    # by themselves, or my failing to catch up would stall it. A lone member (store mode's
+    # day 0) cannot grow without passing through that state.
+    need = quorum(len(left) + 1) if len(left) > 1 else len(left)
+    if len(left_up) < need:
+        still_down = [m.name or f"{m.id:x}" for m in left if m.id not in healthy]
+        raise Refused(f"unsafe for quorum: after removing {len(gone)} member(s) {len(left_up)} healthy voting members would remain "
+                      f"of {len(left)}, and {len(left) + 1} with me need {need} (down: {', '.join(still_down)})")
+    # etcd (strict reconfiguration checks, the default) adds a learner only while every
+    # voting member is connected to the leader, and 3.5 takes one learner at a time: the
+    # safe removals above still go ahead, the add waits for the next attempt.
+    learners = [m for m in members if m.is_learner and m.id not in gone and m is not change.reuse]
+    if still_down := [m.name or f"{m.id:x}" for m in left if m.id not in healthy]:
+        change.blocked = (f"voting member(s) {', '.join(still_down)} down and not mine to remove: etcd adds a learner "
+                          "only while every voting member is connected")
+    elif learners:
+        change.blocked = f"learner {', '.join(m.name or f'{m.id:x}' for m in learners)} is still catching up (etcd 3.5 takes one at a time)"
+    return change
 
 
 class _Join:
@@ -132,6 +201,7 @@ class _Join:
         self.cluster = plan.name
         self.t0 = time.monotonic()
         self.restore_tool, self.stop_etcd = restore_tool, stop_etcd
+        self.removed: list[str] = []  # across attempts
 
     def info(self, msg: str, *args: object) -> None:
         log.info("%s: " + msg, self.me.name, *args)
@@ -147,7 +217,7 @@ class _Join:
         mode = self.spec_bootstrap.mode
         if marker is not None:
             self.info("day 2: the store says etcd bootstrapped (marker by %s); joining the running cluster", marker.get("by", "?"))
-            return self.learner_join(known, day=2)
+            return self.learner_join(known)
         req = restore_mod.pending(self.store, self.cluster)
         if req is not None:
             return self.day0_restore(req, known)
@@ -162,7 +232,7 @@ class _Join:
                       ", ".join(r.name for r in others))
         else:
             self.info("day 0: %s won the store's bootstrap claim; waiting for its member at %s", winner.name, winner.client_url)
-        return self.learner_join([winner, *known], day=0)
+        return self.learner_join([winner, *known])
 
     # -- day 0 --------------------------------------------------------------------------
 
@@ -170,14 +240,14 @@ class _Join:
         b = replace(self.spec_bootstrap, cluster_state="new")
         self.info("day 0: bootstrap mode %s, starting etcd with --initial-cluster-state=new", mode)
         self.start_etcd(b)
-        member, wrote = self.after_day0(self.plan.client_urls if mode == "static" else (self.me.client_url,))
+        member, wrote = self.after_day0(self.plan.client_urls if mode == "static" else (self.me.client_url,), wait=True)
         return self.done("day0", b, member, wrote=wrote)
 
     def day0_bootstrap(self) -> Joined:
         b = Bootstrap(mode="store", cluster_state="new", initial_cluster=f"{self.me.name}={self.me.peer_url}")
         self.info("day 0: won the store's bootstrap claim; starting a one-member cluster at %s", self.me.peer_url)
         self.start_etcd(b)
-        member, wrote = self.after_day0((self.me.client_url,))
+        member, wrote = self.after_day0((self.me.client_url,), wait=False)
         return self.done("bootstrap", b, member, wrote=wrote)
 
     def day0_restore(self, req: restore_mod.Request, known: Sequence[records.Record]) -> Joined:
@@ -195,7 +265,7 @@ class _Join:
         won, winner = records.claim(self.store, self.cluster, self.me)
         if not won:
             self.info("restore of backup %s: %s restores it; joining its member as a learner", req.backup, winner.name)
-            joined = self.learner_join([winner, *known], day=0)
+            joined = self.learner_join([winner, *known])
             stamp.write_text(req.token + "\n")
             self.restore_done(req)
             return joined
@@ -206,7 +276,7 @@ class _Join:
         b = Bootstrap(mode="store", cluster_state="new", initial_cluster=f"{self.me.name}={self.me.peer_url}")
         self.info("restore of backup %s: starting a one-member cluster from it at %s", req.backup, self.me.peer_url)
         self.start_etcd(b)
-        member, wrote = self.after_day0((self.me.client_url,))
+        member, wrote = self.after_day0((self.me.client_url,), wait=False)
         self.restore_done(req)
         return self.done("restore", b, member, wrote=wrote)
 
@@ -217,19 +287,20 @@ class _Join:
             self.store.delete(layout.restore_request(self.cluster))
             self.info("restore of backup %s complete: removed the restore request", req.backup)
 
-    def after_day0(self, urls: Sequence[str]) -> tuple[int, bool]:
-        """Wait until my member serves, record it; write the marker once the cluster is complete."""
+    def after_day0(self, urls: Sequence[str], *, wait: bool) -> tuple[int, bool]:
+        """Wait until my member serves, record it; write the marker once the cluster is
+        complete (`wait` for it when every member starts at once)."""
         deadline = time.monotonic() + self.t.healthy
         with self.open(list(urls)) as c:
             mine = self.wait(deadline, lambda: self.started_member(c), "my etcd member to start")
             records.write(self.store, self.cluster, records.Record.of(self.me, mine.id))
             self.info("recorded member %x in the store", mine.id)
-            return mine.id, self.mark_if_complete(c, deadline, wait=True)
+            return mine.id, self.mark_if_complete(c, deadline, wait=wait)
 
     def started_member(self, c: Client) -> Member | None:
         if not c.health(self.me.client_url):
             return None
-        return next((m for m in c.member_list() if m.name == self.me.name and self.me.peer_url in m.peer_urls), None)
+        return next((m for m in c.member_list() if started(m) and m.name == self.me.name and self.me.peer_url in m.peer_urls), None)
 
     def mark_if_complete(self, c: Client, deadline: float, *, wait: bool) -> bool:
         """Write the marker once etcd has the spec's number of healthy voters; `wait` for
@@ -240,8 +311,8 @@ class _Join:
 
         def complete() -> bool:
             nonlocal voters
-            voters = [m for m in c.member_list() if m.name and not m.is_learner]
-            return len(voters) >= want and all(c.health(m.client_urls[0]) for m in voters if m.client_urls)
+            voters = [m for m in c.member_list() if started(m) and not m.is_learner]
+            return len(voters) >= want and all(c.health(m.client_urls[0]) for m in voters)
 
         try:
             if wait:
@@ -267,41 +338,44 @@ class _Join:
             urls += [u for u in self.plan.client_urls if u != self.me.client_url]
         return list(dict.fromkeys(urls))
 
-    def learner_join(self, known: Sequence[records.Record], day: int) -> Joined:
+    def learner_join(self, known: Sequence[records.Record]) -> Joined:
         urls = self.endpoints(known)
-        if not urls:
-            raise StoreError(f"store {self.store.url}: etcd bootstrapped (marker present) but the store holds no membership "
-                             f"record under {self.cluster}/members/ and the spec's bootstrap mode "
-                             f"({self.spec_bootstrap.mode}) names no address: no member to join through; nothing started")
         if self.data_intact():
             restarted = self.restart(known, urls)
             if restarted is not None:
                 return restarted
+        if not urls:
+            raise StoreError(f"store {self.store.url}: etcd bootstrapped (marker present) but the store holds no membership "
+                             f"record of another member under {self.cluster}/members/ and the spec's bootstrap mode "
+                             f"({self.spec_bootstrap.mode}) names no address: no member to join through; nothing started")
         deadline = time.monotonic() + self.t.quorum
         delay = self.t.poll
         refusals = 0
         while True:
             try:
-                return self.attempt(urls, day, refusals)
+                return self.attempt(urls, refusals)
             except Refused as r:
                 refusals += 1
+                done = f"; removed {', '.join(self.removed)} (safe for quorum)" if self.removed else ", etcd membership untouched"
                 if time.monotonic() + delay > deadline:
-                    raise EtcdError(f"{self.me.name}: join refused for {self.t.quorum:.0f}s, etcd membership left as it is: {r}") from None
-                self.warn("join refused, etcd membership untouched: %s; retrying in %.1fs", r, delay)
+                    raise EtcdError(f"{self.me.name}: join refused for {self.t.quorum:.0f}s{done}: {r}") from None
+                self.warn("join refused%s: %s; retrying in %.1fs", done, r, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.t.backoff)
 
-    def attempt(self, urls: list[str], day: int, refusals: int) -> Joined:
+    def attempt(self, urls: list[str], refusals: int) -> Joined:
         members, healthy = self.survey(urls)
-        self.plan_change(members, healthy, day)  # refuse before taking the lock: it needs quorum too
+        change = plan_change(self.me, members, healthy, self.alive)  # refuse before taking the lock: it needs quorum too
+        if change.blocked and not change.remove:
+            raise Refused(change.blocked)
         live = [m.client_urls[0] for m in members if m.id in healthy] or urls
         with LeaseLock(self.open, live, lock_key(self.cluster), self.me.name, ttl=self.t.lock_ttl, wait=self.t.lock_wait,
                        poll=self.t.poll, backoff=self.t.backoff) as lock:
             members, healthy = self.survey(live)  # what changed while another node held the lock
-            change = self.plan_change(members, healthy, day)
+            change = plan_change(self.me, members, healthy, self.alive)
             live = [m.client_urls[0] for m in members if m.id in healthy and m not in [r for r, _ in change.remove]]
             with self.open(live) as c:
-                removed = []
+                removed = self.removed
                 for m, why in change.remove:
                     lock.check()
                     self.info("removing member %x (%s): %s", m.id, m.name or "not started", why)
@@ -309,6 +383,8 @@ class _Join:
                     if m.name and m.name != self.me.name:
                         records.forget(self.store, self.cluster, m.name, m.id)
                     removed.append(m.name or f"{m.id:x}")
+                if change.blocked:
+                    raise Refused(change.blocked)
                 lock.check()
                 if change.reuse is not None:
                     new = change.reuse
@@ -328,9 +404,10 @@ class _Join:
                         self.warn("could not remove learner %x: %s", new.id, e2)
                     raise
                 self.promote(c, new, lock)
+                promoted = time.monotonic() - self.t0
             held = (lock.acquired_at or 0.0, time.monotonic())
         wrote = self.finish(live, new.id)
-        return self.done("learner", b, new.id, removed=tuple(removed), refusals=refusals, lock=held, wrote=wrote)
+        return self.done("learner", b, new.id, removed=tuple(removed), refusals=refusals, lock=held, wrote=wrote, promoted=promoted)
 
     def survey(self, urls: Sequence[str]) -> tuple[list[Member], set[int]]:
         """etcd's member list through any member that answers (bounded wait), and which
@@ -347,50 +424,6 @@ class _Join:
         except EtcdError:
             return None
 
-    def plan_change(self, members: Sequence[Member], healthy: set[int], day: int) -> _Change:
-        me = self.me
-        change = _Change()
-        for m in members:
-            up = m.id in healthy
-            if me.peer_url in m.peer_urls:
-                if not m.name and m.is_learner:
-                    change.reuse = m
-                elif up:
-                    raise EtcdError(f"{me.name}: member {m.id:x} ({m.name}) at my peer URL {me.peer_url} is healthy; "
-                                    "is another etcd running on this address? Not touching it")
-                else:
-                    change.remove.append((m, f"it holds my peer URL {me.peer_url} and this machine's data dir is empty"))
-            elif m.name == me.name:
-                if up:
-                    raise EtcdError(f"{me.name}: a healthy member {m.id:x} already has my name (peer URL {', '.join(m.peer_urls)}); "
-                                    "two machines with one name: not touching it")
-                change.remove.append((m, "my name, at another address: this machine's previous incarnation"))
-            elif not up and not m.name and m.is_learner:
-                change.remove.append((m, "a learner nobody started (an abandoned join)"))
-            elif not up and m.name and self.is_alive(m.name) is False:
-                change.remove.append((m, "the cloud no longer runs its instance"))
-        voters = [m for m in members if not m.is_learner]
-        up_voters = [m for m in voters if m.id in healthy]
-        down = [m.name or f"{m.id:x}" for m in voters if m.id not in healthy]
-        if len(up_voters) < quorum(len(voters)):
-            raise Refused(f"no quorum: {len(up_voters)} of {len(voters)} voting members healthy (down: {', '.join(down)})")
-        gone = {m.id for m, _ in change.remove}
-        left = [m for m in voters if m.id not in gone]
-        left_up = [m for m in left if m.id in healthy]
-        # Day 2: once promoted I count as a voter; the others must still be a quorum of that
-        # cluster by themselves, or my failing to catch up would stall it. Day 0 grows from
-        # one member, which no join can do without passing through that state.
-        need = quorum(len(left) + 1) if day == 2 else quorum(len(left))
-        if len(left_up) < need:
-            still_down = [m.name or f"{m.id:x}" for m in left if m.id not in healthy]
-            raise Refused(f"unsafe for quorum: after removing {len(gone)} member(s) {len(left_up)} healthy voting members would remain "
-                          f"of {len(left)}, and {len(left) + 1} with me need {need} (down: {', '.join(still_down)})")
-        learners = [m for m in members if m.is_learner and m.id not in gone and m is not change.reuse]
-        if learners:
-            raise Refused(f"learner {', '.join(m.name or f'{m.id:x}' for m in learners)} is still catching up "
-                          "(etcd 3.5 takes one learner at a time)")
-        return change
-
     def initial_cluster(self, c: Client, new: Member) -> str:
         parts = []
         for m in c.member_list():
@@ -406,7 +439,6 @@ class _Join:
     def promote(self, c: Client, new: Member, lock: LeaseLock | None) -> None:
         deadline = time.monotonic() + self.t.promote
         self.info("waiting to promote learner %x once it is in sync with the leader", new.id)
-        delay = self.t.poll
         last = ""
         while True:
             if lock is not None:
@@ -421,11 +453,10 @@ class _Join:
                 break
             except EtcdError as e:  # "can only promote a learner member which is in sync with leader"
                 last = str(e)
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + self.t.promote_every > deadline:
                 raise EtcdError(f"{self.me.name}: learner {new.id:x} was not in sync within {self.t.promote:.0f}s "
                                 f"(last answer: {last}); it stays a learner and the cluster keeps quorum; restart bakery-node to retry")
-            time.sleep(delay)
-            delay = min(delay * 2, self.t.backoff)
+            time.sleep(self.t.promote_every)
         self.info("promoted member %x to a voting member", new.id)
 
     def finish(self, urls: Sequence[str], member_id: int) -> bool:
@@ -448,13 +479,17 @@ class _Join:
         """Start etcd as it was when this machine is still a member (or nobody answers: a
         whole-cluster reboot, where every member must start from its own data). None when
         the data dir belongs to a member etcd no longer has: it is moved aside."""
-        with self.open(list(urls)) as c:
-            listed = self.try_list(c)
+        with self.open([*urls, self.me.client_url]) as c:
+            listed = self.try_list(c) if urls else None
             mine = next((m for m in listed or () if self.me.peer_url in m.peer_urls and m.name == self.me.name), None)
             if listed is not None and mine is None:
                 aside = self.data_dir.with_name(f"{self.data_dir.name}.removed-{int(time.time())}")
                 self.warn("my data dir belongs to a member etcd no longer lists: moving it to %s and joining anew", aside)
-                self.data_dir.rename(aside)
+                try:
+                    self.data_dir.rename(aside)
+                except OSError as e:
+                    raise EtcdError(f"{self.me.name}: cannot move the stale data dir {self.data_dir} aside: {e.strerror}; "
+                                    "nothing started") from None
                 return None
             if mine is None:
                 initial = ",".join(sorted({f"{r.name}={r.peer_url}" for r in known} | {f"{self.me.name}={self.me.peer_url}"}))
@@ -472,6 +507,14 @@ class _Join:
         return self.done("restart", b, mine.id)
 
     # -- helpers ------------------------------------------------------------------------
+
+    def alive(self, name: str) -> bool | None:
+        """The cloud's word on a member's instance; a cloud that cannot answer knows nothing."""
+        try:
+            return self.is_alive(name)
+        except BakeryError as e:
+            self.warn("cannot tell whether %s's instance runs (%s): keeping its member", name, e)
+            return None
 
     def wait(self, deadline: float, probe: Callable[[], T | None], what: str) -> T:
         """probe() until it returns something truthy, with backoff, until `deadline`."""
@@ -503,7 +546,8 @@ class _Join:
             time.sleep(self.t.poll)
 
     def done(self, how: Literal["day0", "bootstrap", "learner", "restart", "restore"], b: Bootstrap, member_id: int, *,
-             removed: tuple[str, ...] = (), refusals: int = 0, lock: tuple[float, float] | None = None, wrote: bool = False) -> Joined:
+             removed: tuple[str, ...] = (), refusals: int = 0, lock: tuple[float, float] | None = None, wrote: bool = False,
+             promoted: float | None = None) -> Joined:
         seconds = time.monotonic() - self.t0
         self.info("etcd membership done (%s, member %x) in %.1fs", how, member_id, seconds)
-        return Joined(self.me.name, how, b, member_id, removed, refusals, lock, seconds, wrote)
+        return Joined(self.me.name, how, b, member_id, removed, refusals, lock, seconds, wrote, promoted)
