@@ -64,6 +64,12 @@ class Cluster:
             pki.save(keys)
         return Rendered(plan, keys, nodes)
 
+    def adopt_pki(self) -> pki.PKI:
+        """Write the manifest of a PKI an older bakery made, once every signature checks out."""
+        state.prepare(self.paths)
+        plan = topology.plan(self.spec, lb_dns_names=self.lb_address().dns_names, lb_ips=self.lb_address().ips)
+        return pki.adopt(plan, self.paths.pki)
+
     def renew_pki(self, before_days: int, *, keep_keys: bool = False) -> pki.PKI:
         """Re-issue every leaf expiring within `before_days` (new keys unless keep_keys), swapped in as one unit."""
         plan = topology.plan(self.spec, lb_dns_names=self.lb_address().dns_names, lb_ips=self.lb_address().ips)
