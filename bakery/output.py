@@ -161,11 +161,37 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on `folder` itself: two bakery runs never stage or swap the
+    same tree at once (one would remove the other's staging folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield
+        return
+    except OSError as e:
+        raise _error(folder, e) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def recover_tree(target: str | Path) -> None:
     """Finish or undo a `write_tree` a crash cut short: the new tree is complete once the
     old one was moved aside, so it is moved in; otherwise the old one stays. Leftover
     staging folders are removed."""
     target = Path(target)
+    new, old = _staging(target)
+    if not (new.exists() or old.exists()):
+        return
+    with _folder_lock(target.parent):
+        _recover(target)
+
+
+def _recover(target: Path) -> None:
     new, old = _staging(target)
     try:
         if not target.exists():
@@ -186,7 +212,12 @@ def write_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, d
     in at once; the old tree is removed only after that."""
     target = Path(target)
     make_dirs(target.parent)
-    recover_tree(target)
+    with _folder_lock(target.parent):
+        return _write_tree(target, files, dir_mode)
+
+
+def _write_tree(target: Path, files: Iterable[tuple[str, bytes, int]], dir_mode: int) -> Path:
+    _recover(target)
     new, old = _staging(target)
     try:
         os.mkdir(new)
