@@ -120,8 +120,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     cluster = Cluster.load(args.file, args.build_dir)
     rendered = cluster.render()
+    _print_pki_changes(rendered.pki)  # the PKI is saved by now, even if writing the nodes fails
     write_nodes(cluster.paths, rendered)
-    _print_pki_changes(rendered.pki)
     rows = []
     for name, r in rendered.nodes.items():
         ud = r.user_data
