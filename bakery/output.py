@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -206,18 +206,22 @@ def _recover(target: Path) -> None:
         raise _error(target, e) from None
 
 
-def write_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, dir_mode: int = 0o755) -> Path:
+def write_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, dir_mode: int = 0o755,
+               precondition: Callable[[], None] | None = None) -> Path:
     """Replace folder `target` with exactly `files` (relative path, content, mode), folders
     `dir_mode`. The new tree is built and fsynced in a sibling staging folder and swapped
-    in at once; the old tree is removed only after that."""
+    in at once; the old tree is removed only after that. `precondition` runs first, under
+    the lock that keeps other writers of the folder out, and may raise to write nothing."""
     target = Path(target)
     make_dirs(target.parent)
     with _folder_lock(target.parent):
+        _recover(target)
+        if precondition is not None:  # under the lock: e.g. "the tree is still the one I read"
+            precondition()
         return _write_tree(target, files, dir_mode)
 
 
 def _write_tree(target: Path, files: Iterable[tuple[str, bytes, int]], dir_mode: int) -> Path:
-    _recover(target)
     new, old = _staging(target)
     try:
         os.mkdir(new)

@@ -212,6 +212,7 @@ class PKI:
     signed_by: dict[str, str]  # leaf path -> CA path
     changes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    loaded_from: str | None = None  # the manifest's digest when loaded; None: there was no PKI
 
     def read(self, rel: str) -> bytes:
         return self.files[rel][0]
@@ -400,7 +401,8 @@ def load(plan: ClusterPlan, folder: str | Path, *, now: dt.datetime | None = Non
     broken = (f"move it aside (mv {folder} {folder}.broken) and render again to make a new PKI with new CAs; "
               "masters that run with the old CAs must then be re-rendered and replaced")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        raw = manifest_path.read_bytes()
+        manifest = json.loads(raw)
     except FileNotFoundError:
         raise PKIError(f"{folder}: no {MANIFEST}, so not a complete bakery PKI (an interrupted or older bakery left it); "
                        f"if an older bakery wrote it, `bakery pki adopt` checks every signature and writes the manifest; "
@@ -440,7 +442,7 @@ def load(plan: ClusterPlan, folder: str | Path, *, now: dt.datetime | None = Non
         signed_by[rel] = ca_rel
     if problems:
         raise PKIError(f"{folder}: expired certificates", problems)
-    return PKI(folder, plan, cas, files, signed_by)
+    return PKI(folder, plan, cas, files, signed_by, loaded_from=_digest(raw))
 
 
 def adopt(plan: ClusterPlan, folder: str | Path) -> PKI:
@@ -500,7 +502,18 @@ def save(pki: PKI) -> Path:
     }
     files = [(rel, data, mode) for rel, (data, mode) in sorted(pki.files.items())]
     files.append((MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), CERT_MODE))
-    return output.write_tree(pki.folder, files, dir_mode=DIR_MODE)
+
+    def unchanged() -> None:
+        try:
+            now = _digest((pki.folder / MANIFEST).read_bytes())
+        except FileNotFoundError:
+            now = None
+        if now != pki.loaded_from:
+            raise PKIError(f"{pki.folder}: changed while this run worked on it (another bakery run?); nothing written, run again")
+
+    written = output.write_tree(pki.folder, files, dir_mode=DIR_MODE, precondition=unchanged)
+    pki.loaded_from = _digest(files[-1][1])
+    return written
 
 
 def _load_cas(plan: ClusterPlan, folder: Path, files: dict[str, tuple[bytes, int]], now: dt.datetime, broken: str) -> CAMaterial:

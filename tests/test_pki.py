@@ -252,3 +252,19 @@ def test_an_older_bakerys_pki_is_adopted_only_when_every_signature_holds(tmp_pat
     assert not (tmp_path / "partial" / "manifest.json").exists()
     with pytest.raises(PKIError, match=r"already has a manifest\.json"):
         pki.adopt(p, tmp_path / "old")
+
+
+def test_a_pki_changed_by_another_run_meanwhile_is_not_overwritten(tmp_path: Path):
+    """Two renders at once: the one that saves second must not swap in its own CAs or leaves."""
+    mine = pki.ensure(plan(), tmp_path / "fresh", write=False)
+    pki.ensure(plan(), tmp_path / "fresh")  # another run made the PKI first
+    theirs = (tmp_path / "fresh" / "ca.crt").read_bytes()
+    with pytest.raises(PKIError, match="changed while this run worked on it"):
+        pki.save(mine)
+    assert (tmp_path / "fresh" / "ca.crt").read_bytes() == theirs
+    pki.ensure(plan(), tmp_path / "b")
+    mine = pki.ensure(plan(lb_dns_names=("nlb-1.elb.amazonaws.com",)), tmp_path / "b", write=False)
+    pki.ensure(plan(lb_dns_names=("nlb-2.elb.amazonaws.com",)), tmp_path / "b")
+    with pytest.raises(PKIError, match="changed while this run worked on it"):
+        pki.save(mine)
+    assert "nlb-2.elb.amazonaws.com" in pki.sans(cert(tmp_path / "b", "apiserver"))[0]
