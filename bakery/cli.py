@@ -124,8 +124,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     cluster = Cluster.load(args.file, args.build_dir)
     rendered = cluster.render()
+    _print_pki_changes(rendered.pki)  # the PKI is saved by now, even if writing the nodes fails
     write_nodes(cluster.paths, rendered)
-    _print_pki_changes(rendered.pki)
     rows = []
     for name, r in rendered.nodes.items():
         ud = r.user_data
@@ -147,6 +147,16 @@ def cmd_pki_renew(args: argparse.Namespace) -> int:
         return 0
     out(f"{cluster.paths.pki}: {len(renewed.changes)} certificate(s) renewed. Next: bakery render -f {args.file}, "
         "then bakery rollout (masters read their certificates at boot)")
+    return 0
+
+
+def cmd_pki_adopt(args: argparse.Namespace) -> int:
+    from bakery.pipeline import Cluster
+
+    cluster = Cluster.load(args.file, args.build_dir)
+    adopted = cluster.adopt_pki()
+    _print_pki_changes(adopted)
+    out(f"{cluster.paths.pki}: manifest written. Next: bakery render -f {args.file}")
     return 0
 
 
@@ -602,7 +612,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_spec_arg(p)
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("pki", help="the cluster's certificates: renew the leaves before they expire")
+    p = sub.add_parser("pki", help="the cluster's certificates: renew the leaves before they expire, adopt an older PKI")
     pki_sub = p.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
     q = pki_sub.add_parser("renew", help="re-issue every leaf certificate that expires within --before days",
                            description="Load and verify build/<cluster>/pki, re-issue (with the same CAs) every leaf "
@@ -613,6 +623,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--before", type=int, default=30, metavar="DAYS", help="renew what expires within DAYS (default: %(default)s)")
     q.add_argument("--keep-keys", action="store_true", help="keep each leaf's private key (default: a new key per leaf)")
     q.set_defaults(func=cmd_pki_renew)
+    q = pki_sub.add_parser("adopt", help="write the manifest of a PKI an older bakery made (no manifest.json)",
+                           description="Check build/<cluster>/pki as strictly as every load does (CAs self-signed, each "
+                           "leaf signed by its CA and matching its key, keys 0600), add the CA material older versions "
+                           "lacked (front-proxy CA, encryption secret) and write manifest.json. Refuses a partial PKI.")
+    _add_spec_arg(q)
+    q.set_defaults(func=cmd_pki_adopt)
 
     p = sub.add_parser("validate", help="check the spec and everything it renders (writes nothing)",
                        description="Check the spec, then render in memory and check each node's user-data against "

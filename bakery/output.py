@@ -20,7 +20,8 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -161,11 +162,37 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on `folder` itself: two bakery runs never stage or swap the
+    same tree at once (one would remove the other's staging folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield
+        return
+    except OSError as e:
+        raise _error(folder, e) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def recover_tree(target: str | Path) -> None:
     """Finish or undo a `write_tree` a crash cut short: the new tree is complete once the
     old one was moved aside, so it is moved in; otherwise the old one stays. Leftover
     staging folders are removed."""
     target = Path(target)
+    new, old = _staging(target)
+    if not (new.exists() or old.exists()):
+        return
+    with _folder_lock(target.parent):
+        _recover(target)
+
+
+def _recover(target: Path) -> None:
     new, old = _staging(target)
     try:
         if not target.exists():
@@ -180,20 +207,65 @@ def recover_tree(target: str | Path) -> None:
         raise _error(target, e) from None
 
 
-def write_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, dir_mode: int = 0o755) -> Path:
+def write_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, dir_mode: int = 0o755,
+               precondition: Callable[[], None] | None = None) -> Path:
     """Replace folder `target` with exactly `files` (relative path, content, mode), folders
     `dir_mode`. The new tree is built and fsynced in a sibling staging folder and swapped
-    in at once; the old tree is removed only after that."""
-    return swap_tree(stage_tree(target, files, dir_mode=dir_mode))
-
-
-def stage_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, dir_mode: int = 0o755) -> Path:
-    """The first half of write_tree: `files` written and fsynced in `target`'s staging
-    folder, which is returned; `target` is untouched. Several trees can be staged first
-    and swapped after, so a full disk stops all of them before any changed."""
+    in at once; the old tree is removed only after that. `precondition` runs first, under
+    the lock that keeps other writers of the folder out, and may raise to write nothing."""
     target = Path(target)
     make_dirs(target.parent)
-    recover_tree(target)
+    with _folder_lock(target.parent):
+        _recover(target)
+        if precondition is not None:  # under the lock: e.g. "the tree is still the one I read"
+            precondition()
+        return _write_tree(target, files, dir_mode)
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One folder for write_trees: its files (relative path, content, mode) and a check
+    that runs under its folder's lock before anything is written (may raise)."""
+
+    target: Path
+    files: Sequence[tuple[str, bytes, int]]
+    dir_mode: int = 0o755
+    precondition: Callable[[], None] | None = None
+
+
+def write_trees(trees: Sequence[Tree]) -> list[Path]:
+    """Several trees as one step: under every parent folder's lock (taken in a fixed
+    order), each precondition passes and each tree is staged complete before the first
+    is swapped in, so a full disk, an error or Ctrl-C while writing leaves all of them
+    as they were. The swaps are renames (no new blocks), in the order given."""
+    parents = sorted({Path(t.target).parent for t in trees})
+    with contextlib.ExitStack() as stack:
+        for parent in parents:
+            make_dirs(parent)
+            stack.enter_context(_folder_lock(parent))
+        for t in trees:
+            _recover(Path(t.target))
+            if t.precondition is not None:
+                t.precondition()
+        staged: list[Path] = []
+        try:
+            for t in trees:
+                _stage(Path(t.target), t.files, t.dir_mode)
+                staged.append(Path(t.target))
+        except BaseException:
+            for target in staged:
+                shutil.rmtree(_staging(target)[0], ignore_errors=True)
+            raise
+        return [_swap(Path(t.target)) for t in trees]
+
+
+def _write_tree(target: Path, files: Iterable[tuple[str, bytes, int]], dir_mode: int) -> Path:
+    _stage(target, files, dir_mode)
+    return _swap(target)
+
+
+def _stage(target: Path, files: Iterable[tuple[str, bytes, int]], dir_mode: int) -> None:
+    """`files` written and fsynced in `target`'s staging folder; `target` untouched."""
     new, _ = _staging(target)
     try:
         os.mkdir(new)
@@ -221,20 +293,10 @@ def stage_tree(target: str | Path, files: Iterable[tuple[str, bytes, int]], *, d
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
-    return new
 
 
-def discard_staged(staged: Path) -> None:
-    """Remove a tree stage_tree made and that will not be swapped in."""
-    shutil.rmtree(staged, ignore_errors=True)
-
-
-def swap_tree(staged: Path) -> Path:
-    """The second half of write_tree: the staged folder swapped in for its target (no new
-    blocks needed: a rename exchange, or two renames); returns the target."""
-    name = staged.name
-    assert name.startswith(".") and name.endswith(".new"), staged
-    target = staged.with_name(name[1:-4])
+def _swap(target: Path) -> Path:
+    """The staged tree swapped in for `target`: one rename exchange, or two renames."""
     new, old = _staging(target)
     try:
         if target.exists() and _exchange(new, target):

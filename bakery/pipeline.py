@@ -64,6 +64,12 @@ class Cluster:
         save = keep_pki and bool(keys.changes or not (self.paths.pki / pki.MANIFEST).exists())
         return Rendered(plan, keys, nodes, save_pki=save)
 
+    def adopt_pki(self) -> pki.PKI:
+        """Write the manifest of a PKI an older bakery made, once every signature checks out."""
+        state.prepare(self.paths)
+        plan = topology.plan(self.spec, lb_dns_names=self.lb_address().dns_names, lb_ips=self.lb_address().ips)
+        return pki.adopt(plan, self.paths.pki)
+
     def renew_pki(self, before_days: int, *, keep_keys: bool = False) -> pki.PKI:
         """Re-issue every leaf expiring within `before_days` (new keys unless keep_keys), swapped in as one unit."""
         plan = topology.plan(self.spec, lb_dns_names=self.lb_address().dns_names, lb_ips=self.lb_address().ips)
@@ -93,22 +99,18 @@ def write_nodes(paths: state.ClusterPaths, rendered: Rendered) -> list[Path]:
     0700 (they hold private keys)."""
     state.prepare(paths)
     output.make_dirs(paths.nodes, NODES_MODE)
-    # Stage every tree (and a changed PKI) before swapping any in: a full disk or an error
-    # stops them all while everything is still as it was.
-    staged: list[Path] = []
-    try:
-        for name, r in rendered.nodes.items():
-            files = [("user-data", r.user_data.plain, 0o600)]
-            if r.user_data.encoding != "plain":
-                files.append((f"user-data.{r.user_data.encoding}", r.user_data.encoded, 0o600))
-            files += [(f"files{f.path}", f.content, f.mode) for f in r.files]
-            staged.append(output.stage_tree(paths.node(name), files, dir_mode=NODES_MODE))
-        if rendered.save_pki:
-            staged.insert(0, pki.stage(rendered.pki))  # the PKI first: node trees refer to it
-    except BaseException:
-        for s in staged:
-            output.discard_staged(s)
-        raise
-    written = [output.swap_tree(s) for s in staged]
+    # Every node tree and a changed PKI as one step: all are staged before any is swapped
+    # in, so a full disk or an error while writing leaves all of them as they were.
+    trees = [pki.tree(rendered.pki)] if rendered.save_pki else []  # the PKI first: node trees refer to it
+    for name, r in rendered.nodes.items():
+        files = [("user-data", r.user_data.plain, 0o600)]
+        if r.user_data.encoding != "plain":
+            files.append((f"user-data.{r.user_data.encoding}", r.user_data.encoded, 0o600))
+        files += [(f"files{f.path}", f.content, f.mode) for f in r.files]
+        trees.append(output.Tree(paths.node(name), files, NODES_MODE))
+    written = output.write_trees(trees)
+    if rendered.save_pki:
+        pki.saved(rendered.pki)
+        written = written[1:]
     output.atomic_write(paths.base / "admin.kubeconfig", rendered.pki.admin_kubeconfig(), 0o600)
-    return written[1:] if rendered.save_pki else written
+    return written

@@ -219,6 +219,7 @@ class PKI:
     signed_by: dict[str, str]  # leaf path -> CA path
     changes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    loaded_from: str | None = None  # the manifest's digest when loaded; None: there was no PKI
 
     def read(self, rel: str) -> bytes:
         return self.files[rel][0]
@@ -407,9 +408,12 @@ def load(plan: ClusterPlan, folder: str | Path, *, now: dt.datetime | None = Non
     broken = (f"move it aside (mv {folder} {folder}.broken) and render again to make a new PKI with new CAs; "
               "masters that run with the old CAs must then be re-rendered and replaced")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        raw = manifest_path.read_bytes()
+        manifest = json.loads(raw)
     except FileNotFoundError:
-        raise PKIError(f"{folder}: no {MANIFEST}, so not a complete bakery PKI (an interrupted or older bakery left it); {broken}") from None
+        raise PKIError(f"{folder}: no {MANIFEST}, so not a complete bakery PKI (an interrupted or older bakery left it); "
+                       f"if an older bakery wrote it, `bakery pki adopt` checks every signature and writes the manifest; "
+                       f"otherwise {broken}") from None
     except (OSError, ValueError) as e:
         raise PKIError(f"{manifest_path}: unreadable ({e}); {broken}") from None
     if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION or not isinstance(manifest.get("files"), dict):
@@ -445,16 +449,67 @@ def load(plan: ClusterPlan, folder: str | Path, *, now: dt.datetime | None = Non
         signed_by[rel] = ca_rel
     if problems:
         raise PKIError(f"{folder}: expired certificates", problems)
-    return PKI(folder, plan, cas, files, signed_by)
+    return PKI(folder, plan, cas, files, signed_by, loaded_from=_digest(raw))
+
+
+def adopt(plan: ClusterPlan, folder: str | Path) -> PKI:
+    """Give a PKI an older bakery wrote (no manifest) its manifest, after checking it as
+    strictly as a load does: the cluster and etcd CAs present and self-signed, each leaf
+    the plan names signed by its CA and matching its key, keys 0600. CA material that
+    bakery did not make then (the front-proxy CA, the encryption secret) is made now.
+    Leaves the plan names but the folder lacks are issued by the next render."""
+    folder = Path(folder)
+    output.recover_tree(folder)
+    if (folder / MANIFEST).exists():
+        raise PKIError(f"{folder}: already has a {MANIFEST}; nothing to adopt")
+    if not folder.is_dir():
+        raise PKIError(f"{folder}: no PKI folder to adopt")
+    fix = f"this folder is not a complete PKI: move it aside (mv {folder} {folder}.broken) to start a new one"
+    files: dict[str, tuple[bytes, int]] = {}
+    for rel in sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix in (".crt", ".key", ".pub")):
+        files[rel] = (_read(folder / rel, KEY_MODE if rel.endswith(".key") else CERT_MODE, fix), KEY_MODE if rel.endswith(".key") else CERT_MODE)
+    issuer = _Issuer(plan.spec.key_algorithm, None, None)
+    for rel, cn in ca_names(plan).items():
+        if f"{rel}.crt" not in files and f"{rel}.key" not in files and rel == "front-proxy-ca":
+            key = issuer.key(rel)
+            files[f"{rel}.crt"], files[f"{rel}.key"] = (_cert_pem(issuer.ca(key, cn)), CERT_MODE), (_key_pem(key), KEY_MODE)
+    if ENCRYPTION_SECRET not in files:
+        files[ENCRYPTION_SECRET] = (base64.b64encode(issuer.secret(ENCRYPTION_SECRET)) + b"\n", KEY_MODE)
+    for rel in ("ca.crt", "ca.key", "etcd/ca.crt", "etcd/ca.key", "sa.key", "sa.pub"):
+        if rel not in files:
+            raise PKIError(f"{folder / rel}: missing; {fix}")
+    cas = _load_cas(plan, folder, files, issuer.now, fix)
+    signed_by: dict[str, str] = {}
+    for leaf in leaves(plan):
+        if f"{leaf.path}.crt" not in files:
+            continue
+        crt_path, key_path = folder / f"{leaf.path}.crt", folder / f"{leaf.path}.key"
+        cert = _parse_cert(files[f"{leaf.path}.crt"][0], crt_path)
+        if f"{leaf.path}.key" not in files:
+            raise PKIError(f"{key_path}: missing; {fix}")
+        if not _signed_by(cert, cas.certs[leaf.ca]):
+            raise PKIError(f"{crt_path}: not signed by {folder / (leaf.ca + '.crt')}; {fix}")
+        if _public(cert.public_key()) != _public(_parse_key(files[f"{leaf.path}.key"][0], key_path).public_key()):
+            raise PKIError(f"{key_path}: not the key of {crt_path}; {fix}")
+        signed_by[leaf.path] = leaf.ca
+    known = {f"{rel}.{ext}" for rel in [*signed_by, *ca_names(plan)] for ext in ("crt", "key")} | {"sa.key", "sa.pub", ENCRYPTION_SECRET}
+    pki = PKI(folder, plan, cas, {rel: v for rel, v in files.items() if rel in known}, signed_by)
+    pki.changes = [f"adopted {len(signed_by)} leaf certificates signed by their CAs"]
+    save(pki)
+    return pki
 
 
 def save(pki: PKI) -> Path:
     """Write the whole PKI into a staging folder beside `pki.folder`, manifest last, and swap it in."""
-    return output.swap_tree(stage(pki))
+    (written,) = output.write_trees([tree(pki)])
+    saved(pki)
+    return written
 
 
-def stage(pki: PKI) -> Path:
-    """The PKI written into its staging folder (manifest last), not yet swapped in: see output.stage_tree."""
+def tree(pki: PKI) -> output.Tree:
+    """The PKI as one output tree (manifest last), for write_trees beside the node trees.
+    Its precondition refuses to write when the folder changed since this run loaded it
+    (another bakery run); call `saved` once it is written."""
     manifest = {
         "version": MANIFEST_VERSION,
         "cluster": pki.plan.name,
@@ -463,7 +518,21 @@ def stage(pki: PKI) -> Path:
     }
     files = [(rel, data, mode) for rel, (data, mode) in sorted(pki.files.items())]
     files.append((MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), CERT_MODE))
-    return output.stage_tree(pki.folder, files, dir_mode=DIR_MODE)
+
+    def unchanged() -> None:
+        try:
+            now = _digest((pki.folder / MANIFEST).read_bytes())
+        except FileNotFoundError:
+            now = None
+        if now != pki.loaded_from:
+            raise PKIError(f"{pki.folder}: changed while this run worked on it (another bakery run?); nothing written, run again")
+
+    return output.Tree(pki.folder, files, DIR_MODE, unchanged)
+
+
+def saved(pki: PKI) -> None:
+    """After `tree(pki)` was written: what is on disk is now what this run holds."""
+    pki.loaded_from = _digest((pki.folder / MANIFEST).read_bytes())
 
 
 def ca_material_files(plan: ClusterPlan) -> dict[str, int]:

@@ -212,7 +212,7 @@ def check_node(user_data: bytes, *, schema: dict[str, Any] | None, kubernetes_ve
             pairs.append((path, entry["data"], ca["data"]))
     problems += check_certificates(pairs)
     for path, entry in files.items():
-        if path.endswith((".key", ".conf")) and entry.get("permissions") != "0600":
+        if (path.endswith((".key", ".conf")) or path.endswith("/encryption-config.yaml")) and entry.get("permissions") != "0600":
             problems.append(f"{path}: holds a private key but has permissions {entry.get('permissions')}, not 0600")
     if kubernetes_version is not None:
         upstream = check_upstream({p: e["data"] for p, e in files.items()}, kubernetes_version)

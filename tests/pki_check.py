@@ -78,7 +78,8 @@ def assert_consistent(base: Path) -> None:
 
 
 def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    """The one `error:` line of a failed run; `pki:` lines before it report what was saved."""
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("pki: ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), f"not one clear line (rc {r.returncode}):\n{r.stderr}"
     assert "Traceback" not in r.stderr
     return lines[0]

@@ -179,3 +179,43 @@ def test_write_tree_replaces_a_tree_whole_with_explicit_modes(tmp_path: Path):
     assert sorted(p.relative_to(tmp_path / "t").as_posix() for p in (tmp_path / "t").rglob("*")) == ["x"]
     assert mode(tmp_path / "t") == 0o700 and mode(tmp_path / "t" / "x") == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+
+
+def _one_tree(target: Path) -> set[bytes]:
+    """The contents of the files of one tree instance (read through its folder's descriptor,
+    so a swap in between cannot mix two); files the other writer removed meanwhile are skipped."""
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    seen = set()
+    try:
+        for i in range(8):
+            try:
+                f = os.open(f"f{i}", os.O_RDONLY, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            with os.fdopen(f, "rb") as fh:
+                seen.add(fh.read())
+    finally:
+        os.close(fd)
+    return seen
+
+
+def test_two_writers_of_one_tree_never_mix_it(tmp_path: Path):
+    target = tmp_path / "pki"
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            for _ in range(20):
+                output.write_tree(target, [(f"f{i}", str(k).encode(), 0o600) for i in range(8)], dir_mode=0o700)
+                assert len(_one_tree(target)) <= 1
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pki"]
+    assert len(_one_tree(target)) == 1

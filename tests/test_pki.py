@@ -4,6 +4,7 @@ the plan's names change; keys 0600 and refused when looser."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,45 @@ def test_a_renamed_load_balancer_reissues_in_a_new_unit_and_keeps_the_old_on_fai
     pki.save(changed)
     assert pki.load(plan(lb_dns_names=("nlb-9.elb.amazonaws.com",)), tmp_path).read("apiserver.crt") == changed.read("apiserver.crt")
     assert sorted(p.name for p in tmp_path.parent.iterdir() if p.name.startswith(f".{tmp_path.name}.")) == []
+
+
+def test_an_older_bakerys_pki_is_adopted_only_when_every_signature_holds(tmp_path: Path):
+    """An older bakery left no manifest (and no front-proxy CA or encryption secret)."""
+    import json
+
+    p = plan()
+    pki.ensure(p, tmp_path / "old")
+    for rel in ("manifest.json", "front-proxy-ca.crt", "front-proxy-ca.key", "front-proxy-client.crt",
+                "front-proxy-client.key", "encryption.key"):
+        (tmp_path / "old" / rel).unlink()
+    shutil.copytree(tmp_path / "old", tmp_path / "partial")
+    ca = (tmp_path / "old" / "ca.crt").read_bytes()
+    adopted = pki.adopt(p, tmp_path / "old")
+    assert adopted.changes and (tmp_path / "old" / "ca.crt").read_bytes() == ca
+    again = pki.ensure(p, tmp_path / "old")
+    assert again.changes == ["issued front-proxy-client.crt"]
+    assert set(json.loads((tmp_path / "old" / "manifest.json").read_text())["leaves"]) == {leaf.path for leaf in pki.leaves(p)}
+    # what the issue saw: ca.* lost, a new CA made, the old leaves kept
+    for rel in ("ca.crt", "ca.key"):
+        (tmp_path / "partial" / rel).write_bytes((tmp_path / "old" / "etcd" / "ca.crt" if rel == "ca.crt" else tmp_path / "old" / "etcd" / "ca.key").read_bytes())
+    with pytest.raises(PKIError, match=r"not signed by .*ca\.crt; this folder is not a complete PKI"):
+        pki.adopt(p, tmp_path / "partial")
+    assert not (tmp_path / "partial" / "manifest.json").exists()
+    with pytest.raises(PKIError, match=r"already has a manifest\.json"):
+        pki.adopt(p, tmp_path / "old")
+
+
+def test_a_pki_changed_by_another_run_meanwhile_is_not_overwritten(tmp_path: Path):
+    """Two renders at once: the one that saves second must not swap in its own CAs or leaves."""
+    mine = pki.ensure(plan(), tmp_path / "fresh", write=False)
+    pki.ensure(plan(), tmp_path / "fresh")  # another run made the PKI first
+    theirs = (tmp_path / "fresh" / "ca.crt").read_bytes()
+    with pytest.raises(PKIError, match="changed while this run worked on it"):
+        pki.save(mine)
+    assert (tmp_path / "fresh" / "ca.crt").read_bytes() == theirs
+    pki.ensure(plan(), tmp_path / "b")
+    mine = pki.ensure(plan(lb_dns_names=("nlb-1.elb.amazonaws.com",)), tmp_path / "b", write=False)
+    pki.ensure(plan(lb_dns_names=("nlb-2.elb.amazonaws.com",)), tmp_path / "b")
+    with pytest.raises(PKIError, match="changed while this run worked on it"):
+        pki.save(mine)
+    assert "nlb-2.elb.amazonaws.com" in pki.sans(cert(tmp_path / "b", "apiserver"))[0]
