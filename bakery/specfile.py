@@ -91,6 +91,10 @@ def decode(data: bytes, name: str) -> str:
 # -- the bounded YAML loader ---------------------------------------------------------
 
 
+class _Refused(yaml.composer.ComposerError):
+    """Valid YAML that bakery will not build: too deep, too big, or recursive."""
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """SafeLoader that counts nodes (aliases expanded) and depth while composing, refuses
     recursive aliases and duplicate keys, and keeps YAML 1.1 timestamps as strings."""
@@ -104,7 +108,7 @@ class _BoundedLoader(yaml.SafeLoader):
     def _count(self, n: int, mark: yaml.Mark) -> None:
         self._expanded += n
         if self._expanded > MAX_NODES:
-            raise yaml.composer.ComposerError(
+            raise _Refused(
                 None, None, f"the document expands to more than {MAX_NODES:,} nodes (aliases count each time they are used)", mark)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
@@ -113,12 +117,12 @@ class _BoundedLoader(yaml.SafeLoader):
             target = self.anchors.get(event.anchor)
             if target is not None:
                 if id(target) not in self._sizes:
-                    raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} refers to a node that contains it (a recursive alias)", event.start_mark)
+                    raise _Refused(None, None, f"alias *{event.anchor} refers to a node that contains it (a recursive alias)", event.start_mark)
                 self._count(self._sizes[id(target)], event.start_mark)
             return super().compose_node(parent, index)
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+            raise _Refused(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
         before = self._expanded
         self._count(1, event.start_mark)
         node = super().compose_node(parent, index)
@@ -169,6 +173,8 @@ def compose(text: str, filename: str) -> Document:
         loader = _BoundedLoader(text)  # its reader refuses unprintable characters at once
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except _Refused as e:
+        raise _refuse(filename, f"YAML refused: {e.problem}", e.problem_mark.line + 1 if e.problem_mark else None) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         msg = " ".join(filter(None, [e.context, e.problem])) or "invalid YAML"
