@@ -364,3 +364,19 @@ def test_not_yet_visible_dependencies_are_waited_for(moto: Moto, cluster: Any) -
     provider(c=lagging).up(fixed_render(spec))
     assert all(times == 0 for _, times in lagging.not_yet.values())
     assert counts(inventory(moto, spec.name)) == EXPECTED_3
+
+
+def test_second_up_with_the_real_render_makes_zero_create_run_register_calls(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    """Counted through botocore's before-call hook: a second `up` (real PKI and render, the
+    load balancer's DNS name in the certificate) creates, runs and registers nothing. It
+    does not lean on moto: EC2's ClientToken and ELBv2's tolerance of a duplicate
+    registration are never needed, because `up` finds by tag and registers only what is missing."""
+    from bakery.pipeline import Cluster
+
+    spec, paths, calls, provider, _ = cluster
+    provider().up(Cluster(spec, paths, state.load(paths)).render_callback())
+    assert any(op.startswith("RunInstances") for op in calls.ops()) and "RegisterTargets" in calls.ops()
+    calls.clear()
+    result = provider().up(Cluster(spec, paths, state.load(paths)).render_callback())
+    assert [op for op in calls.ops() if op.startswith(("Create", "Run", "Register"))] == []
+    assert calls.mutating == [] and result.created == [] and result.drift == []
