@@ -1,8 +1,12 @@
 """The cluster.yaml model: parsed once, at the edge, into a frozen ClusterSpec.
 
-`load(path)` reads the file, `parse(text, filename)` does the work. Every problem is
-collected and raised together as one SpecError, each with the file, the line and the
-key, and what is allowed there (STYLE.md #5). Nothing downstream re-validates.
+`load(path)` reads the file and `parse(text, filename)` does the work; bakery/specfile.py
+bounds both (size, file type, UTF-8, YAML depth and alias expansion). Every string field
+has a grammar (bakery/grammar.py), so nothing that reaches a template can carry a
+newline. Every problem is collected and raised together as one SpecError (at most
+MAX_PROBLEMS lines), each with the file, the line and the key, and what is allowed there
+(STYLE.md #5). Risky but valid settings end up in `ClusterSpec.warnings`. Nothing
+downstream re-validates.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ def _match(pattern: re.Pattern[str], value: str, what: str) -> str:
 
 def _cloud_name(what: str, pattern: str) -> Any:
     """A cloud identifier (region, VPC id, project, ...) checked against its documented shape."""
-    compiled = re.compile(pattern + r"\Z")
+    compiled = re.compile(f"(?:{pattern})" + r"\Z")
     return Annotated[str, AfterValidator(lambda v: _match(compiled, v, what))]
 
 

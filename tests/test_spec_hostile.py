@@ -140,6 +140,8 @@ HOSTILE: dict[str, tuple[str, list[str]]] = {
     "unhashable-key": (AWS + "? [a, b]\n: c\n", ["YAML syntax error: a key must be a plain string"]),
     "duplicate-key": (AWS + "masters: 5\n", ["YAML syntax error: duplicate key 'masters' (first on line 5)"]),
     "bad-timestamp": (aws_with("name: prod-aws", "name: 2001-02-30"), ["name: '2001-02-30' is not a valid name"]),
+    "cloud-name-trailing-text": (aws_with("  instance_type: m6i.large", "  instance_type: m6i.large\n  instance_profile: \"ops'; touch /x\""),
+                                 ["aws.instance_profile: \"ops'; touch /x\" is not an IAM/EC2 name"]),
     "unicode-digit-version": (aws_with('kubernetes_version: "1.31.4"', 'kubernetes_version: "1.٣1.4"'), ["kubernetes_version: '1.٣1.4' is not a version"]),
 }
 
