@@ -380,3 +380,19 @@ def test_second_up_with_the_real_render_makes_zero_create_run_register_calls(mot
     result = provider().up(Cluster(spec, paths, state.load(paths)).render_callback())
     assert [op for op in calls.ops() if op.startswith(("Create", "Run", "Register"))] == []
     assert calls.mutating == [] and result.created == [] and result.drift == []
+
+
+def test_tags_are_held_to_ec2s_limits_which_moto_does_not_enforce(moto: Moto) -> None:  # noqa: F811
+    """The hook answers as EC2 does; bakery's own tags stay well inside the limits (the
+    other tests in this module would fail otherwise)."""
+    from botocore.exceptions import ClientError
+
+    calls = Calls()
+    ec2 = moto.client("ec2", calls)
+    too_many = [{"Key": f"k{i}", "Value": "v"} for i in range(51)]
+    for tags, code in ((too_many, "TagLimitExceeded"), ([{"Key": "aws:cluster", "Value": "x"}], "InvalidParameterValue"),
+                       ([{"Key": "k", "Value": "v" * 257}], "InvalidParameterValue")):
+        with pytest.raises(ClientError) as e:
+            ec2.create_vpc(CidrBlock="10.9.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}])
+        assert e.value.response["Error"]["Code"] == code
+    assert ec2.describe_vpcs(Filters=[{"Name": "cidr", "Values": ["10.9.0.0/16"]}])["Vpcs"] == []
