@@ -377,7 +377,7 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     net = spec.network
     zones = spec.zones
-    section = spec.provider if spec.provider != "local" or spec.local is not None else "local"
+    section = spec.provider  # where the zones are: aws.zones, gcp.zones, local.zones
     if not zones:
         out.append(((section, "zones"), "at least one zone is required"))
         return out
@@ -417,7 +417,7 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
     for loc, subnet in node_subnets.items():
         for key, other in (("service_cidr", service), ("pod_cidr", pods)):
             if subnet.overlaps(other):
-                out.append(((("network", key)), f"{other} overlaps the masters' subnet {subnet} ({_dotted(loc)}): "
+                out.append((("network", key), f"{other} overlaps the masters' subnet {subnet} ({_dotted(loc)}): "
                              "Service and Pod ranges must be apart from node addresses"))
     e = spec.etcd
     if e.bootstrap == "discovery-v3" and not e.discovery_endpoints:
