@@ -20,8 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
+import pytest  # hypothesis below is in the dev extra: when missing, this module fails (never skips)
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bakery import cli, spec, specfile
 
@@ -286,9 +288,6 @@ def test_reading_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> 
 
 # -- the property test: mutated examples ----------------------------------------------
 
-hypothesis = pytest.importorskip("hypothesis")  # the dev extra has it; CI installs it
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 HOSTILE_VALUES = st.one_of(
     st.sampled_from([
