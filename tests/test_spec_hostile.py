@@ -4,7 +4,8 @@ CLI's own main; the bombs and endless inputs also within 2 s of CPU and 200 MB o
 address space in a subprocess; and a property test that mutates the examples.
 
 The time and memory bound is a resource limit on a child process (RLIMIT_CPU, RLIMIT_AS):
-pass or fail, not a timing assertion.
+pass or fail, not a timing assertion. hypothesis is in the dev extra and imported plainly:
+when it is missing this module fails, it never skips.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest  # hypothesis below is in the dev extra: when missing, this module fails (never skips)
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
