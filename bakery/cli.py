@@ -112,6 +112,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(spec: Any) -> None:
+    """The spec's warnings (accepted settings that undo a hardening), one line each, on stderr."""
+    for w in spec.warnings:
+        err(f"warning: {w}")
+
+
 def _print_pki_changes(pki: Any) -> None:
     for change in pki.changes:
         err(f"pki: {change}")
@@ -123,9 +129,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     from bakery.pipeline import Cluster, write_nodes
 
     cluster = Cluster.load(args.file, args.build_dir)
+    _warn(cluster.spec)
     rendered = cluster.render()
-    _print_pki_changes(rendered.pki)  # the PKI is saved by now, even if writing the nodes fails
-    write_nodes(cluster.paths, rendered)
+    write_nodes(cluster.paths, rendered)  # the PKI's changes are swapped in with the node trees
+    _print_pki_changes(rendered.pki)
     rows = []
     for name, r in rendered.nodes.items():
         ud = r.user_data
@@ -166,6 +173,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from bakery.pipeline import Cluster
 
     cluster = Cluster.load(args.file, args.build_dir)
+    _warn(cluster.spec)
     out(f"{args.file}: spec ok ({cluster.spec.name}, {cluster.spec.provider}, {cluster.spec.masters} masters)")
     # Render in memory with a throwaway copy of the PKI: validate writes nothing.
     rendered = cluster.render(keep_pki=False)
@@ -196,6 +204,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from bakery.providers.base import LBAddress
 
     cluster = Cluster.load(args.file, args.build_dir)
+    _warn(cluster.spec)
     lb = cluster.lb_address()
     if not (lb.dns_names or lb.ips):
         # The LB does not exist yet, and its name goes into the certificates: render once
@@ -231,6 +240,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from bakery.pipeline import Cluster
 
     cluster = Cluster.load(args.file, args.build_dir)
+    _warn(cluster.spec)
     progress = ProgressPrinter()
     provider = providers.get(cluster.spec, cluster.paths, progress)
     done = _rollout(args, cluster, provider, progress)
@@ -400,6 +410,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bakery import providers, spec, state
 
     s = spec.load(args.file)
+
+    _warn(s)
     status = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter(quiet=True)).status()
     if args.output == "json":
         out(json.dumps(dataclasses.asdict(status), indent=2, sort_keys=True))
@@ -421,6 +433,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     from bakery.errors import SpecError
 
     s = spec.load(args.file)
+
+    _warn(s)
     provider = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter())
     if args.purge and s.provider != "local":
         raise SpecError(f"down --purge removes the local provider's VM disks; this spec's provider is {s.provider}")
@@ -439,6 +453,7 @@ def cmd_launch_template(args: argparse.Namespace) -> int:
     from bakery.render import generic
 
     cluster = Cluster.load(args.file, args.build_dir)
+    _warn(cluster.spec)
     if cluster.spec.provider != "aws":
         raise SpecError(f"{args.file}: launch templates are an AWS feature; this spec's provider is {cluster.spec.provider}")
     rendered = cluster.render(keep_pki=False)  # the LB's names from state.json; the PKI is left as it is
@@ -457,6 +472,7 @@ def cmd_instance_template(args: argparse.Namespace) -> int:
     from bakery.render.userdata import encode
 
     cluster = Cluster.load(args.file, args.build_dir)
+    _warn(cluster.spec)
     if cluster.spec.provider != "gcp":
         raise SpecError(f"{args.file}: instance templates are a GCP feature; this spec's provider is {cluster.spec.provider}")
     rendered = cluster.render(keep_pki=False)  # the LB's address from state.json; the PKI is left as it is
@@ -470,6 +486,8 @@ def cmd_bake(args: argparse.Namespace) -> int:
     from bakery import bake, spec, state
 
     s = spec.load(args.file)
+
+    _warn(s)
     opts = bake.Options(only=args.only or (), if_changed=args.if_changed, dry_run=args.dry_run, packer=args.packer,
                         templates=Path(args.templates) if args.templates else None)
     results = bake.bake(s, state.paths(s.name, args.build_dir), opts, progress=ProgressPrinter())
@@ -499,6 +517,8 @@ def cmd_images_list(args: argparse.Namespace) -> int:
     from bakery.bake import images
 
     s = spec.load(args.file)
+
+    _warn(s)
     data = images.load(state.paths(s.name, args.build_dir).images, s.name)
     if args.output == "json":
         out(json.dumps(data, indent=2, sort_keys=True))
@@ -514,6 +534,8 @@ def cmd_images_prune(args: argparse.Namespace) -> int:
     from bakery.bake import cloud, images
 
     s = spec.load(args.file)
+
+    _warn(s)
     pruned = images.prune(state.paths(s.name, args.build_dir).images, s.name, args.keep, cloud.Deleter(s))
     for rec, deleted in pruned:
         out(f"pruned {rec['target']} {rec['name']}: deleted {', '.join(deleted) or 'nothing (already gone)'}")
@@ -528,6 +550,8 @@ def cmd_discovery_new(args: argparse.Namespace) -> int:
     from bakery import discovery, spec, state
 
     s = spec.load(args.file)
+
+    _warn(s)
     token = discovery.new_token(s, state.paths(s.name, args.build_dir), replace=args.replace)
     for record in token.srv_records:
         out(record)
@@ -547,6 +571,8 @@ def _local_provider(args: argparse.Namespace, command: str) -> Any:
     from bakery.errors import SpecError
 
     s = spec.load(args.file)
+
+    _warn(s)
     if s.provider != "local":
         raise SpecError(f"`bakery {command}` is for the local provider's VMs; {args.file} uses {s.provider} "
                         "(use the cloud's own console and SSH access)")

@@ -1,8 +1,12 @@
 """The cluster.yaml model: parsed once, at the edge, into a frozen ClusterSpec.
 
-`load(path)` reads the file, `parse(text, filename)` does the work. Every problem is
-collected and raised together as one SpecError, each with the file, the line and the
-key, and what is allowed there (STYLE.md #5). Nothing downstream re-validates.
+`load(path)` reads the file and `parse(text, filename)` does the work; bakery/specfile.py
+bounds both (size, file type, UTF-8, YAML depth and alias expansion). Every string field
+has a grammar (bakery/grammar.py), so nothing that reaches a template can carry a
+newline. Every problem is collected and raised together as one SpecError (at most
+MAX_PROBLEMS lines), each with the file, the line and the key, and what is allowed there
+(STYLE.md #5). Risky but valid settings end up in `ClusterSpec.warnings`. Nothing
+downstream re-validates.
 """
 
 from __future__ import annotations
@@ -13,9 +17,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from bakery import grammar, specfile
 from bakery.errors import Problem, SpecError
 
 # Oldest releases whose flags and APIs the rendered manifests use (KubeletConfiguration
@@ -52,14 +65,57 @@ REMOVED_SPEC_KEYS: dict[str, str] = {
 }
 
 NAME_RE = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$"
-VERSION_RE = r"^v?(\d+)\.(\d+)\.(\d+)$"
+VERSION_RE = r"^v?([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,4})$"  # ASCII digits; pydantic's (Rust) `$` is the end of text
+# etcd: "8 GiB is a suggested maximum size for normal environments and etcd warns at
+# startup if the configured value exceeds it" (etcd.io/docs/v3.5/dev-guide/limit/).
+ETCD_QUOTA_MAX = 8 * 1024**3
+MAX_PROBLEMS = 20  # lines printed for one spec; the rest are counted
+EXTENSION_PREFIX = "x-"  # top-level keys bakery ignores: a place for YAML anchors
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-Cidr = Annotated[str, Field(description="IPv4 CIDR, e.g. 10.0.0.0/24")]
+# Every string that reaches a rendered file has its own grammar (bakery/grammar.py).
+Cidr = Annotated[str, AfterValidator(grammar.cidr), Field(description="IPv4 CIDR, e.g. 10.0.0.0/24")]
+Ipv4 = Annotated[str, AfterValidator(grammar.ipv4)]
+DnsName = Annotated[str, AfterValidator(grammar.dns_name)]
+Url = Annotated[str, AfterValidator(grammar.url)]
+Registry = Annotated[str, AfterValidator(grammar.registry)]
+ImageRef = Annotated[str, AfterValidator(grammar.image_ref)]
+Token = Annotated[str, AfterValidator(lambda v: _match(grammar.TOKEN_RE, v, "a token: letters, digits, '.', '_' and '-', 1-128 characters"))]
+ZoneName = Annotated[str, AfterValidator(lambda v: _match(grammar.ZONE_RE, v, "a zone name: lowercase letters, digits and '-'"))]
+FlagName = Annotated[str, AfterValidator(grammar.flag_name)]
+FlagValue = Annotated[str, AfterValidator(grammar.flag_value)]
+Text = Annotated[str, AfterValidator(grammar.single_line)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _match(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not pattern.match(value):
+        raise ValueError(f"{value!r} is not {what}")
+    return value
+
+
+def _cloud_name(what: str, pattern: str) -> Any:
+    """A cloud identifier (region, VPC id, project, ...) checked against its documented shape."""
+    compiled = re.compile(f"(?:{pattern})" + r"\Z")
+    return Annotated[str, AfterValidator(lambda v: _match(compiled, v, what))]
+
+
+AwsRegion = _cloud_name("an AWS region like us-east-1", r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+AwsVpcId = _cloud_name("a VPC id like vpc-0123456789abcdef0", r"vpc-[0-9a-f]{8,17}")
+AwsSubnetId = _cloud_name("a subnet id like subnet-0123456789abcdef0", r"subnet-[0-9a-f]{8,17}")
+AwsAmi = _cloud_name("an AMI id like ami-0123456789abcdef0", r"ami-[0-9a-f]{8,17}")
+AwsInstanceType = _cloud_name("an EC2 instance type like m6i.large", r"[a-z0-9-]{1,32}\.[a-z0-9-]{1,32}")
+AwsName = _cloud_name("an IAM/EC2 name: letters, digits and +=,.@_- (1-255)", r"[A-Za-z0-9+=,.@_-]{1,255}|arn:aws[a-z-]*:iam::[0-9]{12}:instance-profile/[A-Za-z0-9+=,.@_/-]{1,128}")
+GcpProject = _cloud_name("a GCP project id: 6-30 lowercase letters, digits and '-'", r"([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
+GcpRegion = _cloud_name("a GCP region like us-central1", r"[a-z]+(-[a-z]+)+[0-9]{1,2}")
+GcpResource = _cloud_name("a GCE resource name (lowercase letters, digits, '-', 1-63) or a projects/... path",
+                          r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?|(https://www\.googleapis\.com/compute/v1/)?projects/[a-z0-9.:-]+(/[a-z0-9-]+)+")
+GcpMachineType = _cloud_name("a GCE machine type like e2-standard-2", r"[a-z0-9]+(-[a-z0-9]+)*")
+GcpServiceAccount = _cloud_name("a service account e-mail or 'default'", r"default|[a-z0-9._%+-]{1,64}@[a-z0-9.-]{1,190}")
 
 
 class NetworkSpec(_Model):
@@ -67,45 +123,20 @@ class NetworkSpec(_Model):
 
     subnet: Cidr = Field("10.240.0.0/24", description="Masters' subnet; addresses are derived from it unless listed")
     first_host: int = Field(10, ge=1, description="Master i gets the subnet's host number first_host + i")
-    addresses: list[str] = Field(default_factory=list, description="Explicit master addresses, one per master, in index order")
+    addresses: list[Ipv4] = Field(default_factory=list, description="Explicit master addresses, one per master, in index order")
     service_cidr: Cidr = Field("10.96.0.0/12", description="Service ClusterIP range; its first address is the kubernetes service")
     pod_cidr: Cidr = Field("10.244.0.0/16", description="Pod range for the controller-manager's node IPAM")
-    dns_domain: str = Field("cluster.local", description="Cluster DNS domain")
-
-    @field_validator("subnet", "service_cidr", "pod_cidr")
-    @classmethod
-    def _cidr(cls, v: str) -> str:
-        try:
-            return str(ipaddress.IPv4Network(v, strict=True))
-        except ValueError as e:
-            raise ValueError(f"not an IPv4 network in CIDR form ({e})") from None
-
-    @field_validator("addresses")
-    @classmethod
-    def _addresses(cls, v: list[str]) -> list[str]:
-        for a in v:
-            try:
-                ipaddress.IPv4Address(a)
-            except ValueError:
-                raise ValueError(f"{a!r} is not an IPv4 address") from None
-        return v
+    dns_domain: DnsName = Field("cluster.local", description="Cluster DNS domain (lowercase ASCII DNS name)")
 
 
 class LoadBalancerSpec(_Model):
     """The API servers' load balancer. Its DNS name and/or IP go into the API server certificate."""
 
-    port: int = Field(6443, ge=1, le=65535, description="Port the load balancer listens on and the API servers serve")
-    dns_name: str | None = Field(None, description="Stable DNS name for the API (a CNAME you own); the cloud's own name is added when known")
-    ip: str | None = Field(None, description="Reserved IP of the load balancer, when known in advance")
+    port: Port = Field(6443, description="Port the load balancer listens on and the API servers serve")
+    dns_name: DnsName | None = Field(None, description="Stable DNS name for the API (a CNAME you own); the cloud's own name is added when known")
+    ip: Ipv4 | None = Field(None, description="Reserved IP of the load balancer, when known in advance")
     scheme: Literal["internet-facing", "internal"] = "internet-facing"
-    allowed_cidrs: list[Cidr] = Field(default_factory=lambda: ["0.0.0.0/0"], description="Who may reach the API port")
-
-    @field_validator("ip")
-    @classmethod
-    def _ip(cls, v: str | None) -> str | None:
-        if v is not None:
-            ipaddress.IPv4Address(v)
-        return v
+    allowed_cidrs: list[Cidr] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1, description="Who may reach the API port (IPv4 CIDRs)")
 
 
 class EtcdSpec(_Model):
@@ -118,65 +149,79 @@ class EtcdSpec(_Model):
         "store: the first master to claim the state store's bootstrap key starts a one-member cluster, "
         "every other one joins it as a learner (for masters whose addresses are not known in advance)",
     )
-    discovery_url: str | None = Field(None, description="discovery: a full token URL; created by `bakery discovery new` when absent")
-    discovery_service: str = Field("https://discovery.etcd.io", description="discovery: the service `bakery discovery new` asks for a token")
-    discovery_endpoints: list[str] = Field(default_factory=list, description="discovery-v3: the discovery etcd's client URLs")
-    discovery_token: str | None = Field(None, description="discovery-v3: the token; created by `bakery discovery new` when absent")
-    srv_domain: str | None = Field(None, description="dns-srv: the domain holding _etcd-server-ssl._tcp records")
-    client_port: int = Field(2379, ge=1, le=65535)
-    peer_port: int = Field(2380, ge=1, le=65535)
-    quota_backend_bytes: int = Field(8 * 1024**3, ge=1024**2, description="etcd --quota-backend-bytes")
+    discovery_url: Url | None = Field(None, description="discovery: a full token URL; created by `bakery discovery new` when absent")
+    discovery_service: Url = Field("https://discovery.etcd.io", description="discovery: the service `bakery discovery new` asks for a token")
+    discovery_endpoints: list[Url] = Field(default_factory=list, description="discovery-v3: the discovery etcd's client URLs")
+    discovery_token: Token | None = Field(None, description="discovery-v3: the token; created by `bakery discovery new` when absent")
+    srv_domain: DnsName | None = Field(None, description="dns-srv: the domain holding _etcd-server-ssl._tcp records")
+    client_port: Port = 2379
+    peer_port: Port = 2380
+    quota_backend_bytes: int = Field(ETCD_QUOTA_MAX, ge=1024**2, le=ETCD_QUOTA_MAX, description="etcd --quota-backend-bytes (at most etcd's suggested maximum, 8 GiB)")
 
 
 class ImagesSpec(_Model):
     """Container images. Tags default to the spec's versions."""
 
-    registry: str = Field("registry.k8s.io", description="Registry for the Kubernetes and etcd images")
-    etcd: str | None = Field(None, description="Full etcd image reference (default <registry>/etcd:<etcd version>-0)")
-    pause: str | None = Field(None, description="Full pause image reference (default <registry>/pause:3.10)")
-    podmaster: str = Field("ghcr.io/bakery-k8s/podmaster:0.1.0", description="Image built from the repository's Dockerfile")
+    registry: Registry = Field("registry.k8s.io", description="Registry for the Kubernetes and etcd images")
+    etcd: ImageRef | None = Field(None, description="Full etcd image reference (default <registry>/etcd:<etcd version>-0)")
+    pause: ImageRef | None = Field(None, description="Full pause image reference (default <registry>/pause:3.10)")
+    podmaster: ImageRef = Field("ghcr.io/bakery-k8s/podmaster:0.1.0", description="Image built from the repository's Dockerfile")
 
 
 class ComponentArgs(_Model):
     """Extra flags for one component, name without dashes -> value. Removed 2015 flags are refused."""
 
-    extra_args: dict[str, str] = Field(default_factory=dict, description="Flags removed since 2015 (REMOVED_FLAGS) are refused")
+    extra_args: dict[FlagName, FlagValue] = Field(
+        default_factory=dict, description="Flag name without dashes -> value; flags removed since 2015 (REMOVED_FLAGS) are refused")
 
 
 class Zone(_Model):
-    name: str
+    name: ZoneName
     subnet: Cidr | None = Field(None, description="This zone's subnet (AWS subnets live in one zone); default: network.subnet")
 
 
 class AwsSpec(_Model):
-    region: str = "us-east-1"
+    region: AwsRegion = "us-east-1"
     zones: list[Zone] = Field(default_factory=lambda: [Zone(name="us-east-1a"), Zone(name="us-east-1b"), Zone(name="us-east-1c")])
-    vpc_id: str | None = Field(None, description="Existing VPC; default: a VPC tagged with the cluster")
-    subnet_ids: dict[str, str] = Field(default_factory=dict, description="Existing subnet per zone name")
-    instance_type: str = "m6i.large"
-    image: str | None = Field(None, description="AMI id; default: the one `bakery bake` recorded")
-    instance_profile: str | None = None
-    key_name: str | None = None
+    vpc_id: AwsVpcId | None = Field(None, description="Existing VPC; default: a VPC tagged with the cluster")
+    subnet_ids: dict[ZoneName, AwsSubnetId] = Field(default_factory=dict, description="Existing subnet per zone name")
+    instance_type: AwsInstanceType = "m6i.large"
+    image: AwsAmi | None = Field(None, description="AMI id; default: the one `bakery bake` recorded")
+    instance_profile: AwsName | None = None
+    key_name: Text | None = None
     root_volume_gb: int = Field(40, ge=8)
-    endpoint_url: str | None = Field(None, description="Override for local servers; env BAKERY_AWS_ENDPOINT_URL wins")
+    endpoint_url: Url | None = Field(None, description="Override for local servers; env BAKERY_AWS_ENDPOINT_URL wins")
     metadata_hop_limit: Literal[1, 2] = Field(
         1, description="IMDSv2 PUT response hop limit on the masters. 1 (default, as kops does for masters): only the "
         "host itself reaches the instance metadata service, so a pod cannot take the instance role's credentials. "
         "2 only if a pod on a master must reach IMDS through the container network (e.g. a cloud controller or CSI "
         "driver without host networking); that lets every pod on the masters read the instance's credentials")
 
+    _zones_of_region = model_validator(mode="before")(lambda data: _default_zones(data, "us-east-1", "{}{}"))
+
 
 class GcpSpec(_Model):
-    project: str = "my-project"
-    region: str = "us-central1"
+    project: GcpProject = "my-project"
+    region: GcpRegion = "us-central1"
     zones: list[Zone] = Field(default_factory=lambda: [Zone(name="us-central1-a"), Zone(name="us-central1-b"), Zone(name="us-central1-c")])
-    network: str = "default"
-    subnetwork: str | None = None
-    machine_type: str = "e2-standard-2"
-    image: str | None = Field(None, description="Image self-link or name; default: the one `bakery bake` recorded")
-    service_account: str | None = None
+    network: GcpResource = "default"
+    subnetwork: GcpResource | None = None
+    machine_type: GcpMachineType = "e2-standard-2"
+    image: GcpResource | None = Field(None, description="Image self-link or name; default: the one `bakery bake` recorded")
+    service_account: GcpServiceAccount | None = None
     boot_disk_gb: int = Field(40, ge=10)
-    endpoint_url: str | None = Field(None, description="Override for local servers; env BAKERY_GCP_ENDPOINT_URL wins")
+    endpoint_url: Url | None = Field(None, description="Override for local servers; env BAKERY_GCP_ENDPOINT_URL wins")
+
+    _zones_of_region = model_validator(mode="before")(lambda data: _default_zones(data, "us-central1", "{}-{}"))
+
+
+def _default_zones(data: Any, default_region: str, form: str) -> Any:
+    """Without `zones`, the region's zones a, b and c (so `region: eu-west-1` alone works)."""
+    if isinstance(data, dict) and "zones" not in data:
+        region = data.get("region", default_region)
+        if isinstance(region, str):
+            return {**data, "zones": [{"name": form.format(region, z)} for z in "abc"]}
+    return data
 
 
 class LocalSpec(_Model):
@@ -185,7 +230,7 @@ class LocalSpec(_Model):
     zones: list[Zone] = Field(default_factory=lambda: [Zone(name="local")])
     memory_mb: int = Field(768, ge=256)
     cpus: int = Field(1, ge=1)
-    image: str | None = Field(None, description="qcow2 path; default: the one `bakery bake` recorded")
+    image: Text | None = Field(None, description="qcow2 path; default: the one `bakery bake` recorded")
     port_base: int = Field(22000, ge=1024, le=65000, description="First host port for the VMs' forwards on 127.0.0.1")
 
 
@@ -210,6 +255,9 @@ class ClusterSpec(_Model):
     aws: AwsSpec | None = None
     gcp: GcpSpec | None = None
     local: LocalSpec | None = None
+    # Lines about accepted but risky settings (extra_args that undo a hardening); the CLI
+    # prints them on stderr. Not part of the file's schema.
+    _warnings: tuple[Problem, ...] = PrivateAttr(default=())
 
     @field_validator("masters")
     @classmethod
@@ -229,6 +277,10 @@ class ClusterSpec(_Model):
         return _at_least(v, MIN_ETCD, "etcd")
 
     # -- derived, read-only views -------------------------------------------------
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return self._warnings
 
     @property
     def provider_spec(self) -> AwsSpec | GcpSpec | LocalSpec:
@@ -260,7 +312,8 @@ class ClusterSpec(_Model):
 
 def _version(v: str) -> tuple[int, int, int]:
     m = re.match(VERSION_RE, v)
-    assert m, v  # pattern validated first
+    if not m:  # validated at parse time; a spec built past validation gets an error, not a wrong render
+        raise ValueError(f"{v[:40]!r} is not a version (MAJOR.MINOR.PATCH)")
     return int(m[1]), int(m[2]), int(m[3])
 
 
@@ -273,11 +326,24 @@ def _at_least(v: str, minimum: tuple[int, int], what: str) -> str:
 
 # -- semantic checks across fields --------------------------------------------------
 
+Loc = tuple[str | int, ...]
 
-def _removed_flag_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+# Ports on every master besides the spec's own (API, etcd client and peer).
+FIXED_PORTS = {
+    2381: "etcd's metrics port",
+    10248: "the kubelet's healthz port",
+    10250: "the kubelet's API port",
+    10257: "kube-controller-manager's secure port",
+    10259: "kube-scheduler's secure port",
+}
+# etcd's IANA ports; a spec that swaps them is a typo waiting to confuse every tool.
+ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
+
+
+def _removed_flag_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
     """2015-era flags in extra_args, found on the raw mapping so that they are reported
     together with any other problem in the file."""
-    out: list[tuple[tuple[str | int, ...], str]] = []
+    out: list[tuple[Loc, str]] = []
     for component in ("apiserver", "scheduler", "controller_manager"):
         section = data.get(component)
         args = section.get("extra_args") if isinstance(section, dict) else None
@@ -288,16 +354,44 @@ def _removed_flag_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, 
     return out
 
 
-def _semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], str]]:
+def _text_problems(data: Any, path: Loc = ()) -> list[tuple[Loc, str]]:
+    """Every string in the file, keys included, is one line of printable text: a newline
+    or control character never reaches a template, whatever the field."""
+    out: list[tuple[Loc, str]] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            here = (*path, k if isinstance(k, str | int) else str(k))
+            if isinstance(k, str):
+                out += _single_line(k, here, "key")
+            out += _text_problems(v, here)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _text_problems(v, (*path, i))
+    elif isinstance(data, str):
+        out += _single_line(data, path, "value")
+    return out
+
+
+def _single_line(text: str, path: Loc, what: str) -> list[tuple[Loc, str]]:
+    try:
+        grammar.single_line(text)
+    except ValueError as e:
+        return [(path, f"the {what} {e}")]
+    return []
+
+
+def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
     """Checks that need several fields at once. Returns (location, message) pairs."""
-    out: list[tuple[tuple[str | int, ...], str]] = []
+    out: list[tuple[Loc, str]] = []
     net = spec.network
     zones = spec.zones
+    section = spec.provider  # where the zones are: aws.zones, gcp.zones, local.zones
     if not zones:
-        out.append(((spec.provider, "zones"), "at least one zone is required"))
+        out.append(((section, "zones"), "at least one zone is required"))
         return out
     if spec.provider != "local" and getattr(spec, spec.provider) is None:
         out.append(((spec.provider,), f"provider is {spec.provider!r} but the {spec.provider!r} section is missing"))
+    out += _zone_problems(spec, section)
     if net.addresses and len(net.addresses) != spec.masters:
         out.append(
             (("network", "addresses"), f"{len(net.addresses)} addresses for {spec.masters} masters: give one per master or none")
@@ -307,7 +401,7 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], s
         zone = zones[i % len(zones)]
         subnet = ipaddress.IPv4Network(zone.subnet or net.subnet)
         if i < len(net.addresses):
-            loc: tuple[str | int, ...] = ("network", "addresses", i)
+            loc: Loc = ("network", "addresses", i)
             addr = ipaddress.IPv4Address(net.addresses[i])
         else:
             loc = ("network", "first_host")
@@ -324,6 +418,15 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], s
     pods = ipaddress.IPv4Network(net.pod_cidr)
     if service.overlaps(pods):
         out.append((("network", "service_cidr"), f"{service} overlaps pod_cidr {pods}"))
+    node_subnets = {("network", "subnet"): ipaddress.IPv4Network(net.subnet)}
+    for i, z in enumerate(zones):
+        if z.subnet:
+            node_subnets[(section, "zones", i, "subnet")] = ipaddress.IPv4Network(z.subnet)
+    for loc, subnet in node_subnets.items():
+        for key, other in (("service_cidr", service), ("pod_cidr", pods)):
+            if subnet.overlaps(other):
+                out.append((("network", key), f"{other} overlaps the masters' subnet {subnet} ({_dotted(loc)}): "
+                             "Service and Pod ranges must be apart from node addresses"))
     e = spec.etcd
     if e.bootstrap == "discovery-v3" and not e.discovery_endpoints:
         out.append((("etcd", "discovery_endpoints"), "discovery-v3 needs the discovery etcd's client URLs"))
@@ -331,57 +434,105 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[tuple[str | int, ...], s
         out.append((("etcd", "srv_domain"), "dns-srv needs the domain that holds the SRV records"))
     if e.bootstrap == "discovery-v3" and _version(spec.etcd_version)[:2] < (3, 6):
         out.append((("etcd_version",), f"discovery-v3 needs etcd 3.6 or later, not {spec.etcd_version}"))
-    if e.client_port == e.peer_port:
-        out.append((("etcd", "peer_port"), "client and peer ports must differ"))
+    out += _port_problems(spec)
     return out
 
 
-# -- YAML with line numbers ----------------------------------------------------------
+def _zone_problems(spec: ClusterSpec, section: str) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    zones = spec.zones
+    first: dict[str, int] = {}
+    for i, z in enumerate(zones):
+        if z.name in first:
+            out.append(((section, "zones", i, "name"), f"zone {z.name} is listed twice (entries {first[z.name]} and {i}): list each zone once"))
+        first.setdefault(z.name, i)
+    region = getattr(spec.provider_spec, "region", None)
+    if region and spec.provider in ("aws", "gcp"):
+        for i, z in enumerate(zones):
+            # AWS zones are the region plus a letter (us-east-1a); GCE zones the region, '-' and a letter
+            if not z.name.startswith(region if spec.provider == "aws" else f"{region}-"):
+                out.append(((section, "zones", i, "name"), f"zone {z.name} is not in region {region}"))
+    if spec.provider == "aws":
+        explicit = [(i, z, ipaddress.IPv4Network(z.subnet)) for i, z in enumerate(zones) if z.subnet]
+        for a, (i, za, na) in enumerate(explicit):
+            for j, zb, nb in explicit[a + 1 :]:
+                if za.name != zb.name and na.overlaps(nb):
+                    out.append(((section, "zones", j, "subnet"), f"{nb} overlaps {na} of zone {za.name} (entry {i}): an AWS subnet lives in one zone"))
+        aws = spec.provider_spec
+        names = {z.name for z in zones}
+        for zone in getattr(aws, "subnet_ids", {}):
+            if zone not in names:
+                out.append(((section, "subnet_ids", zone), f"zone {zone} is not in {section}.zones ({', '.join(sorted(names))})"))
+    return out
 
 
-class _Lines:
-    """Maps a key path ('network', 'addresses', 1) to the line where YAML had it."""
-
-    def __init__(self, node: yaml.Node | None) -> None:
-        self.lines: dict[tuple[Any, ...], int] = {}
-        if node is not None:
-            self._walk(node, ())
-
-    def _walk(self, node: yaml.Node, path: tuple[Any, ...]) -> None:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = (*path, k.value)
-                self.lines[key] = k.start_mark.line + 1
-                self._walk(v, key)
-                self.lines[key] = k.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                self._walk(v, (*path, i))
-
-    def line(self, path: tuple[Any, ...]) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.lines.get(())
+def _port_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
+    """The API, etcd client and peer ports differ from each other and from the ports the
+    kubelet, scheduler, controller-manager and etcd's metrics listen on."""
+    out: list[tuple[Loc, str]] = []
+    e = spec.etcd
+    used: dict[int, str] = dict(FIXED_PORTS)
+    for loc, port, what in ((("load_balancer", "port"), spec.load_balancer.port, "load_balancer.port (the API server's)"),
+                            (("etcd", "client_port"), e.client_port, "etcd.client_port"),
+                            (("etcd", "peer_port"), e.peer_port, "etcd.peer_port")):
+        if port in used:
+            out.append((loc, f"port {port} is already {used[port]}; every port on a master must differ"))
+        else:
+            used[port] = what
+    if (e.client_port, e.peer_port) == (ETCD_PEER_PORT, ETCD_CLIENT_PORT):
+        out.append((("etcd", "client_port"), f"client and peer ports are swapped: etcd's are {ETCD_CLIENT_PORT} (client) and {ETCD_PEER_PORT} (peer)"))
+    return out
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+# -- extra_args that undo a hardening (warnings, not errors) ---------------------------
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for k, _ in node.value:
-        key = loader.construct_object(k, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
+def _true(value: str) -> bool:
+    return value.strip().lower() in ("1", "t", "true")  # Go's strconv.ParseBool
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _items(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# (components, flag, predicate on the value, the hardening it undoes)
+WEAKENING: tuple[tuple[tuple[str, ...], str, Any, str], ...] = (
+    (("apiserver",), "authorization-mode", lambda v: "AlwaysAllow" in _items(v),
+     "authorization by Node,RBAC (CIS: --authorization-mode is not AlwaysAllow)"),
+    (("apiserver",), "authorization-mode", lambda v: not {"Node", "RBAC"} <= set(_items(v)) and "AlwaysAllow" not in _items(v),
+     "the Node and RBAC authorizers (CIS: --authorization-mode includes Node and RBAC)"),
+    (("apiserver",), "anonymous-auth", _true, "anonymous requests refused (CIS: --anonymous-auth=false)"),
+    (("apiserver", "scheduler", "controller_manager"), "profiling", _true, "profiling off (CIS: --profiling=false)"),
+    (("apiserver", "scheduler", "controller_manager"), "insecure-skip-tls-verify", lambda v: v == "" or _true(v),
+     "TLS server verification"),
+    (("apiserver",), "token-auth-file", lambda v: bool(v), "no static token file (CIS: --token-auth-file is not set)"),
+    (("apiserver",), "enable-admission-plugins", lambda v: "AlwaysAdmit" in _items(v),
+     "admission control (CIS: AlwaysAdmit is not enabled)"),
+    (("apiserver",), "enable-admission-plugins", lambda v: "NodeRestriction" not in _items(v),
+     "the NodeRestriction admission plugin (this value replaces bakery's list; CIS: NodeRestriction is enabled)"),
+    (("apiserver",), "disable-admission-plugins",
+     lambda v: bool({"NodeRestriction", "ServiceAccount", "NamespaceLifecycle"} & set(_items(v))),
+     "the NodeRestriction, ServiceAccount and NamespaceLifecycle admission plugins (CIS)"),
+    (("apiserver",), "service-account-lookup", lambda v: not _true(v), "service account token lookup (CIS: --service-account-lookup=true)"),
+    (("apiserver", "scheduler", "controller_manager"), "tls-min-version", lambda v: v in ("VersionTLS10", "VersionTLS11"),
+     "TLS 1.2 as the minimum version"),
+    (("scheduler", "controller_manager"), "bind-address", lambda v: v not in ("127.0.0.1", "::1"),
+     "serving only on 127.0.0.1 (CIS: --bind-address=127.0.0.1)"),
+    (("controller_manager",), "use-service-account-credentials", lambda v: not _true(v),
+     "one credential per controller (CIS: --use-service-account-credentials=true)"),
+    (("controller_manager",), "feature-gates", lambda v: "RotateKubeletServerCertificate=false" in v.replace(" ", ""),
+     "kubelet serving certificate rotation (CIS: RotateKubeletServerCertificate=true)"),
+)
+
+
+def _weakening_warnings(spec: ClusterSpec) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    for component in ("apiserver", "scheduler", "controller_manager"):
+        args: dict[str, str] = getattr(spec, component).extra_args
+        for components, flag, weakens, hardening in WEAKENING:
+            if component in components and flag in args and weakens(args[flag]):
+                out.append(((component, "extra_args", flag), f"--{flag}={args[flag]} undoes the hardening: {hardening}"))
+    return out
 
 
 def _model_for(path: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -400,42 +551,66 @@ def _model_for(path: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+
 def _dotted(path: tuple[Any, ...]) -> str:
+    """network.addresses[2]; a key that is not plain is shown quoted and cut (never a raw newline)."""
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if p == "[key]":  # pydantic's marker for "the key itself" of a dict entry
+            continue
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif isinstance(p, str) and _PLAIN_KEY.match(p):
+            out += f".{p}" if out else p
+        else:
+            out += f"[{_short(p, 40)}]"
     return out
 
 
 def parse(text: str, filename: str = "cluster.yaml") -> ClusterSpec:
-    """Parse and validate cluster.yaml text. Raises SpecError listing every problem."""
-    try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
-        msg = " ".join(filter(None, [e.context, e.problem])) or str(e)
-        raise SpecError(f"{filename}: YAML syntax error", [Problem(f"YAML syntax error: {msg}", filename, line)]) from None
-    except yaml.YAMLError as e:
-        raise SpecError(f"{filename}: YAML error", [Problem(f"YAML error: {e}", filename)]) from None
+    """Parse and validate cluster.yaml text. Raises SpecError listing every problem
+    (at most MAX_PROBLEMS lines, then a count of the rest)."""
+    doc = specfile.compose(text, filename)
+    data, lines = doc.data, doc.lines
     if not isinstance(data, dict):
         raise SpecError(f"{filename}: not a mapping", [Problem("the file must be a YAML mapping (name: ..., provider: ...)", filename, 1)])
-    lines = _Lines(node)
-    problems = [Problem(m, filename, lines.line(path), _dotted(path)) for path, m in _removed_flag_problems(data)]
+    found: dict[str, Problem] = {}
+
+    def add(path: Loc, message: str) -> None:
+        key = _dotted(path)
+        found.setdefault(key, Problem(message, filename, lines.line(path), key))  # one line per key: the first reason
+
+    for path, message in _text_problems(data) + _removed_flag_problems(data):
+        add(path, message)
+    # Top-level keys starting with "x-" are free for YAML anchors that merge keys reuse
+    # (`x-defaults: &d {...}` then `<<: *d`), as in Compose files; bakery ignores them.
+    data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith(EXTENSION_PREFIX))}
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as e:
         for err in e.errors():
             path = tuple(err["loc"])
-            problems.append(Problem(_explain(err, path), filename, lines.line(path), _dotted(path)))
-    if problems:
-        raise SpecError(f"{filename}: {len(problems)} problem(s)", _by_line(problems)) from None
+            add(path, _explain(err, path))
+        _raise(filename, found)
+        raise AssertionError("unreachable") from None
+    _raise(filename, found)
     for path, message in _semantic_problems(spec):
-        problems.append(Problem(message, filename, lines.line(path), _dotted(path)))
-    if problems:
-        raise SpecError(f"{filename}: {len(problems)} problem(s)", _by_line(problems))
+        add(path, message)
+    _raise(filename, found)
+    spec._warnings = tuple(Problem(m, filename, lines.line(p), _dotted(p)) for p, m in _weakening_warnings(spec))
     return spec
+
+
+def _raise(filename: str, found: dict[str, Problem]) -> None:
+    if not found:
+        return
+    problems = _by_line(list(found.values()))
+    shown = problems[:MAX_PROBLEMS]
+    if len(problems) > MAX_PROBLEMS:
+        shown.append(Problem(f"... and {len(problems) - MAX_PROBLEMS} more problem(s)", filename))
+    raise SpecError(f"{filename}: {len(problems)} problem(s)", shown)
 
 
 def _by_line(problems: list[Problem]) -> list[Problem]:
@@ -452,29 +627,36 @@ def _explain(err: Any, path: tuple[Any, ...]) -> str:
         allowed = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown key {key!r}{hint} (allowed: {', '.join(allowed)})"
+        return f"unknown key {_short(key)}{hint} (allowed: {', '.join(allowed)})"
     if kind == "literal_error":
-        return f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
+        return f"{_short(err['input'])} is not allowed; expected {err['ctx']['expected']}"
     if kind == "missing":
         return "required key is missing"
     if kind == "string_pattern_mismatch":
         if key == "name":
-            return f"{err['input']!r} is not a valid name: lowercase letters, digits and '-', starting with a letter, at most 32 characters"
-        return f"{err['input']!r} is not a version like 1.31.4"
+            return f"{_short(err['input'])} is not a valid name: lowercase letters, digits and '-', starting with a letter, at most 32 characters"
+        return f"{_short(err['input'])} is not a version like 1.31.4"
+    if kind == "less_than_equal" and key == "quota_backend_bytes":
+        return f"{err['input']} is over {ETCD_QUOTA_MAX} (8 GiB), etcd's suggested maximum backend size"
+    if kind == "too_short" and isinstance(err.get("input"), list):
+        return "the list is empty; give at least one entry"
     msg = err["msg"]
-    return msg.removeprefix("Value error, ")
+    return _cut(msg.removeprefix("Value error, "), 300)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A value quoted for one error line: repr (control characters show as escapes), cut."""
+    return _cut(repr(value), limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load(path: str | Path) -> ClusterSpec:
-    """Read and parse a cluster.yaml file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{p}: no such file", [Problem("no such file (bakery init --provider local > cluster.yaml writes one)", str(p))]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{p}: unreadable", [Problem(f"cannot read: {e}", str(p))]) from None
-    return parse(text, str(p))
+    """Read (bounded: specfile.read) and parse a cluster.yaml file."""
+    return parse(specfile.read(path), str(path))
 
 
 def json_schema() -> dict[str, Any]:
@@ -482,4 +664,5 @@ def json_schema() -> dict[str, Any]:
     schema = ClusterSpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "bakery cluster.yaml"
+    schema["patternProperties"] = {f"^{EXTENSION_PREFIX}": {}}  # anchors for merge keys
     return schema

@@ -7,8 +7,18 @@ rules, instance templates, images) and behaves as GCE does where bakery depends 
 
 - insert of an existing name: 409 `alreadyExists`; get/delete of a missing one: 404 `notFound`;
 - references to missing resources: 404; deleting a resource still in use: 400
-  `resourceInUseByAnotherResource`; adding a member twice: 400 `memberAlreadyExists`;
+  `resourceInUseByAnotherResource`; adding a member twice: 400 `memberAlreadyExists`
+  (kubernetes/ingress-gce#2587, ansible/ansible#72897), or an instance of another zone or
+  network: 400 `invalid`; removing a missing instance: 404 `notFound`
+  (hashicorp/terraform-provider-google#56); removing a non-member: 400 `invalid` (GCE's
+  exact answer is not documented; the fake refuses so that no caller relies on it);
 - one metadata value over 262,144 bytes (or all of them over 512 KB): 400;
+- label keys `[a-z][a-z0-9_-]{0,62}`, values `[a-z0-9_-]{0,63}`, at most 64 labels;
+  descriptions up to 2,048 characters; an instance without machineType, a boot disk or
+  a network interface: 400 `invalid` / `required`; firewall sourceRanges that are not CIDRs: 400;
+- setMetadata / setLabels need the current fingerprint (`metadata.fingerprint`,
+  `labelFingerprint`, as a get returns them): without it or with a stale one, 412
+  `conditionNotMet` ("Supplied fingerprint does not match current metadata fingerprint");
 - every mutation returns an Operation (zone, region or global) that is RUNNING for
   `op_seconds`, then DONE; `.../operations/NAME/wait` blocks until then;
 - lists take `filter` (`field = value`, `!=`, `:`, several in parentheses ANDed;
@@ -21,6 +31,8 @@ action:<verb>, wait).
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import itertools
 import json
 import re
@@ -55,6 +67,10 @@ PATH_RE = re.compile(
     r"^/compute/v1/projects/(?P<project>[^/]+)/(?P<scope>global|regions/[^/]+|zones/[^/]+)"
     r"/(?P<collection>[A-Za-z]+)(?:/(?P<name>[^/]+)(?:/(?P<verb>[A-Za-z]+))?)?$"
 )
+LABEL_KEY_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+LABEL_VALUE_RE = re.compile(r"[a-z0-9_-]{0,63}")
+LABELS_MAX = 64
+DESCRIPTION_MAX = 2048
 FILTER_TERM_RE = re.compile(r'^\s*([A-Za-z0-9_.\-]+)\s*(!=|=|:)\s*(?:"([^"]*)"|([^\s()"]+))\s*$')
 
 
@@ -328,9 +344,13 @@ class FakeGCE:
             raise GceError(400, "invalid", f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'")
         if name in self.store.get(key, {}):
             raise GceError(409, "alreadyExists", f"The resource 'projects/{project}/{scope}/{collection}/{name}' already exists")
+        _check_labels(body.get("labels"), "resource.labels")
+        if len(body.get("description", "")) > DESCRIPTION_MAX:
+            raise GceError(400, "invalid", f"Invalid value for field 'resource.description': must be at most {DESCRIPTION_MAX} characters")
         getattr(self, f"_check_{collection}", lambda s, b: None)(scope, body)
         res = self._create(project, scope, collection, body)
         getattr(self, f"_fill_{collection}", lambda r: None)(res)
+        _fingerprint(res)
         items = self.store[key]
         return self._new_op(project, scope, "insert", res["selfLink"], fault, rollback=lambda: items.pop(name, None))
 
@@ -383,15 +403,43 @@ class FakeGCE:
                 inst = self._require(ref.get("instance", ""), "instances")
                 if inst["zone"] != res["zone"]:
                     raise GceError(400, "invalid", f"Instance '{inst['name']}' is not in zone {_last(res['zone'])} of the instance group")
+                nets = [n.get("network", "") for n in inst.get("networkInterfaces", [])]
+                if res.get("network") and not any(_same(n, res["network"]) for n in nets):
+                    raise GceError(400, "invalid", f"Resource '{inst['selfLink'][len(BASE):]}' is in a different network than '{res['selfLink'][len(BASE):]}'")
                 if inst["selfLink"] in res["_members"]:
                     raise GceError(400, "memberAlreadyExists", f"The resource '{inst['selfLink'][len(BASE):]}' is already a member of '{res['selfLink'][len(BASE):]}'")
                 new.append(inst["selfLink"])
             res["_members"].update(new)
             res["size"] = len(res["_members"])
             return self._new_op(key[0], key[1], "addInstances", res["selfLink"], fault, rollback=lambda: res["_members"].difference_update(new))
+        if key[2] == "instanceGroups" and verb == "removeInstances":
+            gone = []
+            for ref in body.get("instances", []):
+                inst = self._require(ref.get("instance", ""), "instances")
+                if inst["selfLink"] not in res["_members"]:
+                    raise GceError(400, "invalid", f"The resource '{inst['selfLink'][len(BASE):]}' is not a member of '{res['selfLink'][len(BASE):]}'")
+                gone.append(inst["selfLink"])
+            res["_members"].difference_update(gone)
+            res["size"] = len(res["_members"])
+            return self._new_op(key[0], key[1], "removeInstances", res["selfLink"], fault, rollback=lambda: res["_members"].update(gone))
+        if key[2] == "instances" and verb == "setMetadata":
+            if body.get("fingerprint") != res.get("metadata", {}).get("fingerprint"):
+                raise GceError(412, "conditionNotMet", "Supplied fingerprint does not match current metadata fingerprint.")
+            self._check_instances(key[1], {"metadata": body, "name": res["name"]}, metadata_only=True)
+            res["metadata"] = {k: v for k, v in body.items() if k != "fingerprint"}
+            _fingerprint(res)
+            return self._new_op(key[0], key[1], "setMetadata", res["selfLink"], fault)
+        if verb == "setLabels" and "labels" in res:
+            if body.get("labelFingerprint") != res.get("labelFingerprint"):
+                raise GceError(412, "conditionNotMet", "Labels fingerprint either invalid or resource labels have changed")
+            _check_labels(body.get("labels"), "labels")
+            res["labels"] = dict(body.get("labels") or {})
+            _fingerprint(res)
+            return self._new_op(key[0], key[1], "setLabels", res["selfLink"], fault)
         if verb is None and key[2] == "firewalls":  # PATCH: the given fields replace the stored ones
             if body.get("name", res["name"]) != res["name"]:
                 raise GceError(400, "invalid", "Invalid value for field 'resource.name': a patch cannot rename")
+            self._check_firewalls(key[1], body)
             res.update({k: v for k, v in body.items() if k not in ("id", "selfLink", "creationTimestamp", "kind")})
             return self._new_op(key[0], key[1], "patch", res["selfLink"], fault)
         if key[2] == "backendServices" and verb == "getHealth":
@@ -407,13 +455,25 @@ class FakeGCE:
 
     # per-collection validation and defaults, as GCE applies them
 
-    def _check_instances(self, scope: str, body: dict[str, Any]) -> None:
+    def _check_instances(self, scope: str, body: dict[str, Any], metadata_only: bool = False) -> None:
         items = body.get("metadata", {}).get("items", [])
+        for item in items:
+            if not re.fullmatch(r"[a-zA-Z0-9_-]{1,128}", item.get("key", "")):
+                raise GceError(400, "invalid", f"Invalid value for field 'resource.metadata.items.key': '{item.get('key')}'")
         for item in items:
             if len(item.get("value", "").encode()) > METADATA_VALUE_LIMIT:
                 raise GceError(400, "invalid", f"Invalid value for field 'resource.metadata': metadata value for key '{item.get('key')}' exceeds the {METADATA_VALUE_LIMIT} byte limit")
         if sum(len(i.get("key", "").encode()) + len(i.get("value", "").encode()) for i in items) > METADATA_TOTAL_LIMIT:
             raise GceError(400, "invalid", "Invalid value for field 'resource.metadata': total metadata size exceeds 512 KB")
+        if metadata_only:
+            return
+        for field_name in ("machineType", "disks", "networkInterfaces"):
+            if not body.get(field_name):
+                raise GceError(400, "required", f"Required field 'resource.{field_name}' not specified")
+        if sum(1 for d in body["disks"] if d.get("boot")) != 1:
+            raise GceError(400, "invalid", "Invalid value for field 'resource.disks': exactly one boot disk is required")
+        for d in body["disks"]:
+            _check_labels(d.get("initializeParams", {}).get("labels"), "resource.disks[].initializeParams.labels")
         for disk in body.get("disks", []):
             image = disk.get("initializeParams", {}).get("sourceImage")
             if image:
@@ -425,7 +485,15 @@ class FakeGCE:
                     raise GceError(400, "invalid", f"IP address '{ip}' is already being used by instance '{other['name']}'")
 
     def _check_instanceTemplates(self, scope: str, body: dict[str, Any]) -> None:
+        _check_labels(body.get("properties", {}).get("labels"), "resource.properties.labels")
         self._check_instances(scope, body.get("properties", {}))
+
+    def _check_firewalls(self, scope: str, body: dict[str, Any]) -> None:
+        for i, r in enumerate(body.get("sourceRanges", [])):
+            try:
+                ipaddress.ip_network(r, strict=False)
+            except ValueError:
+                raise GceError(400, "invalid", f"Invalid value for field 'resource.sourceRanges[{i}]': '{r}'. Must be a CIDR address range that is contained in the network.") from None
 
     def _check_backendServices(self, scope: str, body: dict[str, Any]) -> None:
         for hc in body.get("healthChecks", []):
@@ -454,8 +522,10 @@ class FakeGCE:
 
     def _fill_instances(self, res: dict[str, Any]) -> None:
         res["status"] = "RUNNING"
+        project = res["selfLink"][len(BASE):].split("/")[1]
         for i, nic in enumerate(res.get("networkInterfaces", [])):
             nic.setdefault("name", f"nic{i}")
+            nic.setdefault("network", f"{BASE}projects/{project}/global/networks/default")  # GCE's default
             nic.setdefault("networkIP", f"10.128.1.{next(self._ids) % 250 + 2}")
 
     def _fill_instanceGroups(self, res: dict[str, Any]) -> None:
@@ -540,6 +610,28 @@ def _matches(res: dict[str, Any], expr: str) -> bool:
         if not ok:
             return False
     return True
+
+
+def _check_labels(labels: dict[str, str] | None, where: str) -> None:
+    for k, v in (labels or {}).items():
+        if not LABEL_KEY_RE.fullmatch(k) or not LABEL_VALUE_RE.fullmatch(str(v)):
+            raise GceError(400, "invalid", f"Invalid value for field '{where}': '{k}={v}'. Label keys and values may contain only "
+                                           "lowercase letters, digits, '_' and '-' (a key starts with a letter), at most 63 characters")
+    if len(labels or {}) > LABELS_MAX:
+        raise GceError(400, "invalid", f"Invalid value for field '{where}': at most {LABELS_MAX} labels")
+
+
+def _fingerprint(res: dict[str, Any]) -> None:
+    """GCE's optimistic-locking fingerprints: a hash of the labels, and of the metadata."""
+    def digest(x: Any) -> str:
+        return hashlib.sha256(json.dumps(x, sort_keys=True).encode()).hexdigest()[:12]
+
+    if "labels" in res:
+        res["labelFingerprint"] = digest(res["labels"])
+    if res.get("kind") == "compute#instance":
+        meta = res.setdefault("metadata", {})
+        meta["kind"] = "compute#metadata"
+        meta["fingerprint"] = digest(meta.get("items", []))
 
 
 def _public(res: dict[str, Any]) -> dict[str, Any]:

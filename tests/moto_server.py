@@ -9,7 +9,11 @@ observe goes through botocore's own event system (TESTING.md: no patching):
   the worst moment for an interruption: the resource exists, bakery never heard of it.
   From then on every call fails, on every thread, as if the process had died;
 - `not_yet` answers an operation's first calls with a NotFound error, as EC2 does for a
-  resource created a moment ago (eventual consistency), without reaching the server.
+  resource created a moment ago (eventual consistency), without reaching the server;
+- tags are held to EC2's and ELBv2's documented limits, which moto does not enforce: at
+  most 50 per resource, keys of at most 128 and values of at most 256 characters, no
+  `aws:` prefix (EC2 answers TagLimitExceeded / InvalidParameterValue, ELBv2 TooManyTags /
+  ValidationError).
 
 `make_spec` and `fixed_render` give tests and bench/up.py a cluster and a render callback
 with fixed user-data (no PKI), so they measure the provider alone.
@@ -73,13 +77,16 @@ class Calls:
         with self._lock:
             self.log.clear()
 
-    def _before(self, model: Any, **_: Any) -> Any:
+    def _before(self, model: Any, context: dict[str, Any] | None = None, **_: Any) -> Any:
         from bakery.providers.aws import dag
 
         with self._lock:
             if self.tripped:
                 raise Interrupted(f"{model.name}: the process is down (fault injected)")
             self.log.append((model.service_model.service_name, model.name, dag.current()))
+            refused = (context or {}).get("bakery_tag_error")
+            if refused:
+                return _error(refused)
             code, times = self.not_yet.get(model.name, ("", 0))
             if times:
                 self.not_yet[model.name] = (code, times - 1)
@@ -96,12 +103,18 @@ class Calls:
         if self.tripped:
             raise Interrupted(f"fault injected after mutating call #{self.fail_after}")
 
+    def _params(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        code = tag_problem(model.service_model.service_name, params)
+        if code:  # botocore hands the same request context to before-call
+            context["bakery_tag_error"] = code
+
     def _send(self, **_: Any) -> None:
         if self.latency:
             time.sleep(self.latency)
 
     def hook(self, client: Any) -> Any:
         events = client.meta.events
+        events.register("before-parameter-build.*.*", self._params)
         events.register("before-call.*.*", self._before)
         events.register("after-call.*.*", self._after)
         events.register("before-send.*.*", self._send)
@@ -141,6 +154,24 @@ def fixed_render(spec: spec_mod.ClusterSpec, tag: str = "v1", sink: dict[str, by
         return out
 
     return render
+
+
+TAGS_MAX, TAG_KEY_MAX, TAG_VALUE_MAX = 50, 128, 256
+
+
+def tag_problem(service: str, params: dict[str, Any]) -> str | None:
+    """The error code EC2 or ELBv2 would answer for the tags in `params`, or None."""
+    groups = [spec.get("Tags", []) for spec in params.get("TagSpecifications", [])]
+    if isinstance(params.get("Tags"), list):
+        groups.append(params["Tags"])
+    for tags in groups:
+        if len(tags) > TAGS_MAX:
+            return "TooManyTags" if service == "elbv2" else "TagLimitExceeded"
+        for t in tags:
+            key, value = str(t.get("Key", "")), str(t.get("Value", ""))
+            if not key or len(key) > TAG_KEY_MAX or len(value) > TAG_VALUE_MAX or key.lower().startswith("aws:"):
+                return "ValidationError" if service == "elbv2" else "InvalidParameterValue"
+    return None
 
 
 def _error(code: str) -> tuple[Any, dict[str, Any]]:

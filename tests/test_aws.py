@@ -365,3 +365,35 @@ def test_not_yet_visible_dependencies_are_waited_for(moto: Moto, cluster: Any) -
     provider(c=lagging).up(fixed_render(spec))
     assert all(times == 0 for _, times in lagging.not_yet.values())
     assert counts(inventory(moto, spec.name)) == EXPECTED_3
+
+
+def test_second_up_with_the_real_render_makes_zero_create_run_register_calls(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    """Counted through botocore's before-call hook: a second `up` (real PKI and render, the
+    load balancer's DNS name in the certificate) creates, runs and registers nothing. It
+    does not lean on moto: EC2's ClientToken and ELBv2's tolerance of a duplicate
+    registration are never needed, because `up` finds by tag and registers only what is missing."""
+    from bakery.pipeline import Cluster
+
+    spec, paths, calls, provider, _ = cluster
+    provider().up(Cluster(spec, paths, state.load(paths)).render_callback())
+    assert any(op.startswith("RunInstances") for op in calls.ops()) and "RegisterTargets" in calls.ops()
+    calls.clear()
+    result = provider().up(Cluster(spec, paths, state.load(paths)).render_callback())
+    assert [op for op in calls.ops() if op.startswith(("Create", "Run", "Register"))] == []
+    assert calls.mutating == [] and result.created == [] and result.drift == []
+
+
+def test_tags_are_held_to_ec2s_limits_which_moto_does_not_enforce(moto: Moto) -> None:  # noqa: F811
+    """The hook answers as EC2 does; bakery's own tags stay well inside the limits (the
+    other tests in this module would fail otherwise)."""
+    from botocore.exceptions import ClientError
+
+    calls = Calls()
+    ec2 = moto.client("ec2", calls)
+    too_many = [{"Key": f"k{i}", "Value": "v"} for i in range(51)]
+    for tags, code in ((too_many, "TagLimitExceeded"), ([{"Key": "aws:cluster", "Value": "x"}], "InvalidParameterValue"),
+                       ([{"Key": "k", "Value": "v" * 257}], "InvalidParameterValue")):
+        with pytest.raises(ClientError) as e:
+            ec2.create_vpc(CidrBlock="10.9.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}])
+        assert e.value.response["Error"]["Code"] == code
+    assert ec2.describe_vpcs(Filters=[{"Name": "cidr", "Values": ["10.9.0.0/16"]}])["Vpcs"] == []

@@ -142,3 +142,78 @@ def test_in_use_resources_cannot_be_deleted_and_members_not_added_twice(gce: Fak
     assert gce.members("g") == []
     addresses.delete_unary(project=P, region=R, address="m")
     assert gce.inventory() == {"instanceGroups": ["g"]}
+
+
+def test_set_metadata_and_labels_need_the_current_fingerprint(gce: FakeGCE) -> None:
+    instances = client(gce, "Instances")
+    body = instance("m", "10.0.0.2")
+    body.labels = {"bakery-cluster": "demo"}
+    instances.insert_unary(project=P, zone=Z, instance_resource=body)
+    items = [compute_v1.Items(key="user-data", value="#cloud-config\n# v2\n")]
+    with pytest.raises(exceptions.PreconditionFailed) as missing:  # no fingerprint
+        instances.set_metadata_unary(project=P, zone=Z, instance="m", metadata_resource=compute_v1.Metadata(items=items))
+    assert missing.value.code == 412 and missing.value.errors[0]["reason"] == "conditionNotMet"
+    stale = instances.get(project=P, zone=Z, instance="m").metadata.fingerprint
+    instances.set_metadata_unary(project=P, zone=Z, instance="m", metadata_resource=compute_v1.Metadata(items=items, fingerprint=stale))
+    with pytest.raises(exceptions.PreconditionFailed):  # the fingerprint changed with the metadata
+        instances.set_metadata_unary(project=P, zone=Z, instance="m", metadata_resource=compute_v1.Metadata(items=items, fingerprint=stale))
+    got = instances.get(project=P, zone=Z, instance="m")
+    assert [i.value for i in got.metadata.items] == ["#cloud-config\n# v2\n"] and got.metadata.fingerprint != stale
+    labels = compute_v1.InstancesSetLabelsRequest(labels={"bakery-cluster": "other"})
+    with pytest.raises(exceptions.PreconditionFailed):
+        instances.set_labels_unary(project=P, zone=Z, instance="m", instances_set_labels_request_resource=labels)
+    labels.label_fingerprint = got.label_fingerprint
+    instances.set_labels_unary(project=P, zone=Z, instance="m", instances_set_labels_request_resource=labels)
+    assert instances.get(project=P, zone=Z, instance="m").labels == {"bakery-cluster": "other"}
+
+
+def test_names_labels_descriptions_and_required_fields_are_checked(gce: FakeGCE) -> None:
+    addresses, instances, firewalls = client(gce, "Addresses"), client(gce, "Instances"), client(gce, "Firewalls")
+    for bad in ({"Bakery-Cluster": "demo"}, {"bakery-cluster": "Demo"}, {"bakery-cluster": "a" * 64}, {f"k{i}": "v" for i in range(65)}):
+        with pytest.raises(exceptions.BadRequest) as e:
+            addresses.insert_unary(project=P, region=R, address_resource=address("a", **bad))
+        assert e.value.errors[0]["reason"] == "invalid"
+    with pytest.raises(exceptions.BadRequest):
+        addresses.insert_unary(project=P, region=R, address_resource=compute_v1.Address(name="Upper", address_type="INTERNAL"))
+    with pytest.raises(exceptions.BadRequest):
+        addresses.insert_unary(project=P, region=R, address_resource=compute_v1.Address(name="a", description="x" * 2049))
+    body = instance("m", "10.0.0.2")
+    body.machine_type = ""
+    with pytest.raises(exceptions.BadRequest) as required:
+        instances.insert_unary(project=P, zone=Z, instance_resource=body)
+    assert required.value.errors[0]["reason"] == "required"
+    body = instance("m", "10.0.0.2")
+    body.disks[0].boot = False
+    with pytest.raises(exceptions.BadRequest):
+        instances.insert_unary(project=P, zone=Z, instance_resource=body)
+    rule = compute_v1.Firewall(name="fw", network=f"projects/{P}/global/networks/default", source_ranges=["banana"],
+                               allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["6443"])])
+    with pytest.raises(exceptions.BadRequest):
+        firewalls.insert_unary(project=P, firewall_resource=rule)
+    assert gce.inventory() == {}
+
+
+def test_members_of_another_network_and_removal_of_non_members_are_refused(gce: FakeGCE) -> None:
+    instances, groups = client(gce, "Instances"), client(gce, "InstanceGroups")
+    body = instance("m", "10.0.0.2")
+    body.network_interfaces[0].network = f"projects/{P}/global/networks/other"
+    instances.insert_unary(project=P, zone=Z, instance_resource=body)
+    instances.insert_unary(project=P, zone=Z, instance_resource=instance("n", "10.0.0.3"))
+    groups.insert_unary(project=P, zone=Z, instance_group_resource=compute_v1.InstanceGroup(name="g", network=f"projects/{P}/global/networks/default"))
+
+    def refs(*names: str) -> list[Any]:
+        return [compute_v1.InstanceReference(instance=f"projects/{P}/zones/{Z}/instances/{n}") for n in names]
+
+    with pytest.raises(exceptions.BadRequest) as other:
+        groups.add_instances_unary(project=P, zone=Z, instance_group="g",
+                                   instance_groups_add_instances_request_resource=compute_v1.InstanceGroupsAddInstancesRequest(instances=refs("m")))
+    assert "different network" in other.value.message
+    remove = compute_v1.InstanceGroupsRemoveInstancesRequest
+    with pytest.raises(exceptions.BadRequest):  # n exists but is not a member
+        groups.remove_instances_unary(project=P, zone=Z, instance_group="g", instance_groups_remove_instances_request_resource=remove(instances=refs("n")))
+    with pytest.raises(exceptions.NotFound):
+        groups.remove_instances_unary(project=P, zone=Z, instance_group="g", instance_groups_remove_instances_request_resource=remove(instances=refs("gone")))
+    groups.add_instances_unary(project=P, zone=Z, instance_group="g",
+                               instance_groups_add_instances_request_resource=compute_v1.InstanceGroupsAddInstancesRequest(instances=refs("n")))
+    groups.remove_instances_unary(project=P, zone=Z, instance_group="g", instance_groups_remove_instances_request_resource=remove(instances=refs("n")))
+    assert gce.members("g") == []

@@ -141,3 +141,20 @@ def test_instance_template_user_data_renders_with_cloud_init(gce: FakeGCE, tmp_p
     check = subprocess.run([cloud_init, "schema", "--config-file", str(tmp_path / "rendered.yaml")],
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_second_bakery_up_makes_zero_insert_and_zero_add_calls(gce: FakeGCE, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12: GCE answers a second addInstances for a member with 400 memberAlreadyExists
+    (so does the fake); the second `up`, real pipeline render included, adds nothing."""
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(SPEC)
+    args = ["-f", str(spec), "-o", str(tmp_path / "build")]
+    assert cli.main(["up", *args]) == 0
+    assert gce.count("insert") > 0 and gce.count("action:addInstances") == 3  # one per zone's group
+    before = len(gce.calls)
+    assert cli.main(["up", *args]) == 0, capsys.readouterr().err
+    second = gce.calls[before:]
+    assert [c for c in second if c.kind == "insert"] == []
+    assert [c for c in second if c.kind == "action:addInstances"] == []
+    assert [c.kind for c in second if c.kind not in ("get", "list", "wait", "action:listInstances")] == []
+    assert "drift" not in capsys.readouterr().err

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bakery import discovery, pki, spec, topology
-from bakery.render import _runcmd, builders, configs, flags
+from bakery.render import start_commands, builders, configs, flags
 from tests.test_upstream import NOW, REPO, SEED, node_files
 
 APISERVER = f"{flags.MANIFESTS}/kube-apiserver.manifest"
@@ -244,7 +244,7 @@ def test_node_register_unit_timer_and_kubeconfig(aws, ctx):
     assert admin["users"][0]["user"]["client-key-data"]
     files = {f.path: f for f in builders.node_register(ctx)}
     assert files[builders.ADMIN_CONF].mode == 0o600 and files[builders.NODE_REGISTER].mode == 0o755
-    assert any("bakery-node-register.timer" in cmd for cmd in _runcmd(ctx.plan))
+    assert any("bakery-node-register.timer" in cmd for cmd in start_commands(ctx.plan))
 
 
 FAKE_KUBECTL = textwrap.dedent("""\
