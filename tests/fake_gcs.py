@@ -224,7 +224,7 @@ class FakeGCS:
 
     def _bucket(self, name: str) -> dict[str, Any]:
         if name in self.foreign:
-            raise ApiError(403, "forbidden", f"anonymous caller does not have storage.buckets.get access to the Google Cloud Storage bucket. Permission 'storage.buckets.get' denied on resource (or it may not exist).")
+            raise ApiError(403, "forbidden", "anonymous caller does not have storage.buckets.get access to the Google Cloud Storage bucket. Permission 'storage.buckets.get' denied on resource (or it may not exist).")
         b = self.buckets.get(name)
         if b is None:
             raise ApiError(404, "notFound", "The specified bucket does not exist.")

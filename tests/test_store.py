@@ -150,7 +150,7 @@ def test_missing_bucket_is_one_line_naming_it(moto: Moto, gcs_server: FakeGCS) -
     stores = [S3Store("no-such-bucket-here", client=moto.client("s3")),
               GCSStore("no-such-bucket-here", client=gcs_client(endpoint=gcs_server.url))]
     for s in stores:
-        for call in (lambda: s.get("demo/x"), lambda: s.put("demo/x", b"secret"), lambda: s.list("demo/")):
+        for call in (lambda s=s: s.get("demo/x"), lambda s=s: s.put("demo/x", b"secret"), lambda s=s: s.list("demo/")):
             with pytest.raises(StoreError) as e:
                 call()
             assert not isinstance(e.value, StoreNotFound)
