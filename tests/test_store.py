@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from bakery.errors import StoreError, StoreNotFound
-from bakery.store import Store, open_store
+from bakery.store import Store, layout, open_store
 from bakery.store.folder import FolderStore
 from bakery.store.gcs import GCSStore
 from bakery.store.gcs import default_client as gcs_client
 from bakery.store.s3 import S3Store
+from bakery.store.sync import upload
 from tests.fake_gcs import FakeGCS
 from tests.moto_server import Calls, Moto, moto, moto_session  # noqa: F401
 
@@ -190,3 +191,21 @@ def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     for bad in ("http://x/y", "s3://", "file://relative", "gs://b/../x"):
         with pytest.raises(StoreError):
             open_store(bad)
+
+
+def test_upload_puts_only_what_changed_and_never_deletes(backend: Backend) -> None:
+    s = backend.store
+    s.put("demo/members/demo-master-0.json", b"{}")  # a node's own object: not the operator's to touch
+    objects = {layout.description("demo"): b'{"digest": 1}', layout.pki("demo", "ca.crt"): b"crt",
+               layout.pki("demo", "ca.key"): b"key"}
+    first = upload(s, objects)
+    assert sorted(first.written) == sorted(objects) and first.unchanged == []
+    before = backend.calls()
+    again = upload(s, objects)
+    assert again.written == [] and sorted(again.unchanged) == sorted(objects)
+    assert backend.calls() - before <= 1 + len(objects)  # one listing, one read per object, no write
+    changed = upload(s, {**objects, layout.description("demo"): b'{"digest": 2}'})
+    assert changed.written == [layout.description("demo")]
+    assert s.get(layout.description("demo")) == b'{"digest": 2}'
+    upload(s, {layout.description("demo"): b'{"digest": 3}'})  # fewer keys: the others stay
+    assert s.list("demo/") == ["demo/cluster.json", "demo/members/demo-master-0.json", "demo/pki/ca.crt", "demo/pki/ca.key"]
