@@ -176,3 +176,38 @@ def test_a_given_instance_profile_creates_nothing(moto: Moto) -> None:  # noqa: 
     assert ident == iam.Identity(None, "their-profile", created_by_bakery=False)
     assert calls.log == []
     assert iam.policy_document(spec)["Statement"][0]["Resource"] == [f"arn:aws:s3:::{location.split(location.store_url(spec))[1]}/demo/*"]
+
+
+def test_up_attaches_the_profile_and_down_keeps_the_bucket_unless_purge(moto: Moto, tmp_path: Any) -> None:  # noqa: F811
+    from bakery import state
+    from bakery.providers.aws import create
+    from tests.moto_server import fixed_render, record_ami
+
+    spec = make_spec()
+    paths = state.paths(spec.name, tmp_path / "build")
+    paths.base.mkdir(parents=True)
+    record_ami(paths, moto.register_ami())
+
+    def provider() -> Any:
+        return create(spec, paths, lambda *a: None, client_factory=moto.factory(), poll_interval=0.05, wait_timeout=10)
+
+    provider().up(fixed_render(spec))
+    ec2, s3 = moto.client("ec2"), moto.client("s3")
+    url = state.load(paths)["store"]["url"]
+    name = location.split(url)[1]
+    assert url == location.default_url(spec) and state.load(paths)["store"]["owned"] is True
+    found = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:bakery:cluster", "Values": ["demo"]}])["Reservations"]
+             for i in r["Instances"]]
+    assert len(found) == 3
+    assert all(i["IamInstanceProfile"]["Arn"].endswith("instance-profile/bakery/demo-bakery-master") for i in found)
+
+    S3Store(name, client=s3).put("demo/members/demo-master-0.json", b"{}")
+    deleted = provider().down()
+    assert "iam-role demo-bakery-master" in deleted and not any(d.startswith("bucket") for d in deleted)
+    assert name in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert S3Store(name, client=s3).list("demo/") == ["demo/members/demo-master-0.json"]
+
+    deleted = provider().down(purge=True)
+    assert f"bucket {name}" in deleted
+    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert "store" not in state.load(paths)

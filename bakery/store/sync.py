@@ -12,7 +12,6 @@ or an older description, stay.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -32,8 +31,7 @@ def upload(store: Store, objects: Mapping[str, bytes]) -> Uploaded:
     out = Uploaded()
     if not keys:
         return out
-    common = os.path.commonprefix(keys)
-    listed = set(store.list(common[: common.rfind("/") + 1]))
+    listed = set(store.list(_folder(keys)))
     for key in keys:
         data = objects[key]
         if key in listed:
@@ -47,6 +45,17 @@ def upload(store: Store, objects: Mapping[str, bytes]) -> Uploaded:
         store.put(key, data)
         out.written.append(key)
     return out
+
+
+def _folder(keys: list[str]) -> str:
+    """The longest '/'-ended prefix all keys share ('' if none)."""
+    folders = [k.split("/")[:-1] for k in keys]
+    common: list[str] = []
+    for parts in zip(*folders, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "".join(f"{p}/" for p in common)
 
 
 def _digest(data: bytes) -> bytes:
