@@ -487,7 +487,7 @@ class FakeGCS:
         if size < 1:
             raise ApiError(400, "invalid", f"Invalid argument: maxResults {size}")
         size = min(size, LIST_MAX)
-        prefix, delimiter, all_versions = q.get("prefix", ""), q.get("delimiter"), q.get("versions") == "true"
+        prefix, delimiter, all_versions = q.get("prefix", ""), q.get("delimiter"), q.get("versions", "").lower() == "true"
         entries: list[tuple[str, Any]] = []  # sorted (name, version) or (prefix, None)
         seen_prefixes: set[str] = set()
         for name in sorted(self.objects[bucket]):
