@@ -231,10 +231,11 @@ def ensure_bucket(g: Gcp, ledger: Ledger) -> tuple[str, bool]:
 # -- the service account and its bindings ------------------------------------------------
 
 
-def ensure_service_account(g: Gcp, ledger: Ledger) -> str:
+def ensure_service_account(g: Gcp, ledger: Ledger) -> tuple[str, bool]:
+    """(e-mail, made just now) of the masters' service account."""
     spec = g.spec
     if spec.provider_spec.service_account:  # type: ignore[union-attr]
-        return service_account(spec)
+        return service_account(spec), False
     email = service_account(spec)
     path = f"projects/{g.project}/serviceAccounts"
     found = g.iam("GET", f"{path}/{email}", missing_ok=True)
@@ -244,7 +245,7 @@ def ensure_service_account(g: Gcp, ledger: Ledger) -> str:
         try:
             found = g.iam("POST", path, body)
             ledger.made("service-account", email)
-            return email
+            return email, True
         except _IamError as e:
             if e.code != 409:
                 raise
@@ -254,7 +255,7 @@ def ensure_service_account(g: Gcp, ledger: Ledger) -> str:
         raise ProviderError(f"gcp: service account {email} exists but is not bakery's for {spec.name} "
                             f"(its description is not {marker(spec.name)!r}): set gcp.service_account, or remove it")
     ledger.found("service-account", email)
-    return email
+    return email, False
 
 
 def bindings(spec: ClusterSpec, bucket: str, member: str) -> list[dict[str, Any]]:
@@ -280,12 +281,12 @@ def _normal(items: Any) -> list[tuple[str, tuple[str, ...], str]]:
     return sorted((b["role"], tuple(sorted(b["members"])), repr(sorted((b.get("condition") or {}).items()))) for b in items)
 
 
-def ensure_bindings(g: Gcp, bucket_name: str, email: str, ledger: Ledger) -> None:
+def ensure_bindings(g: Gcp, bucket_name: str, email: str, ledger: Ledger, *, fresh: bool = False) -> None:
     """Our two bindings on the bucket's policy (version 3), replacing older ones of ours; no write when equal."""
     ex = _api_errors()
     want = bindings(g.spec, bucket_name, f"serviceAccount:{email}")
     bucket = g.storage.bucket(bucket_name)
-    deadline = time.monotonic() + PROPAGATION_SECONDS
+    deadline = time.monotonic() + (PROPAGATION_SECONDS if fresh else 0.0)
     while True:
         try:
             policy = bucket.get_iam_policy(requested_policy_version=3)
@@ -316,8 +317,8 @@ def ensure(spec: ClusterSpec, ledger: Ledger, g: Gcp | None = None) -> StoreIden
     g = g or Gcp(spec)
     try:
         name, owned = ensure_bucket(g, ledger)
-        email = ensure_service_account(g, ledger)
-        ensure_bindings(g, name, email, ledger)
+        email, fresh = ensure_service_account(g, ledger)
+        ensure_bindings(g, name, email, ledger, fresh=fresh)
     finally:
         g.close()
     return StoreIdentity(location.store_url(spec), name, owned, email)
