@@ -211,3 +211,36 @@ def test_up_attaches_the_profile_and_down_keeps_the_bucket_unless_purge(moto: Mo
     assert f"bucket {name}" in deleted
     assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     assert "store" not in state.load(paths)
+
+
+def test_cli_prints_the_policy_a_given_profile_needs_and_purges(moto: Moto, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from bakery import cli, state
+    from tests.moto_server import SPEC, record_ami
+
+    for var, value in (("BAKERY_AWS_ENDPOINT_URL", moto.endpoint), ("AWS_ACCESS_KEY_ID", "testing"),
+                       ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none")),
+                       ("AWS_CONFIG_FILE", str(tmp_path / "none"))):
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text(SPEC.format(name="demo", masters=3) + "  instance_profile: ops-masters\n")
+    paths = state.paths("demo", tmp_path / "build")
+    paths.base.mkdir(parents=True)
+    record_ami(paths, moto.register_ami())
+    args = ["-f", str(spec_file), "-o", str(tmp_path / "build")]
+    moto.client("iam").create_instance_profile(InstanceProfileName="ops-masters")  # the user's own
+
+    assert cli.main(["up", *args]) == 0
+    printed = capsys.readouterr()
+    assert "aws.instance_profile ops-masters is used as given" in printed.err
+    policy = json.loads(printed.out[printed.out.index("{"):])
+    assert policy == iam.policy_document(make_spec(extra="  instance_profile: ops-masters\n"))
+    assert moto.client("iam").list_roles(PathPrefix="/bakery/")["Roles"] == []
+    name = location.split(state.load(paths)["store"]["url"])[1]
+
+    assert cli.main(["down", *args]) == 0
+    assert name in [b["Name"] for b in moto.client("s3").list_buckets()["Buckets"]]
+    assert cli.main(["down", *args, "--purge"]) == 0
+    assert f"deleted bucket {name}" in capsys.readouterr().out
+    assert name not in [b["Name"] for b in moto.client("s3").list_buckets()["Buckets"]]
