@@ -78,11 +78,13 @@ def not_met() -> ApiError:
 
 @dataclass
 class Fault:
-    """Answer the next matching call with `status` (kind as in FakeGCS.calls, e.g. "object.upload")."""
+    """Answer the next matching call with `status` (kind as in FakeGCS.calls, e.g. "object.upload").
+    `lost`: carry the call out first, then answer `status`, as when a response is lost on its way."""
 
     kind: str
     status: int = 503
     remaining: int = 1
+    lost: bool = False
 
 
 @dataclass
@@ -166,11 +168,13 @@ class FakeGCS:
         kind, handler, args = self._route(method, parts)
         with self._lock:
             self.calls.append((method, kind))
-            for f in self.faults:
-                if f.kind == kind and f.remaining > 0:
-                    f.remaining -= 1
-                    raise ApiError(f.status, "backendError", f"Injected fault on {method} {kind}", rpc=kind.startswith("iam."))
-            return handler(query, headers, raw, *args)
+            fault = next((f for f in self.faults if f.kind == kind and f.remaining > 0), None)
+            if fault is None:
+                return handler(query, headers, raw, *args)
+            fault.remaining -= 1
+            if fault.lost:
+                handler(query, headers, raw, *args)
+            raise ApiError(fault.status, "backendError", f"Injected fault on {method} {kind}", rpc=kind.startswith("iam."))
 
     def _route(self, method: str, p: list[str]) -> tuple[str, Any, tuple[Any, ...]]:
         def nope() -> ApiError:

@@ -209,3 +209,27 @@ def test_upload_puts_only_what_changed_and_never_deletes(backend: Backend) -> No
     assert s.get(layout.description("demo")) == b'{"digest": 2}'
     upload(s, {layout.description("demo"): b'{"digest": 3}'})  # fewer keys: the others stay
     assert s.list("demo/") == ["demo/cluster.json", "demo/members/demo-master-0.json", "demo/pki/ca.crt", "demo/pki/ca.key"]
+
+
+def test_gcs_put_if_absent_whose_answer_was_lost_still_wins(gcs_server: FakeGCS) -> None:
+    from tests.fake_gcs import Fault
+
+    client = gcs_client(endpoint=gcs_server.url)
+    client.create_bucket("lost-answers")
+    s = GCSStore("lost-answers", client=client)
+    gcs_server.faults.append(Fault("object.upload", status=503, lost=True))  # created, then the answer is lost
+    assert s.put_if_absent("demo/etcd/bootstrap", b"demo-master-0") is True  # the retry's 412 is our own object
+    assert s.put_if_absent("demo/etcd/bootstrap", b"demo-master-1") is False
+    gcs_server.faults.append(Fault("object.upload", status=503))  # refused before anything was written
+    assert s.put_if_absent("demo/etcd/other", b"x") is True
+    gcs_server.faults.clear()
+
+
+def test_s3_put_if_absent_retries_a_conditional_conflict(moto: Moto) -> None:  # noqa: F811
+    # S3 answers 409 ConditionalRequestConflict while another conditional write to the key is in flight.
+    calls = Calls(not_yet={"PutObject": ("ConditionalRequestConflict", 2)})
+    client = moto.client("s3", calls)
+    client.create_bucket(Bucket=BUCKET)
+    s = S3Store(BUCKET, client=client)
+    assert s.put_if_absent("demo/etcd/bootstrap", b"demo-master-0") is True
+    assert [op for _, op, _ in calls.log].count("PutObject") == 3
