@@ -10,7 +10,7 @@ import pytest
 from bakery import spec as specmod
 from bakery.errors import ProviderError
 from bakery.providers.base import Ledger
-from bakery.providers.gcp import storage
+from bakery.providers.gcp import iam, storage, storeapi
 from bakery.store import location
 from bakery.store.gcs import GCSStore
 from bakery.store.gcs import default_client as gcs_client
@@ -26,8 +26,8 @@ def make_spec(name: str = "demo", extra: str = "", gcp: str = "") -> specmod.Clu
 @pytest.fixture
 def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGCS]:
     with FakeGCS(project=PROJECT).running() as fake:
-        monkeypatch.setenv(storage.STORAGE_ENDPOINT_ENV, fake.url)
-        monkeypatch.setenv(storage.IAM_ENDPOINT_ENV, fake.url)
+        monkeypatch.setenv(storeapi.STORAGE_ENDPOINT_ENV, fake.url)
+        monkeypatch.setenv(storeapi.IAM_ENDPOINT_ENV, fake.url)
         yield fake
 
 
@@ -148,7 +148,7 @@ def test_purge_keeps_a_users_bucket_and_their_objects(gcs: FakeGCS) -> None:
 
 
 def test_compute_override_without_storage_and_iam_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in (storage.STORAGE_ENDPOINT_ENV, storage.IAM_ENDPOINT_ENV):
+    for var in (storeapi.STORAGE_ENDPOINT_ENV, storeapi.IAM_ENDPOINT_ENV):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("BAKERY_GCP_ENDPOINT_URL", "http://127.0.0.1:9")
     with pytest.raises(ProviderError, match="real storage and IAM"):
@@ -157,5 +157,5 @@ def test_compute_override_without_storage_and_iam_is_refused(monkeypatch: pytest
 
 def test_account_ids_fit_iams_rule() -> None:
     for cluster in ("a", "demo", "x" * 32, "abc-" + "d" * 28):
-        aid = storage.account_id(cluster)
-        assert 6 <= len(aid) <= 30 and storage.ACCOUNT_RE.match(aid), aid
+        aid = iam.account_id(cluster)
+        assert 6 <= len(aid) <= 30 and iam.ACCOUNT_RE.match(aid), aid

@@ -209,7 +209,7 @@ class Layout:
             "tags": {"items": [self.names.tag]},
             "shielded_instance_config": {"enable_secure_boot": True, "enable_vtpm": True, "enable_integrity_monitoring": True},
         }
-        from bakery.providers.gcp.storage import service_account  # storage.py imports this module
+        from bakery.providers.gcp.iam import service_account  # iam.py imports this module
 
         # The spec's, or the one `up` makes with access to the store's bucket only (storage.py).
         body["service_accounts"] = [{"email": service_account(self.spec), "scopes": [SCOPE_CLOUD_PLATFORM]}]
