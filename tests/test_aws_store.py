@@ -244,3 +244,10 @@ def test_cli_prints_the_policy_a_given_profile_needs_and_purges(moto: Moto, tmp_
     assert cli.main(["down", *args, "--purge"]) == 0
     assert f"deleted bucket {name}" in capsys.readouterr().out
     assert name not in [b["Name"] for b in moto.client("s3").list_buckets()["Buckets"]]
+
+
+def test_someone_elses_bucket_name_is_one_clear_line(moto: Moto) -> None:  # noqa: F811
+    # What S3 answers HeadBucket for a bucket of another account (injected: moto has one account).
+    s3 = moto.client("s3", Calls(not_yet={"HeadBucket": ("403", 1)}))
+    with pytest.raises(ProviderError, match=r"may not use it .*set store.url"):
+        bucket.ensure(s3, make_spec(), ledger())

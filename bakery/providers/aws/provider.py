@@ -9,10 +9,11 @@ r"""AwsProvider: `up`, `status`, `down` and the launch template, as step graphs.
         -> sg:masters, sg:api ----------------------'
         -> target-group -> registered -------------------------'
     existing (the masters already running) ------'
+    store (the bucket: bucket.py) -> render;  iam (the masters' role and profile: iam.py) -> master:<node>
 
 Every step finds its resource by tag before it creates it, so a rerun, or one after an
 interruption at any point, converges without duplicates. state.json records every id
-as soon as its step finishes.
+as soon as its step finishes. `down` keeps the store's bucket unless `purge`.
 """
 
 from __future__ import annotations
