@@ -188,7 +188,8 @@ class StoreSpec(_Model):
     url: str | None = Field(None, description="s3://BUCKET[/prefix] (aws), gs://BUCKET[/prefix] (gcp), file:///absolute/folder "
                             "(local); default: s3://<name>-bakery-<hash of region>, gs://<name>-bakery-<hash of project>, "
                             "file://<build>/<name>/store")
-    kms_key_id: str | None = Field(None, description="aws: KMS key (id or ARN) for the bucket's default encryption; default SSE-S3")
+    kms_key_id: str | None = Field(None, description="aws: KMS key id, key ARN or alias ARN for the bucket's default "
+                                   "encryption; default SSE-S3")
 
     @field_validator("url")
     @classmethod
@@ -196,6 +197,13 @@ class StoreSpec(_Model):
         from bakery.store.location import check_url
 
         return None if v is None else check_url(v)
+
+    @field_validator("kms_key_id")
+    @classmethod
+    def _kms(cls, v: str | None) -> str | None:
+        from bakery.store.location import check_kms_key
+
+        return None if v is None else check_kms_key(v)
 
 
 class ClusterSpec(_Model):

@@ -55,14 +55,20 @@ def test_each_setting_is_repaired_alone(moto: Moto) -> None:  # noqa: F811
 
 
 def test_kms_key_and_region(moto: Moto) -> None:  # noqa: F811
-    spec = make_spec(extra="store: {url: s3://demo-state-eu/team, kms_key_id: alias/demo}\n").model_copy()
+    alias = "arn:aws:kms:eu-west-1:123456789012:alias/demo"
+    spec = make_spec(extra=f"store: {{url: s3://demo-state-eu/team, kms_key_id: '{alias}'}}\n")
     spec = spec.model_copy(update={"aws": spec.aws.model_copy(update={"region": "eu-west-1"})})
     s3 = moto.client("s3")
     b = bucket.ensure(s3, spec, ledger())
     assert (b.name, b.prefix, b.owned) == ("demo-state-eu", "team", True)  # created by bakery: tagged
     assert s3.get_bucket_location(Bucket=b.name)["LocationConstraint"] == "eu-west-1"
     rule = s3.get_bucket_encryption(Bucket=b.name)["ServerSideEncryptionConfiguration"]["Rules"][0]
-    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/demo"}
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": alias}
+    (key,) = [st for st in iam.policy_document(spec)["Statement"] if st["Sid"] == "StoreKey"]
+    assert key["Condition"] == {"ForAnyValue:StringEquals": {"kms:ResourceAliases": ["alias/demo"]}}
+    by_id = make_spec(extra="store: {kms_key_id: 1234abcd-12ab-34cd-56ef-1234567890ab}\n")
+    (key,) = [st for st in iam.policy_document(by_id)["Statement"] if st["Sid"] == "StoreKey"]
+    assert key["Resource"] == ["arn:aws:kms:us-east-1:*:key/1234abcd-12ab-34cd-56ef-1234567890ab"]
 
 
 def test_a_users_bucket_is_used_not_tagged_and_never_deleted(moto: Moto) -> None:  # noqa: F811

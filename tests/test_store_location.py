@@ -49,6 +49,7 @@ def test_a_given_url_wins() -> None:
     (LOCAL + "store: {url: file://relative/x}\n", "file:///absolute"),
     (AWS + "store: {url: https://acme-state}\n", "s3://BUCKET"),
     (AWS + "store: {uri: s3://acme-state}\n", "did you mean 'url'"),
+    (AWS + "store: {kms_key_id: alias/k8s}\n", "bare alias name"),
 ])
 def test_bad_store_urls_are_one_line_with_file_line_key(text: str, message: str) -> None:
     with pytest.raises(SpecError) as e:

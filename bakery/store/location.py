@@ -67,6 +67,19 @@ def check_url(url: str) -> str:
     return url
 
 
+# S3's default encryption takes a key id, a key ARN or an alias ARN (not a bare alias name).
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_ServerSideEncryptionByDefault.html
+_KMS_KEY = re.compile(r"^((mrk-)?[0-9a-f]{32}|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+                      r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+))$")
+
+
+def check_kms_key(key: str) -> str:
+    if not _KMS_KEY.match(key):
+        raise ValueError(f"{key!r}: a KMS key id, key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID) or alias ARN "
+                         "(arn:aws:kms:REGION:ACCOUNT:alias/NAME); a bare alias name is not accepted by S3")
+    return key
+
+
 def _ip_like(name: str) -> bool:
     try:
         ipaddress.IPv4Address(name)

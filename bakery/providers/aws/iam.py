@@ -68,10 +68,21 @@ def policy_document(spec: ClusterSpec) -> dict[str, Any]:
          "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{TAG_CLUSTER}": spec.name}}},
     ]
     if spec.store.kms_key_id:
-        key = spec.store.kms_key_id
-        arn = key if key.startswith("arn:") else f"arn:aws:kms:{spec.provider_spec.region}:*:key/{key}"  # type: ignore[union-attr]
-        statements.append({"Sid": "StoreKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": [arn]})
+        statements.append(_kms_statement(spec.store.kms_key_id, spec.provider_spec.region))  # type: ignore[union-attr]
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _kms_statement(key: str, region: str) -> dict[str, Any]:
+    """Use of the store's KMS key. A policy's Resource must be the key's ARN; an alias is
+    matched with the kms:ResourceAliases condition instead.
+    https://docs.aws.amazon.com/kms/latest/developerguide/alias-authorization.html"""
+    statement: dict[str, Any] = {"Sid": "StoreKey", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"]}
+    if ":alias/" in key:
+        statement["Resource"] = ["*"]
+        statement["Condition"] = {"ForAnyValue:StringEquals": {"kms:ResourceAliases": [f"alias/{key.split(':alias/', 1)[1]}"]}}
+    else:
+        statement["Resource"] = [key if key.startswith("arn:") else f"arn:aws:kms:{region}:*:key/{key}"]
+    return statement
 
 
 def _code(e: Any) -> str:
