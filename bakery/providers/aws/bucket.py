@@ -14,7 +14,7 @@ is tagged then; a bucket named by `store.url` is the user's and never tagged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bakery.errors import ProviderError
@@ -57,16 +57,25 @@ def encryption_rule(spec: ClusterSpec) -> dict[str, Any]:
 
 
 def ensure(s3: Any, spec: ClusterSpec, ledger: Ledger) -> Bucket:
-    """The cluster's bucket, created and configured as needed; `owned` says whether bakery tagged it."""
+    """The cluster's bucket, created and configured as needed; `owned` says whether bakery tagged it.
+    `up` runs the same pieces as steps: find_or_create, then the tag and each setting in parallel."""
+    b, created = find_or_create(s3, spec, ledger)
+    owned = ensure_tag(s3, spec, b, created, ledger)
+    for setting in SETTINGS:
+        setting(s3, spec, b.name, ledger)
+    return replace(b, owned=owned)
+
+
+def find_or_create(s3: Any, spec: ClusterSpec, ledger: Ledger) -> tuple[Bucket, bool]:
+    """(the bucket, whether this call created it)."""
     from botocore.exceptions import ClientError
 
     b = of(spec)
     region = spec.provider_spec.region  # type: ignore[union-attr]
-    derived = spec.store.url is None
-    created = False
     try:
         s3.head_bucket(Bucket=b.name)
         ledger.found("bucket", b.name)
+        return b, False
     except ClientError as e:
         code = _code(e)
         if code in ("403", "AccessDenied"):
@@ -75,14 +84,15 @@ def ensure(s3: Any, spec: ClusterSpec, ledger: Ledger) -> Bucket:
             raise ProviderError(f"bucket {b.name} exists in another region than {region}: set store.url to a bucket in {region}") from None
         if code not in ("404", "NoSuchBucket", "NotFound"):
             raise
-        created = _create(s3, b.name, region)
-        if created:
-            ledger.made("bucket", b.name)
-        else:
-            ledger.found("bucket", b.name)
-    owned = _ensure_tag(s3, b.name, spec.name, tag=created or derived, ledger=ledger)
-    _ensure_settings(s3, spec, b.name, ledger)
-    return Bucket(b.url, b.name, b.prefix, owned)
+    created = _create(s3, b.name, region)
+    (ledger.made if created else ledger.found)("bucket", b.name)
+    return b, created
+
+
+def ensure_tag(s3: Any, spec: ClusterSpec, b: Bucket, created: bool, ledger: Ledger) -> bool:
+    """Whether the bucket is bakery's for this cluster; tags it when bakery made it (now, or in an
+    interrupted run: the derived default name)."""
+    return _ensure_tag(s3, b.name, spec.name, tag=created or spec.store.url is None, ledger=ledger)
 
 
 def _foreign(name: str) -> str:
@@ -130,7 +140,7 @@ def _ensure_tag(s3: Any, name: str, cluster: str, *, tag: bool, ledger: Ledger) 
     return True
 
 
-def _ensure_settings(s3: Any, spec: ClusterSpec, name: str, ledger: Ledger) -> None:
+def ensure_public_access_block(s3: Any, spec: ClusterSpec, name: str, ledger: Ledger) -> None:
     from botocore.exceptions import ClientError
 
     try:
@@ -142,6 +152,10 @@ def _ensure_settings(s3: Any, spec: ClusterSpec, name: str, ledger: Ledger) -> N
     if any(pab.get(k) is not True for k in BLOCK_ALL):
         s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=dict(BLOCK_ALL))
         ledger.made("public access block of", name)
+
+
+def ensure_encryption(s3: Any, spec: ClusterSpec, name: str, ledger: Ledger) -> None:
+    from botocore.exceptions import ClientError
 
     want = encryption_rule(spec)
     try:
@@ -155,9 +169,14 @@ def _ensure_settings(s3: Any, spec: ClusterSpec, name: str, ledger: Ledger) -> N
         s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": [want]})
         ledger.made("default encryption of", name)
 
+
+def ensure_versioning(s3: Any, spec: ClusterSpec, name: str, ledger: Ledger) -> None:
     if s3.get_bucket_versioning(Bucket=name).get("Status") != "Enabled":
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         ledger.made("versioning of", name)
+
+
+SETTINGS = (ensure_public_access_block, ensure_encryption, ensure_versioning)
 
 
 def purge(s3: Any, spec: ClusterSpec, ledger: Ledger) -> None:

@@ -99,10 +99,19 @@ def _tag_dict(items: list[dict[str, str]]) -> dict[str, str]:
 
 
 def ensure(iam: Any, spec: ClusterSpec, ledger: Ledger) -> Identity:
-    """The role, its inline policy and the instance profile; or the spec's own profile, untouched."""
-    given = spec.provider_spec.instance_profile  # type: ignore[union-attr]
-    if given:
-        return Identity(None, given, created_by_bakery=False)
+    """The role, its inline policy and the instance profile; or the spec's own profile, untouched.
+    `up` runs the same pieces as separate steps (role -> policy; profile; attach) in parallel."""
+    if spec.provider_spec.instance_profile:  # type: ignore[union-attr]
+        return attach(iam, spec, None, ledger)
+    ensure_role(iam, spec, ledger)
+    ensure_policy(iam, spec, ledger)
+    return attach(iam, spec, ensure_profile(iam, spec, ledger), ledger)
+
+
+def ensure_role(iam: Any, spec: ClusterSpec, ledger: Ledger) -> str | None:
+    """The masters' role (None with aws.instance_profile): found by name, its tag checked."""
+    if spec.provider_spec.instance_profile:  # type: ignore[union-attr]
+        return None
     from botocore.exceptions import ClientError
 
     name, cluster = role_name(spec.name), spec.name
@@ -125,7 +134,16 @@ def ensure(iam: Any, spec: ClusterSpec, ledger: Ledger) -> Identity:
             if _code(e2) != "EntityAlreadyExists":
                 raise
             ledger.found("iam-role", name)
+    return name
 
+
+def ensure_policy(iam: Any, spec: ClusterSpec, ledger: Ledger) -> None:
+    """The role's inline policy, written only when it differs from policy_document(spec)."""
+    if spec.provider_spec.instance_profile:  # type: ignore[union-attr]
+        return
+    from botocore.exceptions import ClientError
+
+    name = role_name(spec.name)
     want = policy_document(spec)
     try:
         have = _document(iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"])
@@ -137,6 +155,14 @@ def ensure(iam: Any, spec: ClusterSpec, ledger: Ledger) -> Identity:
         iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(want))
         ledger.made("iam-policy", f"{name}/{POLICY_NAME}")
 
+
+def ensure_profile(iam: Any, spec: ClusterSpec, ledger: Ledger) -> dict[str, Any] | None:
+    """The instance profile (None with aws.instance_profile); it needs no role to exist."""
+    if spec.provider_spec.instance_profile:  # type: ignore[union-attr]
+        return None
+    from botocore.exceptions import ClientError
+
+    name = role_name(spec.name)
     try:
         profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
         ledger.found("instance-profile", name)
@@ -145,12 +171,22 @@ def ensure(iam: Any, spec: ClusterSpec, ledger: Ledger) -> Identity:
             raise
         try:
             profile = iam.create_instance_profile(InstanceProfileName=name, Path=PATH,
-                                                  Tags=tags(cluster, "instance-profile", name))["InstanceProfile"]
+                                                  Tags=tags(spec.name, "instance-profile", name))["InstanceProfile"]
             ledger.made("instance-profile", name)
         except ClientError as e2:
             if _code(e2) != "EntityAlreadyExists":
                 raise
             profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    return dict(profile)
+
+
+def attach(iam: Any, spec: ClusterSpec, profile: dict[str, Any] | None, ledger: Ledger) -> Identity:
+    """The role in its profile (after ensure_role and ensure_profile); what masters start with."""
+    given = spec.provider_spec.instance_profile  # type: ignore[union-attr]
+    if given:
+        return Identity(None, given, created_by_bakery=False)
+    assert profile is not None
+    name = role_name(spec.name)
     roles = [r["RoleName"] for r in profile.get("Roles", [])]
     if roles and roles != [name]:
         raise ProviderError(f"instance profile {name} holds role {roles[0]}, not {name}: remove it, then rerun `bakery up`")

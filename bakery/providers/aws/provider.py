@@ -9,7 +9,8 @@ r"""AwsProvider: `up`, `status`, `down` and the launch template, as step graphs.
         -> sg:masters, sg:api ----------------------'
         -> target-group -> registered -------------------------'
     existing (the masters already running) ------'
-    store (the bucket: bucket.py) -> render;  iam (the masters' role and profile: iam.py) -> master:<node>
+    store:bucket -> store:tags, store:<each setting> -> store (bucket.py) -> render
+    iam:role -> iam:policy; iam:profile -> iam (the role in its profile: iam.py) -> master:<node>
 
 Every step finds its resource by tag before it creates it, so a rerun, or one after an
 interruption at any point, converges without duplicates. state.json records every id
@@ -19,6 +20,7 @@ as soon as its step finishes. `down` keeps the store's bucket unless `purge`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from bakery import state as state_mod
@@ -122,8 +124,17 @@ class AwsProvider:
         steps = [
             # The store exists before anything renders (nodes read it at boot) and the
             # masters start with the role that may read it.
-            dag.Step("store", (), lambda r: bucket.ensure(s3, spec, ledger)),
-            dag.Step("iam", (), lambda r: iam.ensure(iam_client, spec, ledger)),
+            dag.Step("store:bucket", (), lambda r: bucket.find_or_create(s3, spec, ledger)),
+            dag.Step("store:tags", ("store:bucket",), lambda r: bucket.ensure_tag(s3, spec, *r["store:bucket"], ledger)),
+            *[dag.Step(f"store:{f.__name__}", ("store:bucket",), lambda r, f=f: f(s3, spec, r["store:bucket"][0].name, ledger))
+              for f in bucket.SETTINGS],
+            dag.Step("store", ("store:tags", *[f"store:{f.__name__}" for f in bucket.SETTINGS]),
+                     lambda r: replace(r["store:bucket"][0], owned=r["store:tags"])),
+            dag.Step("iam:role", (), lambda r: iam.ensure_role(iam_client, spec, ledger)),
+            dag.Step("iam:policy", ("iam:role",), lambda r: iam.ensure_policy(iam_client, spec, ledger)),
+            dag.Step("iam:profile", (), lambda r: iam.ensure_profile(iam_client, spec, ledger)),
+            dag.Step("iam", ("iam:role", "iam:policy", "iam:profile"),
+                     lambda r: iam.attach(iam_client, spec, r["iam:profile"], ledger)),
             dag.Step("image", (), lambda r: instances.describe_image(ec2, ami)),
             dag.Step("existing", (), lambda r: instances.find_masters(ec2, spec.name)),
             dag.Step("vpc", (), lambda r: network.ensure_vpc(ec2, spec, ledger)),
@@ -188,9 +199,9 @@ class AwsProvider:
             aws[kind.replace("-", "_")] = result
         elif kind == "image":
             aws["image"] = result.id
-        elif kind == "store":
+        elif step == "store":
             data["store"] = {"url": result.url, "owned": result.owned}
-        elif kind == "iam":
+        elif step == "iam":
             aws["iam"] = {"instance_profile": result.instance_profile, "role": result.role}
         elif kind == "lb":
             aws["load_balancer"] = {"arn": result.arn, "dns_name": result.dns_name}
