@@ -222,6 +222,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"bakery status | ssh NODE | logs NODE | down")
     elif result.endpoint:
         out(f"API: {result.endpoint}  (kubectl --kubeconfig {cluster.paths.base / 'admin.kubeconfig'} get nodes)")
+    if cluster.spec.provider == "aws" and cluster.spec.provider_spec.instance_profile:
+        from bakery.providers.aws import iam
+
+        err(f"aws.instance_profile {cluster.spec.provider_spec.instance_profile} is used as given: bakery made no role. "
+            "Its role needs this policy (and EC2 in its trust policy):")
+        out(json.dumps(iam.policy_document(cluster.spec), indent=2))
     _report_drift(result.drift, args.fail_on_drift)
     return 0
 
@@ -430,14 +436,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     from bakery import providers, spec, state
-    from bakery.errors import SpecError
 
     s = spec.load(args.file)
 
     _warn(s)
     provider = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter())
-    if args.purge and s.provider != "local":
-        raise SpecError(f"down --purge removes the local provider's VM disks; this spec's provider is {s.provider}")
     deleted = provider.down(purge=True) if args.purge else provider.down()
     for d in deleted:
         out(f"deleted {d}")
@@ -735,7 +738,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Delete, in reverse order, every resource tagged with the cluster and wait for it; "
                        "says what it deleted. Resources without the tag are never touched; a second run does nothing.")
     _add_spec_arg(p)
-    p.add_argument("--purge", action="store_true", help="local: also remove the VMs' disks, console logs and SSH key")
+    p.add_argument("--purge", action="store_true", help="aws/gcp: also empty and delete the store's bucket (bakery's own); "
+                   "local: also remove the VMs' disks, console logs and SSH key")
     p.set_defaults(func=cmd_down)
 
     p = sub.add_parser("ssh", help="local: ssh into a master VM as root with bakery's key",

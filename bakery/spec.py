@@ -234,6 +234,30 @@ class LocalSpec(_Model):
     port_base: int = Field(22000, ge=1024, le=65000, description="First host port for the VMs' forwards on 127.0.0.1")
 
 
+class StoreSpec(_Model):
+    """The state store masters read the cluster's CA material and description from (bakery/store/location.py)."""
+
+    url: str | None = Field(None, description="s3://BUCKET[/prefix] (aws), gs://BUCKET[/prefix] (gcp), file:///absolute/folder "
+                            "(local); default: s3://<name>-bakery-<hash of region>, gs://<name>-bakery-<hash of project>, "
+                            "file://<build>/<name>/store")
+    kms_key_id: str | None = Field(None, description="aws: KMS key id, key ARN or alias ARN for the bucket's default "
+                                   "encryption; default SSE-S3")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        from bakery.store.location import check_url
+
+        return None if v is None else check_url(v)
+
+    @field_validator("kms_key_id")
+    @classmethod
+    def _kms(cls, v: str | None) -> str | None:
+        from bakery.store.location import check_kms_key
+
+        return None if v is None else check_kms_key(v)
+
+
 class ClusterSpec(_Model):
     """One highly available Kubernetes control plane."""
 
@@ -252,6 +276,7 @@ class ClusterSpec(_Model):
     apiserver: ComponentArgs = Field(default_factory=ComponentArgs)
     scheduler: ComponentArgs = Field(default_factory=ComponentArgs)
     controller_manager: ComponentArgs = Field(default_factory=ComponentArgs)
+    store: StoreSpec = Field(default_factory=StoreSpec)
     aws: AwsSpec | None = None
     gcp: GcpSpec | None = None
     local: LocalSpec | None = None
@@ -435,6 +460,10 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
     if e.bootstrap == "discovery-v3" and _version(spec.etcd_version)[:2] < (3, 6):
         out.append((("etcd_version",), f"discovery-v3 needs etcd 3.6 or later, not {spec.etcd_version}"))
     out += _port_problems(spec)
+    from bakery.store.location import provider_problem
+
+    if store_problem := provider_problem(spec):
+        out.append((("store", "url"), store_problem))
     return out
 
 

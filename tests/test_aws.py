@@ -83,7 +83,19 @@ def inventory(moto: Moto, cluster_name: str) -> dict[str, list[str]]:  # noqa: F
         "target-group": sorted(x["TargetGroupArn"] for x in tgs if x["TargetGroupArn"] in tagged),
         "listener": sorted(li["ListenerArn"] for a in ours_lb for li in elbv2.describe_listeners(LoadBalancerArn=a)["Listeners"]),
         "launch-template": sorted(t["LaunchTemplateId"] for t in ec2.describe_launch_templates(Filters=f)["LaunchTemplates"]),
+        **iam_inventory(moto, cluster_name),
     }
+
+
+def iam_inventory(moto: Moto, cluster_name: str) -> dict[str, list[str]]:  # noqa: F811
+    """The masters' role and instance profile (the store's bucket outlives `down`: not listed)."""
+    iam = moto.client("iam")
+    ours = {"Key": TAG_CLUSTER, "Value": cluster_name}
+    roles = [r["RoleName"] for r in iam.list_roles(PathPrefix="/bakery/")["Roles"]
+             if ours in iam.get_role(RoleName=r["RoleName"])["Role"].get("Tags", [])]
+    profiles = [p["InstanceProfileName"] for p in iam.list_instance_profiles(PathPrefix="/bakery/")["InstanceProfiles"]
+                if ours in p.get("Tags", [])]
+    return {"iam-role": sorted(roles), "instance-profile": sorted(profiles)}
 
 
 def counts(inv: dict[str, list[str]]) -> dict[str, int]:
@@ -91,7 +103,8 @@ def counts(inv: dict[str, list[str]]) -> dict[str, int]:
 
 
 EXPECTED_3 = {"instance": 3, "vpc": 1, "subnet": 3, "security-group": 2, "internet-gateway": 1,
-              "load-balancer": 1, "target-group": 1, "listener": 1, "launch-template": 0}
+              "load-balancer": 1, "target-group": 1, "listener": 1, "launch-template": 0, "iam-role": 1,
+              "instance-profile": 1}
 
 
 def test_fresh_up_creates_exactly_the_cluster(moto: Moto, cluster: Any) -> None:  # noqa: F811

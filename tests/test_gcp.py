@@ -25,6 +25,7 @@ from bakery.providers.gcp.api import Compute
 from bakery.render.userdata import UserData, decode, encode
 from bakery.topology import plan
 from tests.fake_gce import FakeGCE, Fault
+from tests.fake_gcs import FakeGCS
 
 PROJECT = "test-project"
 IMAGE = "bakery-k8s-1-31-4-abc123"
@@ -43,6 +44,15 @@ def spec_text(masters: int = 3, scheme: str = "internet-facing", image: str | No
 def gce() -> Iterator[FakeGCE]:
     with FakeGCE(project=PROJECT).running() as fake:
         fake.add_image(IMAGE)
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGCS]:
+    """The store's bucket and the masters' service account (bakery/providers/gcp/storage.py), for every test."""
+    with FakeGCS(project=PROJECT).running() as fake:
+        monkeypatch.setenv("BAKERY_GCS_ENDPOINT_URL", fake.url)
+        monkeypatch.setenv("BAKERY_GCP_IAM_ENDPOINT_URL", fake.url)
         yield fake
 
 
@@ -111,7 +121,8 @@ def test_fresh_up_creates_the_cluster_as_planned(gce: FakeGCE, tmp_path: Path) -
         assert inst["tags"]["items"] == ["demo-master"]
         assert inst["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableVtpm": True, "enableIntegrityMonitoring": True}
         assert inst["disks"][0]["initializeParams"]["sourceImage"] == f"projects/{PROJECT}/global/images/{IMAGE}"
-        assert "serviceAccounts" not in inst
+        assert inst["serviceAccounts"] == [{"email": f"demo-bakery@{PROJECT}.iam.gserviceaccount.com",
+                                             "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]
         address = next(a for a in gce.resources("addresses") if a["name"] == node.name)
         assert (address["addressType"], address["address"]) == ("INTERNAL", node.address)
         assert gce.members(f"demo-masters-{node.zone}") == [node.name]
@@ -144,7 +155,8 @@ def test_second_up_makes_no_insert_and_no_other_change(gce: FakeGCE, tmp_path: P
     later = gce.calls[before:]
     assert [c for c in later if c.kind not in ("get", "list", "action:listInstances")] == []
     assert result.created == [] and result.drift == []
-    assert len(result.existing) == sum(len(v) for v in EXPECTED.values()) + 3  # + the three group memberships
+    # + the three group memberships, the store's bucket, the masters' service account and its bindings
+    assert len(result.existing) == sum(len(v) for v in EXPECTED.values()) + 3 + 3
     assert gce.inventory() == EXPECTED
 
 
@@ -191,7 +203,7 @@ def test_up_killed_while_waiting_on_operations_converges(tmp_path: Path) -> None
 
 
 def test_down_interrupted_after_each_delete_finishes_on_rerun(tmp_path: Path) -> None:
-    total = sum(len(v) for v in EXPECTED.values())
+    total = sum(len(v) for v in EXPECTED.values()) + 2  # + the masters' service account, its bindings
     for k in range(0, total, 3):
         with FakeGCE(project=PROJECT).running() as fake:
             fake.add_image(IMAGE)
@@ -219,7 +231,7 @@ def test_down_deletes_exactly_the_clusters_resources(gce: FakeGCE, tmp_path: Pat
     provider, spec = make(gce, tmp_path)
     provider.up(Renderer(spec))
     deleted = provider.down()
-    assert len(deleted) == sum(len(v) for v in EXPECTED.values())
+    assert len(deleted) == sum(len(v) for v in EXPECTED.values()) + 2  # + the masters' service account, its bindings
     assert deleted.index("forwarding rule demo-apiserver") < deleted.index("backend service demo-apiserver") < deleted.index("health check demo-apiserver")
     assert gce.inventory() == others  # the other cluster is untouched
     for res in (r for col in ("addresses", "instances", "forwardingRules") for r in gce.resources(col)):
@@ -266,7 +278,8 @@ def test_up_wait_returns_when_healthy_and_fails_clearly_when_not(gce: FakeGCE, t
     assert provider.up(Renderer(spec), wait=True).created == []
 
 
-def test_internal_lb_and_service_account(gce: FakeGCE, tmp_path: Path) -> None:
+def test_internal_lb_and_service_account(gce: FakeGCE, gcs: FakeGCS, tmp_path: Path) -> None:
+    gcs.handle("POST", f"/v1/projects/{PROJECT}/serviceAccounts", {}, {}, b'{"accountId": "masters"}')
     text = spec_text(scheme="internal", subnetwork="masters", service_account="masters@test-project.iam.gserviceaccount.com")
     provider, spec = make(gce, tmp_path, text)
     provider.up(Renderer(spec))

@@ -18,6 +18,7 @@ from bakery.providers.gcp import template
 from bakery.render import generic
 from tests.conftest import need, need_binary
 from tests.fake_gce import FakeGCE
+from tests.fake_gcs import FakeGCS
 
 IMAGE = "bakery-k8s-1-31-4-abc123"
 SPEC = f"""\
@@ -34,7 +35,10 @@ def gce(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGCE]:
     with FakeGCE(project="test-project").running() as fake:
         fake.add_image(IMAGE)
         monkeypatch.setenv("BAKERY_GCP_ENDPOINT_URL", fake.url)  # the env override, as a user would set it
-        yield fake
+        with FakeGCS(project="test-project").running() as gcs:  # the store's bucket, the masters' service account
+            monkeypatch.setenv("BAKERY_GCS_ENDPOINT_URL", gcs.url)
+            monkeypatch.setenv("BAKERY_GCP_IAM_ENDPOINT_URL", gcs.url)
+            yield fake
 
 
 def test_up_status_instance_template_down(gce: FakeGCE, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bakery import discovery, pki, spec, topology
-from bakery.render import start_commands, builders, configs, flags
+from bakery.render import builders, configs, flags, start_commands
 from tests.test_upstream import NOW, REPO, SEED, node_files
 
 APISERVER = f"{flags.MANIFESTS}/kube-apiserver.manifest"

@@ -50,15 +50,14 @@ def check_key(key: str, *, prefix: bool = False) -> str:
     empty or end with '/'); StoreError naming it otherwise."""
     if not isinstance(key, str) or len(key) > MAX_KEY:
         raise StoreError(f"store key {key!r:.80}: not a string of at most {MAX_KEY} characters")
-    if prefix and key in ("",):
+    if prefix and key == "":
         return key
+    # A prefix is a key, or a key and '/': any prefix of a valid part is a valid part.
     body = key[:-1] if prefix and key.endswith("/") else key
-    parts = body.split("/")
-    for part in parts[:-1] if prefix else parts:
+    for part in body.split("/"):
         if not _PART.match(part):
-            raise StoreError(f"store key {key!r}: each '/'-separated part must be letters, digits and '._-', not starting with '.' or '-'")
-    if prefix and parts[-1] and not re.match(r"^[A-Za-z0-9._-]*$", parts[-1]):
-        raise StoreError(f"store key prefix {key!r}: letters, digits and '._-' only")
+            what = "key prefix" if prefix else "key"
+            raise StoreError(f"store {what} {key!r}: each '/'-separated part must be letters, digits and '._-', not starting with '.' or '-'")
     return key
 
 

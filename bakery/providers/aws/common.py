@@ -77,6 +77,18 @@ NOT_YET = {
 }
 SETTLE_SECONDS = 60.0
 
+
+def _not_yet(e: Any) -> bool:
+    from bakery.providers.aws.clients import error_code
+
+    if error_code(e) in NOT_YET:
+        return True
+    # A new instance profile reaches EC2 seconds after IAM made it: RunInstances answers
+    # "Value (...) for parameter iamInstanceProfile.name is invalid" meanwhile.
+    # https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_iam-ec2.html
+    message = str(getattr(e, "response", {}).get("Error", {}).get("Message", ""))
+    return error_code(e) == "InvalidParameterValue" and "iamInstanceProfile" in message
+
 T = TypeVar("T")
 
 
@@ -84,14 +96,12 @@ def settled(call: Callable[[], T], *, timeout: float = SETTLE_SECONDS) -> T:
     """`call()`, retried with backoff while AWS still says a just-created dependency is missing."""
     from botocore.exceptions import ClientError
 
-    from bakery.providers.aws.clients import error_code
-
     deadline, interval = time.monotonic() + timeout, 0.25
     while True:
         try:
             return call()
         except ClientError as e:
-            if error_code(e) not in NOT_YET or time.monotonic() + interval > deadline:
+            if not _not_yet(e) or time.monotonic() + interval > deadline:
                 raise
         dag.sleep(interval)
         interval = min(interval * 2, 5.0)

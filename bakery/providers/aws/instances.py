@@ -106,8 +106,10 @@ def check_drift(ec2: Any, node: RenderedNode, instance: dict[str, Any], ami: str
 
 
 def run_master(
-    ec2: Any, spec: ClusterSpec, node: RenderedNode, subnet_id: str, group_ids: list[str], image: Image, ledger: Ledger
+    ec2: Any, spec: ClusterSpec, node: RenderedNode, subnet_id: str, group_ids: list[str], image: Image, ledger: Ledger,
+    *, profile: str | None = None,
 ) -> str:
+    """Start one master; `profile`: the instance profile that may read the store (default aws.instance_profile)."""
     aws = spec.provider_spec
     kwargs: dict[str, Any] = {
         "ImageId": image.id,
@@ -125,8 +127,8 @@ def run_master(
             *tag_spec("volume", spec.name, "master-volume", node.name, node=node.name),
         ],
     }
-    if aws.instance_profile:
-        kwargs["IamInstanceProfile"] = {"Name": aws.instance_profile}
+    if profile or aws.instance_profile:
+        kwargs["IamInstanceProfile"] = {"Name": profile or aws.instance_profile}
     if aws.key_name:
         kwargs["KeyName"] = aws.key_name
     iid = settled(lambda: ec2.run_instances(**kwargs))["Instances"][0]["InstanceId"]

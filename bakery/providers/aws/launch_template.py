@@ -43,7 +43,9 @@ def generic_document(plan: ClusterPlan, files: Iterable[NodeFile]) -> bytes:
     return generic.document(plan, files, NODE_VARS)
 
 
-def template_data(spec: ClusterSpec, user_data: UserData, image: Image, group_ids: list[str]) -> dict[str, Any]:
+def template_data(spec: ClusterSpec, user_data: UserData, image: Image, group_ids: list[str],
+                  profile: str | None = None) -> dict[str, Any]:
+    """`profile`: the masters' instance profile (bakery's role, or aws.instance_profile)."""
     aws = spec.provider_spec
     data: dict[str, Any] = {
         "ImageId": image.id,
@@ -55,8 +57,8 @@ def template_data(spec: ClusterSpec, user_data: UserData, image: Image, group_id
         "BlockDeviceMappings": [root_volume(image.root_device, aws.root_volume_gb)],
         "TagSpecifications": tag_spec("instance", spec.name, "master-asg", f"{spec.name}-master"),
     }
-    if aws.instance_profile:
-        data["IamInstanceProfile"] = {"Name": aws.instance_profile}
+    if profile or aws.instance_profile:
+        data["IamInstanceProfile"] = {"Name": profile or aws.instance_profile}
     if aws.key_name:
         data["KeyName"] = aws.key_name
     return data

@@ -9,21 +9,24 @@ r"""AwsProvider: `up`, `status`, `down` and the launch template, as step graphs.
         -> sg:masters, sg:api ----------------------'
         -> target-group -> registered -------------------------'
     existing (the masters already running) ------'
+    store:bucket -> store:tags, store:<each setting> -> store (bucket.py) -> render
+    iam:role -> iam:policy; iam:profile -> iam (the role in its profile: iam.py) -> master:<node>
 
 Every step finds its resource by tag before it creates it, so a rerun, or one after an
 interruption at any point, converges without duplicates. state.json records every id
-as soon as its step finishes.
+as soon as its step finishes. `down` keeps the store's bucket unless `purge`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from bakery import state as state_mod
 from bakery import topology
 from bakery.errors import ProviderError
-from bakery.providers.aws import dag, instances, launch_template, loadbalancer, network
+from bakery.providers.aws import bucket, dag, iam, instances, launch_template, loadbalancer, network
 from bakery.providers.aws.clients import (
     ClientFactory,
     Clients,
@@ -104,7 +107,8 @@ class AwsProvider:
                     iid = existing["InstanceId"]
                 else:
                     groups = [r["sg:masters"], r["sg:api"]]
-                    iid = instances.run_master(ec2, spec, node, r[f"subnet:{node.zone}"], groups, r["image"], ledger)
+                    iid = instances.run_master(ec2, spec, node, r[f"subnet:{node.zone}"], groups, r["image"], ledger,
+                                               profile=r["iam"].instance_profile)
                 self.progress(f"master {node_name}", "waiting", "until running")
                 instances.wait_running(ec2, [iid], timeout=self.timeout, interval=self.poll)
                 return iid
@@ -116,7 +120,21 @@ class AwsProvider:
             return [r[f"master:{n.name}"] for n in plan.nodes if r[f"master:{n.name}"] not in stopped]
 
         vpc = lambda r: r["vpc"]  # noqa: E731
+        s3, iam_client = self.clients("s3"), self.clients("iam")
         steps = [
+            # The store exists before anything renders (nodes read it at boot) and the
+            # masters start with the role that may read it.
+            dag.Step("store:bucket", (), lambda r: bucket.find_or_create(s3, spec, ledger)),
+            dag.Step("store:tags", ("store:bucket",), lambda r: bucket.ensure_tag(s3, spec, *r["store:bucket"], ledger)),
+            *[dag.Step(f"store:{f.__name__}", ("store:bucket",), lambda r, f=f: f(s3, spec, r["store:bucket"][0].name, ledger))
+              for f in bucket.SETTINGS],
+            dag.Step("store", ("store:tags", *[f"store:{f.__name__}" for f in bucket.SETTINGS]),
+                     lambda r: replace(r["store:bucket"][0], owned=r["store:tags"])),
+            dag.Step("iam:role", (), lambda r: iam.ensure_role(iam_client, spec, ledger)),
+            dag.Step("iam:policy", ("iam:role",), lambda r: iam.ensure_policy(iam_client, spec, ledger)),
+            dag.Step("iam:profile", (), lambda r: iam.ensure_profile(iam_client, spec, ledger)),
+            dag.Step("iam", ("iam:role", "iam:policy", "iam:profile"),
+                     lambda r: iam.attach(iam_client, spec, r["iam:profile"], ledger)),
             dag.Step("image", (), lambda r: instances.describe_image(ec2, ami)),
             dag.Step("existing", (), lambda r: instances.find_masters(ec2, spec.name)),
             dag.Step("vpc", (), lambda r: network.ensure_vpc(ec2, spec, ledger)),
@@ -131,8 +149,8 @@ class AwsProvider:
                      lambda r: loadbalancer.ensure_load_balancer(elbv2, spec, [r[f"subnet:{z}"] for z in zones], ledger)),
             dag.Step("listener", ("lb", "target-group"),
                      lambda r: loadbalancer.ensure_listener(elbv2, spec, r["lb"], r["target-group"], ledger)),
-            dag.Step("render", ("lb",), rendered, inline=True),
-            *[dag.Step(f"master:{n.name}", ("render", "existing", "image", f"subnet:{n.zone}", "sg:masters", "sg:api"),
+            dag.Step("render", ("lb", "store"), rendered, inline=True),
+            *[dag.Step(f"master:{n.name}", ("render", "existing", "image", f"subnet:{n.zone}", "sg:masters", "sg:api", "iam"),
                        master(n.name)) for n in plan.nodes],
             dag.Step("registered", ("target-group",), lambda r: loadbalancer.registered(elbv2, r["target-group"])),
             dag.Step("targets", ("registered", *[f"master:{n.name}" for n in plan.nodes]),
@@ -181,6 +199,10 @@ class AwsProvider:
             aws[kind.replace("-", "_")] = result
         elif kind == "image":
             aws["image"] = result.id
+        elif step == "store":
+            data["store"] = {"url": result.url, "owned": result.owned}
+        elif step == "iam":
+            aws["iam"] = {"instance_profile": result.instance_profile, "role": result.role}
         elif kind == "lb":
             aws["load_balancer"] = {"arn": result.arn, "dns_name": result.dns_name}
             data["lb"] = {"dns_names": [result.dns_name], "ips": []}  # as pipeline.Cluster reads it
@@ -214,7 +236,8 @@ class AwsProvider:
 
     # -- down -----------------------------------------------------------------------------
 
-    def down(self) -> list[str]:
+    def down(self, purge: bool = False) -> list[str]:
+        """Delete what carries the cluster's tag. The store's bucket stays unless `purge`."""
         cluster, ledger = self.spec.name, Ledger(self.progress)
         ec2, elbv2 = self.clients.ec2, self.clients.elbv2
         f = cluster_filter(cluster)
@@ -276,14 +299,19 @@ class AwsProvider:
                 "subnet", r["find:subnet"], "SubnetId", lambda s: ec2.delete_subnet(SubnetId=s["SubnetId"]))),
             dag.Step("delete:vpc", ("find:vpc", "delete:sg", "delete:igw", "delete:subnet"), lambda r: delete_each(
                 "vpc", r["find:vpc"], "VpcId", lambda v: ec2.delete_vpc(VpcId=v["VpcId"]))),
+            dag.Step("delete:iam", ("delete:masters",), lambda r: iam.delete(self.clients("iam"), cluster, ledger)),
         ]
+        if purge:
+            steps.append(dag.Step("delete:store", ("delete:masters",), lambda r: bucket.purge(self.clients("s3"), self.spec, ledger)))
         with translated(self.region):
             run = dag.run(steps, workers=self.workers)
         self.trace = run.trace
         data = state_mod.load(self.paths)
-        if "aws" in data or "lb" in data:
+        if "aws" in data or "lb" in data or (purge and "store" in data):
             data.pop("aws", None)
             data.pop("lb", None)
+            if purge:
+                data.pop("store", None)
             state_mod.save(self.paths, data)
         return ledger.deleted
 
@@ -301,7 +329,8 @@ class AwsProvider:
                                                           for t in g.get("Tags", []))}
             if len(roles) < len(network.SG_ROLES):
                 raise ProviderError(f"{spec.name}'s security groups do not exist yet: run `bakery up` first")
-            data = launch_template.template_data(spec, user_data, instances.describe_image(ec2, ami), sorted(roles))
+            profile = spec.provider_spec.instance_profile or iam.role_name(spec.name)  # type: ignore[union-attr]
+            data = launch_template.template_data(spec, user_data, instances.describe_image(ec2, ami), sorted(roles), profile)
             tid, version = launch_template.ensure(ec2, spec, data, ledger)
         state_mod.update(self.paths, launch_template={"id": tid, "version": version})
         return tid, version

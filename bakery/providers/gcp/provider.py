@@ -40,6 +40,7 @@ from bakery.providers.base import (
     UpResult,
     no_progress,
 )
+from bakery.providers.gcp import storage as gcp_storage
 from bakery.providers.gcp.api import Compute, endpoint_url, reset_thread_calls, thread_calls
 from bakery.providers.gcp.resources import Layout, label_filter, marker_filter
 from bakery.render.userdata import UserData
@@ -124,7 +125,9 @@ class GcpProvider:
         zones = list(dict.fromkeys(n.zone for n in nodes))
         L = self.layout
 
-        addresses = self._wave("addresses", {
+        addresses = self._wave("addresses, store", {
+            # The store and the masters' service account exist before any master boots.
+            "store": lambda: gcp_storage.ensure(self.spec, self.ledger),
             "lb": lambda: self._ensure("address", L.lb_address()),
             **{n.name: (lambda n=n: self._ensure("address", L.master_address(n))) for n in nodes},
         })
@@ -141,6 +144,8 @@ class GcpProvider:
                     "delete that address (or run `bakery down`) and rerun `bakery up`"
                 )
         self._record(lb_address=lb_ip, endpoint=self._endpoint(lb_ip))
+        store = addresses["store"]
+        state.update(self.paths, store={"url": store.url, "owned": store.owned, "service_account": store.service_account})
 
         rendered = render(LBAddress(ips=(lb_ip,)))
         missing = [n.name for n in nodes if n.name not in rendered]
@@ -352,8 +357,9 @@ class GcpProvider:
     # -- down --------------------------------------------------------------------------
 
     @_closes_clients
-    def down(self) -> list[str]:
-        """Delete what carries the cluster's label or marker, in reverse dependency order."""
+    def down(self, purge: bool = False) -> list[str]:
+        """Delete what carries the cluster's label or marker, in reverse dependency order;
+        then the masters' service account and bucket bindings. The bucket stays unless `purge`."""
         self.ledger = Ledger(self.progress)
         self.trace = []
         c = self.spec.name
@@ -371,8 +377,11 @@ class GcpProvider:
             **{f"groups {z}": (lambda z=z: self._delete_all("instance group", marked, zone=z)) for z in zones},
             "addresses": lambda: self._delete_all("address", labelled),
         })
+        gcp_storage.delete(self.spec, self.ledger, purge=purge)
         data = state.load(self.paths)
         data.pop("gcp", None)
+        if purge:
+            data.pop("store", None)
         state.save(self.paths, data)
         return self.ledger.deleted
 

@@ -209,8 +209,10 @@ class Layout:
             "tags": {"items": [self.names.tag]},
             "shielded_instance_config": {"enable_secure_boot": True, "enable_vtpm": True, "enable_integrity_monitoring": True},
         }
-        if self.gcp.service_account:
-            body["service_accounts"] = [{"email": self.gcp.service_account, "scopes": [SCOPE_CLOUD_PLATFORM]}]
+        from bakery.providers.gcp.iam import service_account  # iam.py imports this module
+
+        # The spec's, or the one `up` makes with access to the store's bucket only (storage.py).
+        body["service_accounts"] = [{"email": service_account(self.spec), "scopes": [SCOPE_CLOUD_PLATFORM]}]
         return body
 
     def instance(self, node: Node, image: str, user_data: UserData) -> dict[str, Any]:
