@@ -31,7 +31,8 @@ from pathlib import Path
 from bakery.errors import EtcdError, StoreError, StoreNotFound
 from bakery.etcd import Client, Status
 from bakery.output import atomic_write
-from bakery.store import Store, layout
+from bakery.spec import ClusterSpec
+from bakery.store import Store, layout, location
 
 VERSION = 1
 ID_RE = re.compile(r"^(?P<at>\d{8}T\d{4}Z)-r(?P<rev>[0-9]+)$")
@@ -40,12 +41,10 @@ HOURLY_FOR = dt.timedelta(days=7)
 DAILY_FOR = dt.timedelta(days=365)
 
 
-def store_url(build_cluster_dir: str | Path, override: str | None = None) -> str:
-    """The state store backups go to: `override` (--store), else the cluster's folder
-    store under the build folder. The one place that decides it."""
-    if override:
-        return override
-    return f"file://{Path(build_cluster_dir).resolve()}/store"
+def store_url(spec: ClusterSpec, build_dir: str | Path, override: str | None = None) -> str:
+    """The state store backups go to: `override` (--store), else the cluster's store
+    (the spec's `store.url` or the provider's default, bakery.store.location)."""
+    return override or location.store_url(spec, build_dir)
 
 
 # -- ids and retention (pure) ---------------------------------------------------------------

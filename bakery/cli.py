@@ -182,13 +182,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     schema = validate.cloud_init_schema()
     problems: list[str] = []
     skipped: set[str] = set()
+    if cluster.spec.user_data == "store":
+        ud = next(iter(rendered.nodes.values())).user_data
+        problems += [f"user-data: {p}" for p in (validate.check_cloud_config(ud.plain, schema) if schema else [])]
+        problems += [f"user-data: {p}" for p in validate.check_no_private_key(ud.plain)]
+        if not problems:
+            out(f"user-data ok (every master: {len(ud.encoded):,} bytes {ud.encoding}, {ud.share:.0%} of the limit, no secret)")
     for name, r in rendered.nodes.items():
-        report = validate.check_node(r.user_data.plain, schema=schema, kubernetes_version=cluster.spec.kubernetes_version)
+        # the node's whole tree, as bakery-node writes it (or its user-data, when embedded)
+        report = validate.check_node(r.document, schema=schema, kubernetes_version=cluster.spec.kubernetes_version)
         problems += [f"{name}: {p}" for p in report.problems]
         skipped.update(report.skipped)
         for w in report.warnings:
             err(f"warning: {name}: {w}")
-        if not problems:
+        if not problems and cluster.spec.user_data == "store":
+            out(f"{name}: files ok ({len(r.files)} files)")
+        elif not problems:
             out(f"{name}: user-data ok ({len(r.files)} files, {len(r.user_data.encoded):,} bytes {r.user_data.encoding}, "
                 f"{r.user_data.share:.0%} of the limit)")
     for s in sorted(skipped):
@@ -213,7 +222,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.render(LBAddress(dns_names=("size-probe-" + "0" * 50 + ".lb-" + "0" * 30 + ".invalid",)), keep_pki=False)
     provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
     # local: `up` is watched by a person and returns at a healthy etcd (its whole point)
-    result = provider.up(cluster.render_callback(), wait=args.wait or cluster.spec.provider == "local")
+    result = provider.up(cluster.render_callback(store=provider.store), wait=args.wait or cluster.spec.provider == "local")
     out(f"{cluster.spec.name}: {len(result.created)} created, {len(result.existing)} already there; "
         f"ids in {cluster.paths.state}")
     if result.endpoint and cluster.spec.provider == "local":  # the local LB fronts etcd: the image has no API server
@@ -326,7 +335,7 @@ def _store(args: argparse.Namespace, cluster: Any) -> Any:
     from bakery import backup
     from bakery.store import open_store
 
-    return open_store(backup.store_url(cluster.paths.base, args.store))
+    return open_store(backup.store_url(cluster.spec, cluster.paths.root, args.store))
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -448,40 +457,41 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_launch_template(args: argparse.Namespace) -> int:
+def _published_user_data(args: argparse.Namespace, provider_name: str, what: str) -> tuple[Any, Any]:
+    """(provider, the small user-data) for a group template, after publishing the cluster
+    description and CA material it names to the state store (created by `bakery up`)."""
     from bakery import providers
     from bakery.errors import SpecError
-    from bakery.pipeline import Cluster
-    from bakery.providers.aws import launch_template
-    from bakery.render import generic
+    from bakery.pipeline import Cluster, write_nodes
 
     cluster = Cluster.load(args.file, args.build_dir)
     _warn(cluster.spec)
-    if cluster.spec.provider != "aws":
-        raise SpecError(f"{args.file}: launch templates are an AWS feature; this spec's provider is {cluster.spec.provider}")
-    rendered = cluster.render(keep_pki=False)  # the LB's names from state.json; the PKI is left as it is
-    document = launch_template.generic_document(rendered.plan, generic.shared_files(rendered.nodes))
+    if cluster.spec.provider != provider_name:
+        raise SpecError(f"{args.file}: {what}s are a {provider_name.upper()} feature; this spec's provider is {cluster.spec.provider}")
+    if cluster.spec.user_data != "store":
+        raise SpecError(f"{args.file}: user_data: {cluster.spec.user_data}: every instance of a group boots the same "
+                        "document, so a template needs `user_data: store` (the default)")
     provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
-    tid, version = provider.launch_template(document)
-    out(f"launch template {tid} version {version} (default): {len(document):,} bytes of generic user-data")
+    rendered = cluster.render()  # the LB's names from state.json
+    write_nodes(cluster.paths, rendered)
+    digest, written = cluster.publish(rendered, provider.store())
+    _print_pki_changes(rendered.pki)
+    err(f"store {cluster.store_url()}: description {digest}" + (f" ({len(written)} objects written)" if written else " (unchanged)"))
+    (first, *_) = rendered.nodes.values()
+    return provider, first.user_data
+
+
+def cmd_launch_template(args: argparse.Namespace) -> int:
+    provider, user_data = _published_user_data(args, "aws", "launch template")
+    tid, version = provider.launch_template(user_data)
+    out(f"launch template {tid} version {version} (default): {len(user_data.encoded):,} bytes of user-data, no secret")
     return 0
 
 
 def cmd_instance_template(args: argparse.Namespace) -> int:
-    from bakery.errors import SpecError
-    from bakery.pipeline import Cluster
-    from bakery.providers.gcp import GcpProvider, template
-    from bakery.render import generic
-    from bakery.render.userdata import encode
-
-    cluster = Cluster.load(args.file, args.build_dir)
-    _warn(cluster.spec)
-    if cluster.spec.provider != "gcp":
-        raise SpecError(f"{args.file}: instance templates are a GCP feature; this spec's provider is {cluster.spec.provider}")
-    rendered = cluster.render(keep_pki=False)  # the LB's address from state.json; the PKI is left as it is
-    document = template.generic_document(rendered.plan, generic.shared_files(rendered.nodes))
-    name = GcpProvider(cluster.spec, cluster.paths, ProgressPrinter()).instance_template(encode(document, "gcp", node="instance-template"))
-    out(f"instance template {name}: {len(document):,} bytes of generic user-data")
+    provider, user_data = _published_user_data(args, "gcp", "instance template")
+    name = provider.instance_template(user_data)
+    out(f"instance template {name}: {len(user_data.encoded):,} bytes of user-data, no secret")
     return 0
 
 
@@ -757,14 +767,16 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("launch-template", help="AWS: create or update the masters' launch template (for autoscaling groups)",
-                       description="One generic `## template: jinja` user-data that a node completes at boot from its "
-                       "own instance-data; a new template version (made the default) when it changes. Run after `up`.")
+                       description="The cluster's one small user-data (no secret: bakery-node on each instance fetches the rest "
+                       "from the state store, which this publishes first) in the `<cluster>-master` launch template; a new "
+                       "template version (made the default) when it changes. Run after `up`, which creates the store.")
     _add_spec_arg(p)
     p.set_defaults(func=cmd_launch_template)
 
     p = sub.add_parser("instance-template", help="GCP: create the masters' instance template (for managed instance groups)",
-                       description="One generic `## template: jinja` user-data that a node completes at boot from its "
-                       "own instance-data; templates are immutable, so a change makes a new one (named by its content). Run after `up`.")
+                       description="The cluster's one small user-data (no secret: bakery-node on each instance fetches the rest "
+                       "from the state store, which this publishes first) in an instance template; templates are immutable, "
+                       "so a change makes a new one (named by its content). Run after `up`, which creates the store.")
     _add_spec_arg(p)
     p.set_defaults(func=cmd_instance_template)
 

@@ -9,14 +9,17 @@ only step that writes the rendered trees. Providers receive `Cluster.render_call
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bakery import discovery, output, pki, render, spec, state, topology
 from bakery.errors import PKIError
+from bakery.node import description
 from bakery.providers.base import LBAddress, RenderCallback, RenderedNode
+from bakery.render.userdata import UserData
+from bakery.store import Store, location, open_store
 
 NODES_MODE = 0o700  # nodes/ and each node's tree: they hold private keys
 
@@ -26,6 +29,8 @@ class Rendered:
     plan: topology.ClusterPlan
     pki: pki.PKI
     nodes: dict[str, render.NodeRender]
+    lb: LBAddress
+    bootstrap: discovery.Bootstrap
     save_pki: bool = False  # write_nodes swaps the changed PKI in with the node trees
 
 
@@ -60,9 +65,30 @@ class Cluster:
         plan = topology.plan(self.spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
         bootstrap = discovery.bootstrap_for(self.spec, self.state)
         keys = pki.ensure(plan, self.paths.pki, write=False)
-        nodes = render.render_cluster(plan, keys, bootstrap, provider=provider, ssh_authorized_keys=ssh_authorized_keys)
+        small = None
+        if self.spec.user_data == "store":
+            small = self.node_user_data(lb, bootstrap, keys, provider or self.spec.provider, ssh_authorized_keys)
+        nodes = render.render_cluster(plan, keys, bootstrap, provider=provider, ssh_authorized_keys=ssh_authorized_keys,
+                                      user_data=small)
         save = keep_pki and bool(keys.changes or not (self.paths.pki / pki.MANIFEST).exists())
-        return Rendered(plan, keys, nodes, save_pki=save)
+        return Rendered(plan, keys, nodes, lb, bootstrap, save_pki=save)
+
+    def store_url(self) -> str:
+        return location.store_url(self.spec, self.paths.root)
+
+    def node_user_data(self, lb: LBAddress, bootstrap: discovery.Bootstrap, keys: pki.PKI, provider: str,
+                       ssh_authorized_keys: Sequence[str] = ()) -> UserData:
+        """The cluster's one small user-data: the store URL and the digest of the
+        description `publish` uploads (computed here, before anything is uploaded)."""
+        doc, _ = description.document(self.spec, lb, bootstrap, keys)
+        config = description.NodeConfig(self.spec.name, self.store_url(), description.digest(doc))
+        return render.node_user_data(config.to_json(), provider, ssh_authorized_keys=ssh_authorized_keys)
+
+    def publish(self, rendered: Rendered, store: Store | None = None) -> tuple[str, list[str]]:
+        """Upload the CA material and the description the small user-data names to `store`
+        (default: the spec's store with this machine's credentials); (digest, keys written)."""
+        store = store or open_store(self.store_url())
+        return description.publish(store, self.spec, rendered.lb, rendered.bootstrap, rendered.pki)
 
     def adopt_pki(self) -> pki.PKI:
         """Write the manifest of a PKI an older bakery made, once every signature checks out."""
@@ -78,15 +104,19 @@ class Cluster:
         state.prepare(self.paths)
         return pki.ensure(plan, self.paths.pki, renew_before=before_days, keep_keys=keep_keys)
 
-    def render_callback(self, *, ssh_authorized_keys: Sequence[str] = ()) -> RenderCallback:
-        """What providers call once their load balancer exists: records its names, renders."""
+    def render_callback(self, *, ssh_authorized_keys: Sequence[str] = (), store: Callable[[], Store] | None = None) -> RenderCallback:
+        """What providers call once their load balancer exists: records its names, renders,
+        writes the trees and (user_data: store) publishes the cluster to `store()`, the
+        provider's own view of the state store, before any master boots."""
 
         def callback(lb: LBAddress) -> dict[str, RenderedNode]:
             self.state = state.update(self.paths, lb={"dns_names": list(lb.dns_names), "ips": list(lb.ips)})
             rendered = self.render(lb, ssh_authorized_keys=ssh_authorized_keys)
             write_nodes(self.paths, rendered)
+            if self.spec.user_data == "store":
+                self.publish(rendered, store() if store else None)
             return {
-                name: RenderedNode(name=name, address=r.node.address, zone=r.node.zone, user_data=r.user_data)
+                name: RenderedNode(name=name, address=r.node.address, zone=r.node.zone, user_data=r.user_data, document=r.document)
                 for name, r in rendered.nodes.items()
             }
 

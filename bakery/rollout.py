@@ -109,7 +109,7 @@ def _replace_one(cluster: Cluster, node: Node, client: Callable[[Sequence[str]],
         write_nodes(cluster.paths, rendered)
         r = rendered.nodes[node.name]
         progress(step, "replacing machine")
-        replacer.replace_master(RenderedNode(node.name, node.address, node.zone, r.user_data))
+        replacer.replace_master(RenderedNode(node.name, node.address, node.zone, r.user_data, r.document))
         progress(step, "waiting to promote", "the learner catches up from the leader")
         _promote_when_in_sync(etcd, new, node, timing)
         _wait_healthy(etcd, plan, urls, timing, f"after replacing {node.name}")

@@ -268,6 +268,11 @@ class ClusterSpec(_Model):
     etcd_version: str = Field("3.5.17", pattern=VERSION_RE)
     election: Literal["builtin", "podmaster"] = Field("builtin", description="builtin: --leader-elect; podmaster: the 2015 lease-holding copier")
     runtime: Literal["static-pods", "systemd"] = Field("static-pods", description="How etcd (and podmaster) run on the node")
+    user_data: Literal["store", "embedded"] = Field(
+        "store", description="store: every master boots the cluster's one small user-data (cluster, store URL, digest; "
+        "nothing secret) and bakery-node fetches the CA material from the state store and issues its own leaves. "
+        "embedded: each master's whole file tree, private keys included, inside its own user-data (README "
+        "## Embedded user-data says what that exposes)")
     key_algorithm: Literal["ecdsa-p256", "rsa-2048"] = "ecdsa-p256"
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     load_balancer: LoadBalancerSpec = Field(default_factory=LoadBalancerSpec)

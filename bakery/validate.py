@@ -89,6 +89,21 @@ def _top_level_keys(schema: dict[str, Any]) -> set[str]:
     return keys
 
 
+def check_no_private_key(user_data: bytes) -> list[str]:
+    """A user-data that carries key material, in any encoding cloud-init decodes
+    (plain, b64, gz+b64 write_files entries), is refused: user-data is readable by anyone
+    allowed to describe the instance."""
+    texts = [user_data]
+    try:
+        files = write_files(user_data)
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError, OSError):  # not a #cloud-config with write_files
+        files = {}
+    texts += [f["data"] for f in files.values()]
+    if any(b"PRIVATE KEY" in t or b"client-key-data" in t for t in texts):
+        return ["carries a private key (user-data is readable by anyone who may describe the instance)"]
+    return []
+
+
 def check_manifest(text: bytes | str, path: str = "manifest") -> list[str]:
     """A static pod manifest: a v1 Pod on the host network whose containers have a
     command, whose mounts match volumes, and no flag removed from current Kubernetes."""

@@ -388,10 +388,10 @@ def test_second_up_with_the_real_render_makes_zero_create_run_register_calls(mot
     from bakery.pipeline import Cluster
 
     spec, paths, calls, provider, _ = cluster
-    provider().up(Cluster(spec, paths, state.load(paths)).render_callback())
+    provider().up(Cluster(spec, paths, state.load(paths)).render_callback(store=provider().store))
     assert any(op.startswith("RunInstances") for op in calls.ops()) and "RegisterTargets" in calls.ops()
     calls.clear()
-    result = provider().up(Cluster(spec, paths, state.load(paths)).render_callback())
+    result = provider().up(Cluster(spec, paths, state.load(paths)).render_callback(store=provider().store))
     assert [op for op in calls.ops() if op.startswith(("Create", "Run", "Register"))] == []
     assert calls.mutating == [] and result.created == [] and result.drift == []
 

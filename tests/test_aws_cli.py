@@ -87,7 +87,8 @@ def test_up_refuses_oversize_user_data_before_creating_anything(aws_env: Moto, r
     noise = random.Random(0).randbytes(20_000).hex()  # ~20 KB even gzipped
     spec_file = tmp_path / "big.yaml"
     flags = "".join(f"    noise-{i}: '{noise[i:i + 4000]}'\n" for i in range(0, len(noise), 4000))  # values are at most 4 KB
-    spec_file.write_text((repo / "examples" / "aws.yaml").read_text() + f"apiserver:\n  extra_args:\n{flags}")
+    # embedded: the whole tree in each master's user-data, as a spec may still ask
+    spec_file.write_text((repo / "examples" / "aws.yaml").read_text() + f"user_data: embedded\napiserver:\n  extra_args:\n{flags}")
     build = tmp_path / "build"
     paths = state.paths("prod-aws", build)
     paths.base.mkdir(parents=True)

@@ -142,8 +142,9 @@ def test_prune_deletes_only_complete_backups_of_ours_that_retention_drops(tmp_pa
 
 
 def test_store_url_defaults_to_the_clusters_folder_store(tmp_path: Path) -> None:
-    assert backup.store_url(tmp_path / "build" / "lo") == f"file://{tmp_path}/build/lo/store"
-    assert backup.store_url(tmp_path / "build" / "lo", "s3://bucket/p") == "s3://bucket/p"
+    lo = spec.parse("name: lo\nprovider: local\n")
+    assert backup.store_url(lo, tmp_path / "build") == f"file://{tmp_path}/build/lo/store"
+    assert backup.store_url(lo, tmp_path / "build", "s3://elsewhere/p") == "s3://elsewhere/p"
 
 
 # -- a real snapshot ------------------------------------------------------------------------------

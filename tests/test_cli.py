@@ -60,10 +60,10 @@ def test_bad_input_one_line_per_problem_exit_2_nothing_written(case: str, comman
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yaml"], "nothing may be written"
 
 
-def test_user_data_over_the_aws_limit_is_refused_with_a_breakdown(tmp_path: Path):
+def test_embedded_user_data_over_the_aws_limit_is_refused_with_a_breakdown(tmp_path: Path):
     rng = random.Random(7)  # random hex does not compress: the gzipped document cannot fit
     args = {f"x-flag-{i}": "".join(rng.choice("0123456789abcdef") for _ in range(400)) for i in range(90)}
-    doc = {"name": "big", "provider": "aws", "aws": {}, "apiserver": {"extra_args": args}}
+    doc = {"name": "big", "provider": "aws", "user_data": "embedded", "aws": {}, "apiserver": {"extra_args": args}}
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(doc))
     r = run("render", "-f", "cluster.yaml", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -72,6 +72,11 @@ def test_user_data_over_the_aws_limit_is_refused_with_a_breakdown(tmp_path: Path
     assert any(line.endswith("/etc/kubernetes/manifests/kube-apiserver.manifest") for line in lines[1:4])
     assert "PRIVATE KEY" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yaml"]
+    # the same spec with the small user-data renders: the tree is not in the user-data
+    doc["user_data"] = "store"
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(doc))
+    r = run("render", "-f", "cluster.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
 
 
 def test_render_table_and_byte_identical_rerender(tmp_path: Path):
@@ -90,7 +95,8 @@ def test_render_table_and_byte_identical_rerender(tmp_path: Path):
 def test_validate_passes_on_local_example_and_writes_nothing(tmp_path: Path):
     r = run("validate", "-f", str(REPO / "examples" / "local.yaml"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("user-data ok") == 3
+    assert r.stdout.count("user-data ok") == 1 and "no secret" in r.stdout  # the one every master boots
+    assert r.stdout.count("files ok") == 3
     assert list(tmp_path.iterdir()) == []
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import jinja2
 import pytest
-import yaml
 
-from bakery import cli
+from bakery import cli, validate
+from bakery.node import description
+from bakery.node.description import NodeConfig
 from bakery.pipeline import Cluster
-from bakery.providers.gcp import template
-from bakery.render import generic
-from tests.conftest import need, need_binary
+from bakery.store import open_store
+from tests.conftest import need_binary
 from tests.fake_gce import FakeGCE
 from tests.fake_gcs import FakeGCS
 
@@ -69,7 +67,8 @@ def test_up_status_instance_template_down(gce: FakeGCE, tmp_path: Path, capsys: 
     (tpl,) = gce.resources("instanceTemplates")
     assert f"instance template {tpl['name']}" in capsys.readouterr().out
     meta = {i["key"]: i["value"] for i in tpl["properties"]["metadata"]["items"]}
-    assert meta["user-data"].startswith("## template: jinja\n#cloud-config\n")
+    assert meta["user-data"].startswith("#cloud-config\n") and "bakery-node.service" in meta["user-data"]
+    assert "PRIVATE KEY" not in meta["user-data"] and "-----BEGIN" not in meta["user-data"]
 
     assert cli.main(["down", *args]) == 0
     assert "resources deleted" in capsys.readouterr().out
@@ -85,43 +84,10 @@ def test_instance_template_refuses_another_provider(tmp_path: Path, capsys: pyte
     assert "GCP feature" in capsys.readouterr().err
 
 
-def test_generic_document_completes_from_instance_data(tmp_path: Path) -> None:
-    spec = tmp_path / "cluster.yaml"
-    spec.write_text(SPEC)
-    cluster = Cluster.load(spec, tmp_path / "build")
-    rendered = cluster.render()
-    files = generic.shared_files(rendered.nodes)
-    document = template.generic_document(rendered.plan, files)
-    assert document == template.generic_document(rendered.plan, files)  # pure
-    header, body = document.decode().split("\n", 1)
-    assert header == "## template: jinja"
-    # cloud-init renders the document with Jinja over its instance-data (v1 keys on GCE)
-    instance_data = {"v1": {"instance_id": "4242", "availability_zone": "us-central1-b", "region": "us-central1", "local_hostname": "demo-mig-x1"}}
-    config = yaml.safe_load(jinja2.Template(body, undefined=jinja2.StrictUndefined).render(**instance_data))
-    assert config["hostname"] == "demo-mig-x1"
-    env = config["write_files"][0]
-    assert env["path"] == generic.NODE_ENV
-    assert "BAKERY_ZONE=us-central1-b\n" in env["content"] and "BAKERY_INSTANCE_ID=4242\n" in env["content"]
-    shared = {f.path: f.content for f in files}
-    assert shared and all(base64.b64decode(e["content"]) == shared[e["path"]] for e in config["write_files"][1:])
-    assert not any("etcd/peer" in p for p in shared)  # per-node files stay out
-    assert "metadata.google.internal" in config["runcmd"][0][2]
-
-
-# cloud-init's own Jinja renderer, run by the system Python that Debian's cloud-init uses.
-CLOUD_INIT_RENDER = """
-import sys
-from cloudinit.handlers.jinja_template import render_jinja_payload_from_file
-out = render_jinja_payload_from_file(open(sys.argv[1]).read(), "part-001", sys.argv[2])
-sys.stdout.write(out or "")
-"""
-
-
-def test_instance_template_user_data_renders_with_cloud_init(gce: FakeGCE, tmp_path: Path) -> None:
-    """The template's user-data, read back from GCE, rendered and schema-checked by cloud-init itself."""
+def test_instance_template_user_data_is_the_small_one_and_passes_cloud_inits_schema(gce: FakeGCE, tmp_path: Path) -> None:
+    """The template's user-data, read back from GCE: schema-checked by cloud-init itself,
+    naming the store and the description `instance-template` published there."""
     cloud_init = need_binary("cloud-init")
-    python = Path("/usr/bin/python3")
-    need("Debian's cloud-init Python package", Path("/usr/lib/python3/dist-packages/cloudinit").is_dir() and python.exists())
     spec = tmp_path / "cluster.yaml"
     spec.write_text(SPEC)
     args = ["-f", str(spec), "-o", str(tmp_path / "build")]
@@ -131,20 +97,13 @@ def test_instance_template_user_data_renders_with_cloud_init(gce: FakeGCE, tmp_p
     meta = {i["key"]: i["value"] for i in tpl["properties"]["metadata"]["items"]}
     document = tmp_path / "user-data"
     document.write_text(meta["user-data"])
-    instance_data = tmp_path / "instance-data.json"
-    instance_data.write_text(json.dumps({"v1": {
-        "instance_id": "4242", "availability_zone": "us-central1-b", "region": "us-central1",
-        "local_hostname": "demo-mig-x1", "cloud_name": "gce", "platform": "gce"}}))
-    rendered = subprocess.run([str(python), "-c", CLOUD_INIT_RENDER, str(document), str(instance_data)],
-                              capture_output=True, text=True, timeout=60, check=True).stdout
-    assert rendered.startswith("#cloud-config")
-    config = yaml.safe_load(rendered)
-    assert config["hostname"] == "demo-mig-x1"
-    assert "BAKERY_INSTANCE_ID=4242\n" in config["write_files"][0]["content"]
-    (tmp_path / "rendered.yaml").write_text(rendered)
-    check = subprocess.run([cloud_init, "schema", "--config-file", str(tmp_path / "rendered.yaml")],
-                           capture_output=True, text=True, timeout=120)
+    check = subprocess.run([cloud_init, "schema", "--config-file", str(document)], capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
+    config = NodeConfig.load_text(validate.write_files(document.read_bytes())["/etc/bakery/node.json"]["data"].decode())
+    cluster = Cluster.load(spec, tmp_path / "build")
+    assert config.store == cluster.store_url()
+    desc = description.fetch(open_store(config.store), "demo", config.digest)  # published, and it checks out
+    assert desc.spec == cluster.spec
 
 
 def test_second_bakery_up_makes_zero_insert_and_zero_add_calls(gce: FakeGCE, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

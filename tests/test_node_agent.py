@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from bakery import discovery, spec
+from bakery import discovery, pki, spec, topology
 from bakery.cli import main as bakery_main
 from bakery.errors import NodeError
 from bakery.etcd import TLS, Client
@@ -89,7 +89,8 @@ def cluster(tmp_path: Path) -> RenderedCluster:
 
 def _publish(rc: RenderedCluster, store: FolderStore) -> tuple[str, list[str]]:
     s = spec.load(rc.spec_file)
-    return description.publish(store, s, LBAddress((), ()), discovery.bootstrap_for(s), rc.build / "lo" / "pki")
+    keys = pki.load(topology.plan(s), rc.build / "lo" / "pki")
+    return description.publish(store, s, LBAddress((), ()), discovery.bootstrap_for(s), keys)
 
 
 def test_publish_writes_ca_material_and_description_then_nothing_on_rerun(cluster: RenderedCluster, tmp_path: Path) -> None:

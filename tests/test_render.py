@@ -50,7 +50,7 @@ def rendered(request, tmp_path_factory):
 def test_user_data_passes_cloud_init_schema(rendered, schema):
     _, r = rendered
     for name, node in r.nodes.items():
-        assert validate.check_cloud_config(node.user_data.plain, schema) == [], name
+        assert validate.check_cloud_config(node.document, schema) == [], name
 
 
 def test_schema_check_can_fail(schema):
@@ -63,7 +63,7 @@ def test_schema_check_can_fail(schema):
 def test_write_files_round_trip_byte_for_byte(rendered):
     _, r = rendered
     for node in r.nodes.values():
-        entries = validate.write_files(node.user_data.plain)
+        entries = validate.write_files(node.document)
         assert {f.path: f.content for f in node.files} == {p: e["data"] for p, e in entries.items()}
         for f in node.files:
             assert entries[f.path]["permissions"] == f"{f.mode:04o}"
@@ -185,7 +185,7 @@ def test_every_node_passes_bakery_validate_checks(rendered, schema):
     or deprecated flag or field in any example or golden scenario."""
     cluster, r = rendered
     for node in r.nodes.values():
-        report = validate.check_node(node.user_data.plain, schema=schema, kubernetes_version=cluster.spec.kubernetes_version)
+        report = validate.check_node(node.document, schema=schema, kubernetes_version=cluster.spec.kubernetes_version)
         assert report.problems == []
         assert report.warnings == []
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bakery import backup, discovery, restore, spec
+from bakery import backup, discovery, pki, restore, spec, topology
 from bakery.cli import main as bakery_main
 from bakery.errors import StoreError
 from bakery.node import description, identity
@@ -93,7 +93,7 @@ def test_backup_destroy_every_member_restore_every_key_is_back(tmp_path: Path, e
     assert bakery_main(["render", *cli]) == 0
     store = FolderStore(rc.build / "lo" / "store")  # where `bakery backup` puts it without --store
     s = spec.load(rc.spec_file)
-    digest, _ = description.publish(store, s, LBAddress(), discovery.bootstrap_for(s), rc.build / "lo" / "pki")
+    digest, _ = description.publish(store, s, LBAddress(), discovery.bootstrap_for(s), pki.load(topology.plan(s), rc.build / "lo" / "pki"))
     agents = _agents(rc, store, digest, tmp_path, etcd_bin, etcdutl, run=1)
     try:
         assert sorted(j.how for j in _apply_all(agents)) == ["day0"] * 3

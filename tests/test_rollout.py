@@ -45,7 +45,7 @@ class ProcessReplacer:
     def replace_master(self, node: RenderedNode) -> None:
         import yaml
 
-        manifest = write_files(node.user_data.plain)["/etc/kubernetes/manifests/etcd.manifest"]["data"]
+        manifest = write_files(node.document)["/etc/kubernetes/manifests/etcd.manifest"]["data"]
         argv = yaml.safe_load(manifest)["spec"]["containers"][0]["command"]
         self.commands[node.name] = argv
         self.c.procs[node.name].stop()

@@ -147,7 +147,7 @@ def _render_shapes(s: spec.ClusterSpec, build: Path, keep_pki: bool = False) -> 
     rendered = cluster.render(keep_pki=keep_pki)
     shapes = {}
     for i, r in enumerate(rendered.nodes.values()):  # by index: the cluster name is in the node names
-        shapes[f"{i}:user-data"] = _shape("user-data", r.user_data.plain)[0]  # its line count follows the PEM inside
+        shapes[f"{i}:user-data"] = _shape("user-data", r.document)[0]  # its line count follows the PEM inside
         for f in r.files:
             shapes[f"{i}:{f.path}"] = _shape(f.path, f.content)
     return shapes

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import logging
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -37,6 +35,7 @@ from bakery.errors import NodeError, PKIError
 from bakery.etcd import TLS, Client
 from bakery.node import description as desc_mod
 from bakery.node import join as join_mod
+from bakery.node.description import NodeConfig
 from bakery.node.identity import Identity, source_address_towards
 from bakery.output import atomic_write
 from bakery.render.builders import NodeFile
@@ -45,38 +44,7 @@ from bakery.store import Store
 
 log = logging.getLogger("bakery.node")
 
-CONFIG = Path("/etc/bakery/node.json")
 STATE_DIR = Path("/var/lib/bakery")
-MAX_CONFIG = 4096
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    """/etc/bakery/node.json, the small user-data's one file: no secret in it."""
-
-    cluster: str
-    store: str
-    digest: str
-
-    def to_json(self) -> str:
-        return json.dumps({"cluster": self.cluster, "store": self.store, "digest": self.digest}, sort_keys=True)
-
-    @classmethod
-    def load(cls, path: str | Path = CONFIG) -> NodeConfig:
-        path = Path(path)
-        try:
-            with path.open("rb") as f:
-                raw = f.read(MAX_CONFIG + 1)
-        except OSError as e:
-            raise NodeError(f"{path}: cannot read the node config the user-data writes: {e.strerror}") from None
-        try:
-            doc = json.loads(raw)
-            cfg = cls(str(doc["cluster"]), str(doc["store"]), str(doc["digest"]))
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise NodeError(f"{path}: not a bakery node config ({{cluster, store, digest}}): {e}") from None
-        if len(raw) > MAX_CONFIG or not re.fullmatch(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?", cfg.cluster):
-            raise NodeError(f"{path}: cluster {cfg.cluster!r:.40} is not a cluster name")
-        return cfg
 
 
 Runner = Callable[[Sequence[str]], None]

@@ -28,11 +28,50 @@ from bakery import topology
 from bakery.discovery import Bootstrap
 from bakery.errors import NodeError, SpecError, StoreNotFound
 from bakery.providers.base import LBAddress
-from bakery.store import Store, layout
+from bakery.store import Store, layout, sync
 
 VERSION = 1
 MAX_DESCRIPTION = 1024 * 1024
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+CONFIG = Path("/etc/bakery/node.json")
+MAX_CONFIG = 4096
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """/etc/bakery/node.json, the small user-data's one file: no secret in it."""
+
+    cluster: str
+    store: str
+    digest: str
+
+    def to_json(self) -> str:
+        return json.dumps({"cluster": self.cluster, "store": self.store, "digest": self.digest}, sort_keys=True)
+
+    @classmethod
+    def load(cls, path: str | Path = CONFIG) -> NodeConfig:
+        path = Path(path)
+        try:
+            with path.open("rb") as f:
+                raw = f.read(MAX_CONFIG + 1)
+        except OSError as e:
+            raise NodeError(f"{path}: cannot read the node config the user-data writes: {e.strerror}") from None
+        if len(raw) > MAX_CONFIG:
+            raise NodeError(f"{path}: larger than {MAX_CONFIG} bytes; not a bakery node config")
+        return cls.load_text(raw, str(path))
+
+    @classmethod
+    def load_text(cls, raw: str | bytes, where: str = "node config") -> NodeConfig:
+        try:
+            doc = json.loads(raw)
+            cfg = cls(str(doc["cluster"]), str(doc["store"]), str(doc["digest"]))
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise NodeError(f"{where}: not a bakery node config ({{cluster, store, digest}}): {e}") from None
+        if not re.fullmatch(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?", cfg.cluster):
+            raise NodeError(f"{where}: cluster {cfg.cluster!r:.40} is not a cluster name")
+        return cfg
+
 
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -112,40 +151,25 @@ def ca_files(spec: spec_mod.ClusterSpec) -> dict[str, int]:
 # -- operator side -------------------------------------------------------------------------
 
 
-def publish(store: Store, spec: spec_mod.ClusterSpec, lb: LBAddress, bootstrap: Bootstrap, pki_folder: str | Path) -> tuple[str, list[str]]:
-    """Upload the CA material (from the verified PKI in `pki_folder`) and the description;
-    return (digest, keys written). Only objects whose bytes changed are written; nothing
-    is deleted. The description goes last, so a node never sees one whose CA objects are
-    not there yet."""
-    plan = topology.plan(spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
-    loaded = pki_mod.load(plan, pki_folder)
-    if loaded is None:
-        raise NodeError(f"{pki_folder}: no PKI yet; `bakery render` (or `up`) issues the cluster's CAs first")
-    objects: dict[str, bytes] = {}
-    digests: dict[str, str] = {}
-    for rel in ca_files(spec):
-        data = loaded.read(rel)
-        objects[layout.pki(spec.name, rel)] = data
-        digests[rel] = digest(data)
-    desc = encode(spec, lb, bootstrap, digests)
+def document(spec: spec_mod.ClusterSpec, lb: LBAddress, bootstrap: Bootstrap, keys: pki_mod.PKI) -> tuple[bytes, dict[str, bytes]]:
+    """The description's bytes and the CA material's files it lists (pure: the digest in
+    the small user-data is computed from this before anything is uploaded)."""
+    files = {rel: keys.read(rel) for rel in ca_files(spec)}
+    return encode(spec, lb, bootstrap, {rel: digest(data) for rel, data in files.items()}), files
+
+
+def publish(store: Store, spec: spec_mod.ClusterSpec, lb: LBAddress, bootstrap: Bootstrap, keys: pki_mod.PKI) -> tuple[str, list[str]]:
+    """Upload the CA material and the description; return (digest, keys written). Only
+    objects whose bytes changed are written and nothing is deleted. The description goes
+    up after the CA material, and the `cluster.json` pointer last, so a node never sees a
+    description whose CA objects are not there yet."""
+    desc, files = document(spec, lb, bootstrap, keys)
     d = digest(desc)
-    objects[layout.description_by_digest(spec.name, d)] = desc
-    objects[layout.description(spec.name)] = desc  # last: the pointer to the current one
-    return d, put_changed(store, objects)
-
-
-def put_changed(store: Store, objects: Mapping[str, bytes]) -> list[str]:
-    """Write each object whose stored bytes differ (in the mapping's order); return the keys written."""
-    written = []
-    for key, data in objects.items():
-        try:
-            if store.get(key) == data:
-                continue
-        except StoreNotFound:
-            pass
-        store.put(key, data)
-        written.append(key)
-    return written
+    ca = {layout.pki(spec.name, rel): data for rel, data in files.items()}
+    written = list(sync.upload(store, ca).written)
+    written += sync.upload(store, {layout.description_by_digest(spec.name, d): desc}).written
+    written += sync.upload(store, {layout.description(spec.name): desc}).written
+    return d, written
 
 
 # -- node side -----------------------------------------------------------------------------

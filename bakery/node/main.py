@@ -14,7 +14,8 @@ from pathlib import Path
 
 from bakery.errors import BakeryError
 from bakery.node import identity
-from bakery.node.agent import CONFIG, STATE_DIR, Agent, NodeConfig
+from bakery.node.agent import STATE_DIR, Agent
+from bakery.node.description import CONFIG, NodeConfig
 from bakery.store import open_store
 
 log = logging.getLogger("bakery.node")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bakery.render.userdata import UserData
+from bakery.store import Store
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class RenderedNode:
     name: str
     address: str
     zone: str
-    user_data: UserData
+    user_data: UserData  # what the machine boots with
+    document: bytes = b""  # the node's whole tree as #cloud-config (what bakery-node writes there)
 
 
 # node name -> what to boot it with
@@ -125,6 +127,10 @@ class Provider(Protocol):
     def up(self, render: RenderCallback, *, wait: bool = False) -> UpResult: ...
 
     def status(self) -> ClusterStatus: ...
+
+    def store(self) -> Store:
+        """The cluster's state store, opened with the credentials this provider uses."""
+        ...
 
     def down(self) -> list[str]:
         """Delete exactly the resources that carry the cluster's tag; return what was deleted."""

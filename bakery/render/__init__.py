@@ -22,7 +22,7 @@ from bakery.render.templates import render
 from bakery.render.userdata import UserData, encode, gzip_bytes
 from bakery.topology import ClusterPlan, Node
 
-__all__ = ["NodeFile", "NodeRender", "cloud_config", "node_user_data", "render_cluster", "render_node", "start_commands",
+__all__ = ["NodeFile", "NodeRender", "cloud_config", "embedded_document", "node_user_data", "render_cluster", "render_node", "start_commands",
            "stop_etcd_commands"]
 
 # Files above this size are written gzip+base64 when that is smaller (manifests
@@ -36,7 +36,8 @@ NODE_USER_DATA_BUDGET = 4096
 class NodeRender:
     node: Node
     files: tuple[NodeFile, ...]
-    user_data: UserData
+    user_data: UserData  # what the node boots with: the cluster's small one, or `document` (embedded)
+    document: bytes = b""  # the #cloud-config of the node's whole tree (review, validate, golden files)
 
 
 def node_files(plan: ClusterPlan, node: Node, pki: PKI, bootstrap: Bootstrap) -> list[NodeFile]:
@@ -149,20 +150,31 @@ def node_user_data(config_json: str, provider: str, *, ssh_authorized_keys: Sequ
     return data
 
 
+def embedded_document(plan: ClusterPlan, node: Node, files: Sequence[NodeFile], ssh_authorized_keys: Sequence[str] = ()) -> bytes:
+    """The #cloud-config that writes this node's whole tree and starts it: its user-data
+    under `user_data: embedded`, and the golden files' pin of the tree bakery-node writes."""
+    return cloud_config(node.name, files, start_commands(plan), ssh_authorized_keys)
+
+
 def render_node(plan: ClusterPlan, node: Node, pki: PKI, bootstrap: Bootstrap, *, provider: str | None = None,
-                ssh_authorized_keys: Sequence[str] = ()) -> NodeRender:
+                ssh_authorized_keys: Sequence[str] = (), user_data: UserData | None = None) -> NodeRender:
+    """The node's files, and the user-data it boots with: `user_data` (the cluster's small
+    one) when given, else the embedded document, fitted to the provider's limit."""
     files = node_files(plan, node, pki, bootstrap)
-    plain = cloud_config(node.name, files, start_commands(plan), ssh_authorized_keys)
-    sizes = {f.path: len(f.content) for f in files}
-    user_data = encode(plain, provider or plan.spec.provider, node=node.name, sizes=sizes)
-    return NodeRender(node, tuple(files), user_data)
+    document = embedded_document(plan, node, files, ssh_authorized_keys)
+    if user_data is None:
+        sizes = {f.path: len(f.content) for f in files}
+        user_data = encode(document, provider or plan.spec.provider, node=node.name, sizes=sizes)
+    return NodeRender(node, tuple(files), user_data, document)
 
 
 def render_cluster(plan: ClusterPlan, pki: PKI, bootstrap: Bootstrap, *, provider: str | None = None,
-                   ssh_authorized_keys: Sequence[str] = ()) -> dict[str, NodeRender]:
+                   ssh_authorized_keys: Sequence[str] = (), user_data: UserData | None = None) -> dict[str, NodeRender]:
     """Every master's files and user-data. Raises RenderError (with a per-file size
-    breakdown) before anything is written when one does not fit the provider's limit."""
+    breakdown) before anything is written when an embedded one does not fit the
+    provider's limit."""
     return {
-        n.name: render_node(plan, n, pki, bootstrap, provider=provider, ssh_authorized_keys=ssh_authorized_keys)
+        n.name: render_node(plan, n, pki, bootstrap, provider=provider, ssh_authorized_keys=ssh_authorized_keys,
+                            user_data=user_data)
         for n in plan.nodes
     }

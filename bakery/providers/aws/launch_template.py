@@ -1,11 +1,8 @@
-"""An EC2 launch template for autoscaling groups: one generic user-data for any master.
+"""An EC2 launch template for autoscaling groups: the cluster's one small user-data.
 
-Per-node user-data cannot go into a launch template: every instance an autoscaling
-group starts gets the same document. So this one is a cloud-init Jinja template
-(`## template: jinja`): the files every master shares go in as they are (base64, so
-Jinja never reads their content), and what differs per node (its address, instance id,
-zone, hostname) is filled in at boot from the instance's own instance-data
-(`v1.*`, `ds.meta_data.*`) into /etc/bakery/node.env.
+Every instance an autoscaling group starts gets the same document, and that is all a
+master needs: bakery-node reads who it is from the instance's own instance-data and the
+rest from the state store (bakery/node/). Nothing secret is in the template.
 
 A change makes a new template version (and the default); no change, no call: each
 version's description carries the digest of its data.
@@ -16,31 +13,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable
 from typing import Any
 
 from bakery.providers.aws.common import cluster_filter, tag_spec, tags
 from bakery.providers.aws.instances import Image, root_volume
 from bakery.providers.base import Ledger
-from bakery.render import NodeFile, generic
-from bakery.render.userdata import UserData, encode
+from bakery.render.userdata import UserData
 from bakery.spec import ClusterSpec
-from bakery.topology import ClusterPlan
-
-# Instance-data (cloud-init's standardized v1 keys and the EC2 datasource's metadata)
-# that completes the document on the node.
-NODE_VARS = {
-    "BAKERY_NODE_ADDRESS": "{{ ds.meta_data.local_ipv4 }}",
-    "BAKERY_INSTANCE_ID": "{{ v1.instance_id }}",
-    "BAKERY_ZONE": "{{ v1.availability_zone }}",
-    "BAKERY_REGION": "{{ v1.region }}",
-    "BAKERY_HOSTNAME": "{{ v1.local_hostname }}",
-}
-
-
-def generic_document(plan: ClusterPlan, files: Iterable[NodeFile]) -> bytes:
-    """The `## template: jinja` #cloud-config for any master, completed from EC2's instance-data."""
-    return generic.document(plan, files, NODE_VARS)
 
 
 def template_data(spec: ClusterSpec, user_data: UserData, image: Image, group_ids: list[str],
@@ -66,10 +45,6 @@ def template_data(spec: ClusterSpec, user_data: UserData, image: Image, group_id
 
 def digest(data: dict[str, Any]) -> str:
     return "bakery sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def encode_document(document: bytes) -> UserData:
-    return encode(document, "aws", node="launch-template")
 
 
 def ensure(ec2: Any, spec: ClusterSpec, data: dict[str, Any], ledger: Ledger) -> tuple[str, int]:

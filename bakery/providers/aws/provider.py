@@ -45,8 +45,10 @@ from bakery.providers.base import (
     RenderedNode,
     UpResult,
 )
+from bakery.render.userdata import UserData
 from bakery.spec import ClusterSpec
 from bakery.state import ClusterPaths
+from bakery.store import Store, location
 
 
 class AwsProvider:
@@ -212,6 +214,13 @@ class AwsProvider:
 
     # -- status ---------------------------------------------------------------------------
 
+    def store(self) -> Store:
+        """The cluster's S3 store through this provider's clients (endpoint, credentials)."""
+        from bakery.store.s3 import S3Store
+
+        _, bucket_name, prefix = location.split(location.store_url(self.spec))
+        return S3Store(bucket_name, prefix, client=self.clients("s3"))
+
     def status(self) -> ClusterStatus:
         spec = self.spec
         plan = topology.plan(spec)
@@ -317,10 +326,9 @@ class AwsProvider:
 
     # -- launch template ----------------------------------------------------------------
 
-    def launch_template(self, document: bytes) -> tuple[str, int]:
-        """Create or update `<cluster>-master` with the generic `document`; (id, version)."""
+    def launch_template(self, user_data: UserData) -> tuple[str, int]:
+        """Create or update `<cluster>-master` with the cluster's small user-data; (id, version)."""
         spec, ledger = self.spec, Ledger(self.progress)
-        user_data = launch_template.encode_document(document)
         ami = instances.image_id(spec, self.paths.images)
         ec2 = self.clients.ec2
         with translated(self.region):

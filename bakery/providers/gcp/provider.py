@@ -46,6 +46,7 @@ from bakery.providers.gcp.resources import Layout, label_filter, marker_filter
 from bakery.render.userdata import UserData
 from bakery.spec import ClusterSpec
 from bakery.state import ClusterPaths
+from bakery.store import Store, location, open_store
 from bakery.topology import plan
 
 T = TypeVar("T")
@@ -313,6 +314,10 @@ class GcpProvider:
     # -- status ------------------------------------------------------------------------
 
     @_closes_clients
+    def store(self) -> Store:
+        """The cluster's GCS store (its endpoint override, as the provider's own calls use)."""
+        return open_store(location.store_url(self.spec))
+
     def status(self) -> ClusterStatus:
         zones = self._zones()
         found = self._wave("status", {

@@ -228,7 +228,7 @@ class Layout:
         }
 
     def instance_template(self, image: str, user_data: UserData) -> dict[str, Any]:
-        """A template for managed instance groups: the generic user-data, no fixed address."""
+        """A template for managed instance groups: the cluster's small user-data, no fixed address."""
         nic: dict[str, Any] = {"network": self.network}
         if self.subnetwork:
             nic["subnetwork"] = self.subnetwork

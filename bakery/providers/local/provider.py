@@ -43,6 +43,7 @@ from bakery.providers.local import console, discovery, lb, proc, seed, ssh, vm
 from bakery.providers.local.net import HOST, NetPlan, is_listening, listening_ports, net_plan
 from bakery.spec import ClusterSpec, LocalSpec
 from bakery.state import ClusterPaths
+from bakery.store import Store, location, open_store
 
 UP_TIMEOUT = 900.0  # seconds; three VMs under TCG on two busy cores take 1-3 minutes
 STATE_BY = "bakery-local"  # marks the state.json sections this provider owns
@@ -389,6 +390,10 @@ class LocalProvider:
         self.progress(step, "booting", f"pid {pid}, {boot.disk.name}")
 
     # -- status -------------------------------------------------------------------------
+
+    def store(self) -> Store:
+        """The cluster's folder store, which the masters see bind-mounted."""
+        return open_store(location.store_url(self.spec, self.paths.root))
 
     def status(self) -> ClusterStatus:
         pids = {n.name: self.vm_pid(n.name) for n in self.net.nodes}
