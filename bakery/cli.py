@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -535,6 +537,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Ctrl-C must always raise KeyboardInterrupt here (and reach Packer through bakery).
+    # A process started with SIGINT ignored (any `cmd &` from a shell without job control:
+    # scripts, CI, make in the background) inherits SIG_IGN, and Python then installs no
+    # handler: the SIGINT was silently dropped and a bake ran on to its end.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except BakeryError as e:

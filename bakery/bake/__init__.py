@@ -212,6 +212,10 @@ def _record(
         out_dir = Path(var["local_output_dir"])
         files = {"disk": out_dir / "disk.qcow2", "kernel": out_dir / "vmlinuz", "initrd": out_dir / "initrd.img"}
         missing = [str(p) for p in files.values() if not p.is_file()]
+        # The unpacked root the container runtime boots (an overlayfs lower layer).
+        files["root"] = out_dir / "root"
+        if not (files["root"] / "sbin" / "init").exists():
+            missing.append(str(files["root"]))
         if missing:
             raise BakeError(f"packer finished but the local image is incomplete (missing {', '.join(missing)})")
         record.update({k: str(p) for k, p in files.items()})
