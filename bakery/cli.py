@@ -214,26 +214,54 @@ def _endpoint(text: str) -> tuple[str, str]:
     return node, url
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+STATUS_SCHEMA = "bakery.status/v1"
+
+
+def status_document(status: Any) -> dict[str, Any]:
+    """`bakery status --output json`: a stable document (README, "bakery status").
+
+    {"schema": "bakery.status/v1", "cluster", "provider", "endpoint",
+     "nodes": [{"name", "id", "address", "zone", "state", "health", "image", "extra": {...}}],
+     "extra": {...}}; provider-specific keys live only under "extra"."""
     import dataclasses
 
+    return {"schema": STATUS_SCHEMA, **dataclasses.asdict(status)}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
     from bakery import providers, spec, state
 
     s = spec.load(args.file)
     status = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter(quiet=True)).status()
     if args.output == "json":
-        out(json.dumps(dataclasses.asdict(status), indent=2, sort_keys=True))
+        out(json.dumps(status_document(status), indent=2, sort_keys=True))
         return 0
-    table([(n.name, n.id or "-", n.address, n.zone, n.state, n.health, n.image or "-") for n in status.nodes],
+    table([(n.name, n.id or "-", n.address or "-", n.zone or "-", n.state, n.health, n.image or "-") for n in status.nodes],
           ("NODE", "ID", "ADDRESS", "ZONE", "STATE", "TARGET HEALTH", "IMAGE"))
-    if status.provider == "local":  # ID is the QEMU PID, health the node's own etcd member
+    if status.provider == "local":  # ID is the QEMU or nspawn PID, health the node's own etcd member
+        backends = status.extra.get("backends") or {}
         out()
-        table([(n.name, n.extra.get("cloud-init", "-"), "leader" if n.extra.get("leader") else "", n.extra.get("ssh", ""))
-               for n in status.nodes], ("NODE", "CLOUD-INIT", "ETCD", "SSH"))
-        for key, value in status.extra.items():
-            out(f"{key}: {value}")
+        table([(n.name, n.extra.get("runtime", "-"), _cell(n.extra.get("cloud-init")),
+                "leader" if n.extra.get("leader") else ("follower" if n.health == "healthy" else "-"),
+                backends.get(n.name, "-"), n.extra.get("etcd", "-"))
+               for n in status.nodes], ("NODE", "RUNTIME", "CLOUD-INIT", "ETCD", "LB BACKEND", "ETCD URL"))
+        services = status.extra.get("services") or {}
+        rows = [(name, st) for name, st in services.items()]
+        network = status.extra.get("network")
+        if network:
+            rows.append(("bridge", f"{network['bridge']} {network['host_address']} ({network['subnet']}), "
+                                   f"forwarding {'off' if network['forwarding'] == '0' else network['forwarding']}"))
+        if status.extra.get("backends_error"):
+            rows.append(("backends", _cell(status.extra["backends_error"])))
+        out()
+        table(rows, ("SERVICE", "STATE"))
     out(f"\n{status.provider} {status.cluster}: API {status.endpoint or '(no load balancer)'}")
     return 0
+
+
+def _cell(value: object, width: int = 60) -> str:
+    text = "-" if value is None else str(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def cmd_down(args: argparse.Namespace) -> int:
