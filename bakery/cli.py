@@ -249,8 +249,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = [(name, st) for name, st in services.items()]
         network = status.extra.get("network")
         if network:
-            rows.append(("bridge", f"{network['bridge']} {network['host_address']} ({network['subnet']}), "
-                                   f"forwarding {'off' if network['forwarding'] == '0' else network['forwarding']}"))
+            fwd = {"0": "forwarding off", "1": "FORWARDING ON", "-": "absent"}.get(network["forwarding"], network["forwarding"])
+            rows.append(("bridge", f"{network['bridge']} {network['host_address']} ({network['subnet']}), {fwd}"))
         if status.extra.get("backends_error"):
             rows.append(("backends", _cell(status.extra["backends_error"])))
         out()

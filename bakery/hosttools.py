@@ -7,24 +7,15 @@ been started or written yet.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Mapping
 
 from bakery.errors import BakeryError
 
-# Debian keeps some of these in /usr/sbin, which a non-login root shell may lack on PATH.
-_SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
-
-
-def which(tool: str) -> str | None:
-    path = os.pathsep.join([os.environ.get("PATH", ""), *_SBIN])
-    return shutil.which(tool, path=path)
-
 
 def missing(tools: Mapping[str, str]) -> dict[str, str]:
-    """tool -> Debian package, for every tool not found."""
-    return {t: pkg for t, pkg in tools.items() if which(t) is None}
+    """tool -> Debian package, for every tool not on PATH (where the scripts look too)."""
+    return {t: pkg for t, pkg in tools.items() if shutil.which(t) is None}
 
 
 def require(tools: Mapping[str, str], who: str, error: type[BakeryError], *, target: str) -> None:

@@ -153,10 +153,12 @@ class LocalProvider:
         self.check_tools()
         image = self.image()
         self._check_ports()
+        # the network first: HAProxy checks its backends from its start, and the
+        # containers' addresses must be on the bridge by then (never the default route)
+        self.runtime.prepare(result.created, result.existing)
         uses_discovery = self._ensure_discovery(result)
         self._ensure_lb(result)
         rendered = render(LBAddress(ips=(HOST,)))
-        self.runtime.prepare(result.created, result.existing)
         kind = self.runtime.kind
         started: list[str] = []
         for n in self.net.nodes:
@@ -237,8 +239,6 @@ class LocalProvider:
         else:
             if not Path(discovery.ETCD).exists():
                 raise ProviderError(f"{discovery.ETCD} not found: the discovery etcd is Debian's etcd-server (make setup-system)")
-            if self.runtime.kind == "container":  # it listens on the bridge's address too
-                self.runtime.prepare(result.created, result.existing)
             data = folder / "data"
             data.mkdir(parents=True, exist_ok=True)
             data.chmod(0o700)
@@ -353,6 +353,9 @@ class LocalProvider:
 
     def etcd_endpoints(self) -> dict[str, str]:
         """Each master's etcd as the host reaches it: for `bakery rollout`."""
+        if isinstance(self.runtime, ContainerRuntime) and not bridge.link_exists(self.runtime.br.bridge):
+            # without the bridge the subnet has no route here: a connect would take the default route
+            raise ProviderError(f"{self.plan.name}: its bridge {self.runtime.br.bridge} is not up; run `bakery up` first")
         return {n.name: self.node_endpoint(n.name) for n in self.net.nodes}
 
     def replace_master(self, node: RenderedNode) -> None:
@@ -377,7 +380,9 @@ class LocalProvider:
         with ThreadPoolExecutor(max_workers=len(pids)) as pool:
             cloud_init = dict(zip(pids, pool.map(self.runtime.cloud_init_result, pids), strict=True))
         nodes = []
-        with Client([self.endpoint], tls=self.tls(), timeout=3) as client:
+        # nothing running (or never up: no PKI yet): no etcd to ask
+        opened = Client([self.endpoint], tls=self.tls(), timeout=3) if any(pids.values()) else contextlib.nullcontext()
+        with opened as client:
             for n in self.net.nodes:
                 pid = pids[n.name]
                 extra: dict[str, object] = {"etcd": self.node_endpoint(n.name), "cloud-init": cloud_init[n.name],
@@ -385,7 +390,7 @@ class LocalProvider:
                 if self.runtime.kind == "vm":
                     extra["ssh"] = f"{HOST}:{n.ssh_port}"
                 health = "unknown"
-                if pid:
+                if pid and client is not None:
                     ep = self.node_endpoint(n.name)
                     if client.health(ep):
                         health = "healthy"
