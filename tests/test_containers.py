@@ -365,3 +365,27 @@ def test_five_masters(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     finally:
         _cleanup(c)
     assert _our_processes("ct5", c.build) == [] and _mounts_under(c.build) == []
+
+
+def test_discovery_bootstrap_reaches_the_hosts_discovery_etcd_on_the_bridge(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """etcd.bootstrap: discovery without a URL: the host's discovery etcd listens on the
+    bridge's address as well, and the containers bootstrap through it."""
+    _root_tools()
+    need("Debian's etcd (the discovery server)", Path("/usr/bin/etcd").exists(), "make setup-system")
+    c = _start(tmp_path, "ctd", 3, _image(request), _free_subnet())
+    c.spec_file.write_text(c.spec_file.read_text().replace("etcd: {bootstrap: static}", "etcd: {bootstrap: discovery}"))
+    s = spec_mod.load(c.spec_file)
+    c.provider = LocalProvider(s, cluster_paths(s.name, c.build), no_progress)
+    try:
+        r = c.bakery("up")
+        assert r.returncode == 0, f"up failed:\n{r.stdout}\n{r.stderr[-3000:]}"
+        url = json.loads((c.build / "ctd" / "state.json").read_text())["discovery"]["url"]
+        br = c.provider.runtime.br  # type: ignore[attr-defined]
+        assert url.startswith(f"http://{br.host_address}:{c.provider.net.discovery_port}/"), url
+        with c.etcd() as etcd:
+            assert sorted(m.name for m in etcd.member_list()) == sorted(c.nodes)
+        unit = c.sh(c.nodes[0], "cat /etc/systemd/system/etcd.service")
+        assert f"--discovery={url}" in unit
+    finally:
+        _cleanup(c)
+    assert _our_processes("ctd", c.build) == [] and _mounts_under(c.build) == []
