@@ -422,8 +422,10 @@ class LocalProvider:
                 fwd = bridge.forwarding(br.bridge)
             except OSError:
                 fwd = "-"
+            # forwarding: the bridge's own switch (what keeps its packets in); ip_forward: the host's
             extra["network"] = {"bridge": br.bridge, "host_address": br.host_address, "subnet": br.subnet,
-                                "forwarding": fwd}
+                                "forwarding": fwd,
+                                "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()}
         return ClusterStatus(cluster=self.plan.name, provider=self.name, endpoint=self.endpoint, nodes=nodes, extra=extra)
 
     # -- down ---------------------------------------------------------------------------
