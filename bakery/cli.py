@@ -158,6 +158,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from bakery import providers
     from bakery.pipeline import Cluster
     from bakery.providers.base import LBAddress
@@ -168,7 +170,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         # The LB does not exist yet, and its name goes into the certificates: render once
         # against a stand-in name longer than any cloud's, with a throwaway copy of the PKI,
         # so user-data over the provider's limit is refused before any API call.
-        cluster.render(LBAddress(dns_names=("size-probe-" + "0" * 50 + ".lb-" + "0" * 30 + ".invalid",)), keep_pki=False)
+        probe = cluster
+        if cluster.spec.etcd.bootstrap == "discovery" and not (cluster.spec.etcd.discovery_url or cluster.state.get("discovery")):
+            # the local provider makes its token only once its discovery etcd runs: a stand-in as long as a real URL
+            stand_in = {"url": "http://" + "0" * 15 + ":65535/v2/keys/_etcd/registry/" + "0" * 32, "token": "0" * 32}
+            probe = dataclasses.replace(cluster, state={**cluster.state, "discovery": stand_in})
+        probe.render(LBAddress(dns_names=("size-probe-" + "0" * 50 + ".lb-" + "0" * 30 + ".invalid",)), keep_pki=False)
     provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
     # local: `up` is watched by a person and returns at a healthy etcd (its whole point)
     result = provider.up(cluster.render_callback(), wait=args.wait or cluster.spec.provider == "local")
