@@ -25,5 +25,5 @@ def require(tools: Mapping[str, str], who: str, error: type[BakeryError], *, tar
         return
     names = ", ".join(f"{t} (Debian package {pkg})" for t, pkg in gone.items())
     packages = " ".join(sorted(set(gone.values())))
-    raise error(f"{who} needs {names}: `make {target}` installs them (or `make setup-system`; "
-                f"apt-get install {packages}); nothing was started")
+    raise error(f"{who} needs programs not found on PATH: {names}; `make {target}` installs them "
+                f"(or `make setup-system`, or apt-get install {packages}); nothing was started")
