@@ -362,6 +362,8 @@ def test_down_purge_leaves_no_process_mount_netns_veth_bridge_or_file(cluster: C
     assert br.bridge not in links  # its veths carry its name too
     assert not ports & {p for _, p in listening_ports()}
     assert not cluster.provider.layout.root.exists()
+    st = json.loads((cluster.build / cluster.name / "state.json").read_text())
+    assert "bootstrapped" not in st and "initial_cluster" not in st  # the next up bootstraps afresh
     r = cluster.bakery("down", timeout=120)
     assert r.returncode == 0 and "nothing" in r.stdout
 

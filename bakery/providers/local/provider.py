@@ -459,8 +459,11 @@ class LocalProvider:
                 shutil.rmtree(self.layout.root)
                 done.append(f"disks, overlays, consoles, ssh key and discovery data under {self.layout.root}")
             st = state.load(self.paths)
-            if st.get("discovery", {}).get("by") == STATE_BY or "local" in st:
-                st.pop("local", None)
+            # every member's data went with the overlays: the next `up` bootstraps a new
+            # cluster, not a join of the one a rollout or the supervisor recorded
+            if st.get("discovery", {}).get("by") == STATE_BY or {"local", "bootstrapped", "initial_cluster"} & set(st):
+                for key in ("local", "bootstrapped", "initial_cluster"):
+                    st.pop(key, None)
                 if st.get("discovery", {}).get("by") == STATE_BY:
                     st.pop("discovery")
                 state.save(self.paths, st)
