@@ -323,7 +323,8 @@ class LocalProvider:
                         self.progress(f"master {name}", "etcd member", "healthy")
                 ready = len(probe) + len(healthy)
                 members = _started_members(client) if ready else 0
-                if members == want and client.health(self.endpoint):
+                # every member started and healthy on its own, and etcd answers through the LB
+                if members == want and len(healthy) == want and client.health(self.endpoint):
                     self.progress("etcd", "healthy", f"{want} members through {self.endpoint} in {time.monotonic() - t0:.0f}s")
                     return
                 self.progress("etcd", "waiting", f"{members}/{want} members through the load balancer")
