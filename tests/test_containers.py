@@ -347,6 +347,12 @@ def test_status_prints_tables_and_a_json_document(cluster: Cluster) -> None:
     assert all(n["health"] == "healthy" and n["extra"]["runtime"] == "container" for n in doc["nodes"])
     assert doc["extra"]["services"] == {"haproxy": "running", "supervisor": "running"}
     assert set(doc["extra"]["backends"].values()) == {"UP"}
+    node = cluster.nodes[0]
+    r = cluster.bakery("logs", node, "-n", "400")  # the container's console
+    assert r.returncode == 0 and "Cloud-init v." in r.stdout, r.stdout[-2000:]
+    r = subprocess.run([BAKERY, "ssh", "-f", str(cluster.spec_file), "-o", str(cluster.build), node, "--", "hostname"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == node, r  # nsenter into the container
 
 
 def test_down_purge_leaves_no_process_mount_netns_veth_bridge_or_file(cluster: Cluster) -> None:
