@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +125,6 @@ def unmount_root(files: ContainerFiles) -> bool:
 
 def wipe(files: ContainerFiles) -> None:
     """A new machine: drop the upper layer (the root must be unmounted)."""
-    import shutil
-
     if is_mounted(files.root):
         raise ProviderError(f"{files.root} is still mounted")
     shutil.rmtree(files.folder / "overlay", ignore_errors=True)
