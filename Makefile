@@ -9,9 +9,11 @@ PY    := $(VENV)/bin/python
 BAKERY := $(VENV)/bin/bakery
 
 # Debian packages the tests and the local provider run for real (TESTING.md).
+# systemd-container: systemd-nspawn, the local default runtime; util-linux: nsenter, mount.
 DEBIAN_PACKAGES := packer etcd-server etcd-client monit haproxy cloud-init \
 	qemu-system-x86 qemu-utils cloud-image-utils debootstrap e2fsprogs \
-	openssh-client openssl iproute2 python3-venv ca-certificates curl systemd
+	openssh-client openssl iproute2 python3-venv ca-certificates curl \
+	systemd systemd-container util-linux procps
 
 .PHONY: help setup-system setup test test-fast lint render validate bake up down status nightly golden bench clean
 
@@ -19,6 +21,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo; echo "  SPEC=$(SPEC)  BUILD=$(BUILD)"
 
+# A prerequisite of bake, up and test: the first run installs, later runs cost one dpkg query.
 setup-system: ## install the Debian packages the tests and the local provider use (root)
 	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
 	  apt-get update -q && \
@@ -35,11 +38,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv with bakery and its dev, aws and gcp extras
 
-test: setup ## run every test (real etcd, packer, monit, moto, fake GCE, QEMU end-to-end)
+test: setup-system setup ## run every test (real etcd, packer, monit, moto, fake GCE, containers and QEMU end-to-end)
 	$(VENV)/bin/pytest
 
-test-fast: setup ## the tests that need no QEMU
-	$(VENV)/bin/pytest -m 'not e2e'
+test-fast: setup ## the tests that boot no machine (no container, no QEMU)
+	$(VENV)/bin/pytest -m 'not e2e and not containers'
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check bakery tests bench
@@ -50,10 +53,10 @@ render: setup ## render SPEC into BUILD/<cluster>/nodes
 validate: setup ## validate SPEC and everything it renders
 	$(BAKERY) validate -f $(SPEC) -o $(BUILD)
 
-bake: setup ## build the golden image for SPEC's provider (skipped when an image of the same inputs exists)
+bake: setup-system setup ## build the golden image for SPEC's provider (skipped when an image of the same inputs exists)
 	$(BAKERY) bake -f $(SPEC) -o $(BUILD) --if-changed
 
-up: setup ## create or converge SPEC's cluster
+up: setup-system setup ## create or converge SPEC's cluster
 	$(BAKERY) up -f $(SPEC) -o $(BUILD)
 
 status: setup ## show SPEC's cluster

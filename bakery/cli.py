@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,6 +210,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from bakery import providers
     from bakery.pipeline import Cluster
     from bakery.providers.base import LBAddress
@@ -219,7 +223,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         # The LB does not exist yet, and its name goes into the certificates: render once
         # against a stand-in name longer than any cloud's, with a throwaway copy of the PKI,
         # so user-data over the provider's limit is refused before any API call.
-        cluster.render(LBAddress(dns_names=("size-probe-" + "0" * 50 + ".lb-" + "0" * 30 + ".invalid",)), keep_pki=False)
+        probe = cluster
+        if cluster.spec.etcd.bootstrap == "discovery" and not (cluster.spec.etcd.discovery_url or cluster.state.get("discovery")):
+            # the local provider makes its token only once its discovery etcd runs: a stand-in as long as a real URL
+            stand_in = {"url": "http://" + "0" * 15 + ":65535/v2/keys/_etcd/registry/" + "0" * 32, "token": "0" * 32}
+            probe = dataclasses.replace(cluster, state={**cluster.state, "discovery": stand_in})
+        probe.render(LBAddress(dns_names=("size-probe-" + "0" * 50 + ".lb-" + "0" * 30 + ".invalid",)), keep_pki=False)
     provider = providers.get(cluster.spec, cluster.paths, ProgressPrinter())
     # local: `up` is watched by a person and returns at a healthy etcd (its whole point)
     result = provider.up(cluster.render_callback(store=provider.store), wait=args.wait or cluster.spec.provider == "local")
@@ -419,9 +428,21 @@ def _endpoint(text: str) -> tuple[str, str]:
     return node, url
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+STATUS_SCHEMA = "bakery.status/v1"
+
+
+def status_document(status: Any) -> dict[str, Any]:
+    """`bakery status --output json`: a stable document (README, "bakery status").
+
+    {"schema": "bakery.status/v1", "cluster", "provider", "endpoint",
+     "nodes": [{"name", "id", "address", "zone", "state", "health", "image", "extra": {...}}],
+     "extra": {...}}; provider-specific keys live only under "extra"."""
     import dataclasses
 
+    return {"schema": STATUS_SCHEMA, **dataclasses.asdict(status)}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
     from bakery import providers, spec, state
 
     s = spec.load(args.file)
@@ -429,18 +450,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     _warn(s)
     status = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter(quiet=True)).status()
     if args.output == "json":
-        out(json.dumps(dataclasses.asdict(status), indent=2, sort_keys=True))
+        out(json.dumps(status_document(status), indent=2, sort_keys=True))
         return 0
-    table([(n.name, n.id or "-", n.address, n.zone, n.state, n.health, n.image or "-") for n in status.nodes],
+    table([(n.name, n.id or "-", n.address or "-", n.zone or "-", n.state, n.health, n.image or "-") for n in status.nodes],
           ("NODE", "ID", "ADDRESS", "ZONE", "STATE", "TARGET HEALTH", "IMAGE"))
-    if status.provider == "local":  # ID is the QEMU PID, health the node's own etcd member
+    if status.provider == "local":  # ID is the QEMU or nspawn PID, health the node's own etcd member
+        backends = status.extra.get("backends") or {}
         out()
-        table([(n.name, n.extra.get("cloud-init", "-"), "leader" if n.extra.get("leader") else "", n.extra.get("ssh", ""))
-               for n in status.nodes], ("NODE", "CLOUD-INIT", "ETCD", "SSH"))
-        for key, value in status.extra.items():
-            out(f"{key}: {value}")
+        table([(n.name, n.extra.get("runtime", "-"), _cell(n.extra.get("cloud-init")),
+                "leader" if n.extra.get("leader") else ("follower" if n.health == "healthy" else "-"),
+                backends.get(n.name, "-"), n.extra.get("etcd", "-"))
+               for n in status.nodes], ("NODE", "RUNTIME", "CLOUD-INIT", "ETCD", "LB BACKEND", "ETCD URL"))
+        services = status.extra.get("services") or {}
+        rows = [(name, st) for name, st in services.items()]
+        network = status.extra.get("network")
+        if network:
+            fwd = {"0": "forwarding off", "1": "FORWARDING ON", "-": "absent"}.get(network["forwarding"], network["forwarding"])
+            rows.append(("bridge", f"{network['bridge']} {network['host_address']} ({network['subnet']}), {fwd}"))
+        if status.extra.get("backends_error"):
+            rows.append(("backends", _cell(status.extra["backends_error"])))
+        out()
+        table(rows, ("SERVICE", "STATE"))
     out(f"\n{status.provider} {status.cluster}: API {status.endpoint or '(no load balancer)'}")
     return 0
+
+
+def _cell(value: object, width: int = 60) -> str:
+    text = "-" if value is None else str(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -822,6 +859,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Ctrl-C must always raise KeyboardInterrupt here (and reach Packer through bakery).
+    # A process started with SIGINT ignored (any `cmd &` from a shell without job control:
+    # scripts, CI, make in the background) inherits SIG_IGN, and Python then installs no
+    # handler: the SIGINT was silently dropped and a bake ran on to its end.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except BakeryError as e:

@@ -97,25 +97,40 @@ def _replace_one(cluster: Cluster, node: Node, client: Callable[[Sequence[str]],
     with client(others) as etcd:
         members = _require_healthy(etcd, plan, urls, f"before replacing {node.name}")
         old = next(m for m in members if m.name == node.name)
-        progress(step, "removing member", f"{old.id:x}")
-        _while_unsettled(lambda: etcd.member_remove(old.id), timing)
-        progress(step, "adding learner", node.peer_url)
-        new = _while_unsettled(lambda: etcd.member_add([node.peer_url], learner=True), timing)
-        voters = [m for m in members if m.id != old.id]
-        initial = ",".join(sorted([f"{m.name}={m.peer_urls[0]}" for m in voters] + [f"{node.name}={node.peer_url}"]))
-        # every render from now on joins an existing cluster, with this membership
-        cluster.state = state.update(cluster.paths, bootstrapped=True, initial_cluster=initial)
-        rendered = cluster.render()
-        write_nodes(cluster.paths, rendered)
-        r = rendered.nodes[node.name]
-        progress(step, "replacing machine")
-        replacer.replace_master(RenderedNode(node.name, node.address, node.zone, r.user_data, r.document))
-        progress(step, "waiting to promote", "the learner catches up from the leader")
-        _promote_when_in_sync(etcd, new, node, timing)
+        new = rejoin(cluster, node, etcd, replacer.replace_master, old=old, progress=progress, timing=timing)
         _wait_healthy(etcd, plan, urls, timing, f"after replacing {node.name}")
     elapsed = time.monotonic() - start
     progress(step, "done", f"{elapsed:.1f}s")
     return Replaced(node.name, old.id, new.id, elapsed)
+
+
+def rejoin(cluster: Cluster, node: Node, etcd: Client, launch: Callable[[RenderedNode], object], *,
+           old: Member | None, progress: Progress = no_progress, timing: Timing = Timing()) -> Member:
+    """Put a new machine for `node` into the cluster: remove its `old` member (None: it has
+    none), add its peer URL back as a learner, render it to join the existing cluster with
+    the membership etcd reports, `launch` it, promote the learner once in sync.
+
+    `etcd` must reach the other members. Used by the rollout and by the local
+    supervisor, which relaunches a master whose machine died (its data dir is gone, so
+    its old member must go and a new one join)."""
+    step = f"rollout {node.name}"
+    if old is not None:
+        progress(step, "removing member", f"{old.id:x}")
+        _while_unsettled(lambda: etcd.member_remove(old.id), timing)
+    progress(step, "adding learner", node.peer_url)
+    new = _while_unsettled(lambda: etcd.member_add([node.peer_url], learner=True), timing)
+    voters = [m for m in etcd.member_list() if m.id != new.id and not m.is_learner]
+    initial = ",".join(sorted([f"{m.name}={m.peer_urls[0]}" for m in voters] + [f"{node.name}={node.peer_url}"]))
+    # every render from now on joins an existing cluster, with this membership
+    cluster.state = state.update(cluster.paths, bootstrapped=True, initial_cluster=initial)
+    rendered = cluster.render()
+    write_nodes(cluster.paths, rendered)
+    r = rendered.nodes[node.name]
+    progress(step, "replacing machine")
+    launch(RenderedNode(node.name, node.address, node.zone, r.user_data, r.document))
+    progress(step, "waiting to promote", "the learner catches up from the leader")
+    _promote_when_in_sync(etcd, new, node, timing)
+    return new
 
 
 def _while_unsettled(call: Callable[[], T], timing: Timing) -> T:

@@ -225,8 +225,10 @@ def _default_zones(data: Any, default_region: str, form: str) -> Any:
 
 
 class LocalSpec(_Model):
-    """The local provider: QEMU VMs on this machine."""
+    """The local provider: systemd-nspawn containers (default) or QEMU VMs on this machine."""
 
+    runtime: Literal["container", "vm"] = Field(
+        "container", description="container: systemd-nspawn from the baked root (seconds); vm: QEMU guests (kernel-level fidelity)")
     zones: list[Zone] = Field(default_factory=lambda: [Zone(name="local")])
     memory_mb: int = Field(768, ge=256)
     cpus: int = Field(1, ge=1)

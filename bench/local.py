@@ -1,24 +1,25 @@
-"""Time from `up` to a healthy etcd on the local provider, split into boot, cloud-init
-and etcd assembly, for the static and the discovery bootstrap. Prints figures; asserts
-nothing.
+"""Time from `up` to a healthy etcd on the local provider, for the container runtime
+(systemd-nspawn, the default) and the vm runtime (QEMU) side by side, split into phases,
+with their ratio. Prints figures; asserts nothing.
 
-    python bench/local.py [--image build/local/local/disk.qcow2] [--modes static,discovery]
+    python bench/local.py [--image build/local/images/<name>/disk.qcow2] [--runtimes container,vm] [--modes static]
 
 The image defaults to the local one `make bake` recorded for examples/local.yaml
-(build/local/images.json). One 3-VM cluster at a time; each is removed (down --purge)
-before the next starts.
+(build/local/images.json): its qcow2 for the VMs, its root/ for the containers. One
+3-master cluster at a time; each is removed (down --purge) before the next starts.
 
-Phases, per node from QEMU's start on the guest's own clock: boot = until cloud-init's
-first stage (kernel, initrd, systemd; the console's "Up N seconds"); cloud-init = from
-there until the etcd unit starts (systemd's timestamp, read over ssh after `up`); etcd
-assembly = from the last member starting until etcd answers through HAProxy with every
-member (host clock; `up` polls every second).
+Phases per node, on the host's clock as `up` reports them (it polls every 0.5 s for
+containers, 1 s for VMs: that is the resolution):
+  setup       `up` start -> the first master started (PKI, render, LB, network)
+  boot        master started -> cloud-init's first stage seen on its console
+  cloud-init  -> its etcd member answers healthy (files written, etcd started)
+  assembly    the last member healthy -> etcd healthy through HAProxy with every member
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import ipaddress
 import sys
 import tempfile
 import time
@@ -26,10 +27,11 @@ from pathlib import Path
 
 from bakery.bake import images
 from bakery.pipeline import Cluster
+from bakery.providers.local import bridge
 from bakery.providers.local.net import listening_ports
 from bakery.providers.local.provider import LocalProvider
 
-ETCD_UNITS = ("etcd.service", "bakery-etcd.service")  # whichever the rendering uses
+PHASES = ("setup", "boot", "cloud-init", "assembly", "total")
 
 
 class Recorder:
@@ -42,30 +44,35 @@ class Recorder:
     def __call__(self, step: str, status: str, detail: str = "") -> None:
         self.first.setdefault((step, status), time.monotonic() - self.t0)
 
+    def first_of(self, step: str, prefix: str) -> float | None:
+        times = [t for (s, st), t in self.first.items() if s == step and st.startswith(prefix)]
+        return min(times) if times else None
+
 
 def _free_base() -> int:
     taken = {p for _, p in listening_ports()}
-    for base in range(26000, 60000, 100):
+    for base in range(27000, 60000, 100):
         if not taken & set(range(base, base + 60)):
             return base
     raise SystemExit("no free port range on 127.0.0.1")
 
 
-def _guest_times(provider: LocalProvider, node: str) -> tuple[float, float]:
-    """Seconds after the guest kernel started: cloud-init's first stage (from the console's
-    "Up N seconds") and etcd's unit leaving the inactive state (systemd, over ssh)."""
-    m = re.search(rb"running 'init-local' at .*? Up ([0-9.]+) seconds", provider.console_log(node).read_bytes())
-    init_local = float(m[1]) if m else float("nan")
-    r = provider.ssh_run(node, ["systemctl", "show", *ETCD_UNITS, "-p", "InactiveExitTimestampMonotonic", "--value"], timeout=300)
-    starts = [int(v) for v in r.stdout.split() if v.isdigit() and int(v) > 0]
-    return init_local, (min(starts) / 1e6 if starts else float("nan"))
+def _free_subnet() -> str:
+    """A /24 no route of this host overlaps (the containers' bridge gets it)."""
+    used = [ipaddress.IPv4Network(str(r["dst"]), strict=False) for r in bridge.routes() if r.get("dst") not in (None, "default")]
+    for third in range(0, 256, 11):
+        net = ipaddress.IPv4Network(f"10.253.{third}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise SystemExit("no free subnet in 10.253.0.0/16")
 
 
-def run(mode: str, image: Path, workdir: Path) -> dict[str, float]:
-    spec_file = workdir / f"{mode}.yaml"
+def run(runtime: str, mode: str, image: Path, workdir: Path) -> dict[str, float]:
+    spec_file = workdir / f"{runtime}-{mode}.yaml"
     spec_file.write_text(
-        f"name: bench-{mode}\nprovider: local\nelection: podmaster\nruntime: systemd\n"
-        f"etcd: {{bootstrap: {mode}}}\nlocal: {{port_base: {_free_base()}, image: '{image}'}}\n"
+        f"name: bench-{runtime[:2]}-{mode}\nprovider: local\nelection: podmaster\nruntime: systemd\n"
+        f"network: {{subnet: {_free_subnet()}}}\netcd: {{bootstrap: {mode}}}\n"
+        f"local: {{runtime: {runtime}, port_base: {_free_base()}, image: '{image}'}}\n"
     )
     cluster = Cluster.load(spec_file, workdir / "build")
     rec = Recorder()
@@ -73,34 +80,31 @@ def run(mode: str, image: Path, workdir: Path) -> dict[str, float]:
     nodes = [n.name for n in provider.net.nodes]
     try:
         provider.up(cluster.render_callback(), wait=True)
-        guest = {n: _guest_times(provider, n) for n in nodes}
     finally:
         provider.down(purge=True)
     healthy = rec.first[("etcd", "healthy")]
     started = {n: rec.first[(f"master {n}", "booting")] for n in nodes}
-    print(f"\n{mode}: etcd healthy through the LB {healthy:.0f} s after `up` started")
-    print(f"  {'node':<28} {'boot':>6} {'cloud-init':>11} {'etcd started at':>16} {'healthy seen at':>16}")
-    etcd_at = {}
+    first_stage = {n: rec.first_of(f"master {n}", "cloud-init") or started[n] for n in nodes}
+    member = {n: rec.first.get((f"master {n}", "etcd member"), healthy) for n in nodes}
+    print(f"\n{runtime} / {mode}: etcd healthy through the LB {healthy:.1f} s after `up` started")
+    print(f"  {'node':<26} {'started':>8} {'boot':>7} {'cloud-init':>11} {'member healthy':>15}")
     for n in nodes:
-        init_local, etcd_start = guest[n]
-        etcd_at[n] = started[n] + etcd_start
-        seen = rec.first.get((f"master {n}", "etcd member"), healthy)
-        print(f"  {n:<28} {init_local:>5.0f}s {etcd_start - init_local:>10.0f}s {etcd_at[n]:>15.0f}s {seen:>15.0f}s")
-    split = {
+        print(f"  {n:<26} {started[n]:>7.1f}s {first_stage[n] - started[n]:>6.1f}s "
+              f"{member[n] - first_stage[n]:>10.1f}s {member[n]:>14.1f}s")
+    return {
         "setup": min(started.values()),
-        "boot": max(guest[n][0] for n in nodes),
-        "cloud-init": max(guest[n][1] - guest[n][0] for n in nodes),
-        "etcd assembly": healthy - max(etcd_at.values()),
+        "boot": max(first_stage[n] - started[n] for n in nodes),
+        "cloud-init": max(member[n] - first_stage[n] for n in nodes),
+        "assembly": max(0.0, healthy - max(member.values())),
         "total": healthy,
     }
-    print("  slowest node per phase: " + ", ".join(f"{k} {v:.0f}s" for k, v in split.items()))
-    return split
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--image", help="qcow2 with vmlinuz and initrd.img beside it (default: build/local/images.json)")
-    ap.add_argument("--modes", default="static,discovery")
+    ap.add_argument("--image", help="qcow2 with vmlinuz, initrd.img and root/ beside it (default: build/local/images.json)")
+    ap.add_argument("--runtimes", default="container,vm")
+    ap.add_argument("--modes", default="static")
     args = ap.parse_args()
     if args.image:
         image = Path(args.image).resolve()
@@ -110,13 +114,20 @@ def main() -> int:
             print("bench/local.py: no local image; run `make bake` or pass --image", file=sys.stderr)
             return 0
         image = Path(rec["disk"])
-    results = {}
+    results: dict[tuple[str, str], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bakery-bench-local-") as tmp:
         for mode in args.modes.split(","):
-            results[mode] = run(mode, image, Path(tmp))
-    print("\nlocal provider, up -> healthy etcd (3 VMs):")
-    for mode, split in results.items():
-        print(f"  {mode:<10} " + "  ".join(f"{k} {v:5.0f}s" for k, v in split.items()))
+            for runtime in args.runtimes.split(","):
+                results[(runtime, mode)] = run(runtime, mode, image, Path(tmp))
+    print("\nlocal provider, up -> healthy etcd (3 masters), slowest node per phase:")
+    print(f"  {'runtime':<10} {'mode':<10} " + " ".join(f"{p:>11}" for p in PHASES))
+    for (runtime, mode), split in results.items():
+        print(f"  {runtime:<10} {mode:<10} " + " ".join(f"{split[p]:>10.1f}s" for p in PHASES))
+    for mode in args.modes.split(","):
+        c, v = results.get(("container", mode)), results.get(("vm", mode))
+        if c and v:
+            print(f"  {mode}: vm / container = {v['total'] / c['total']:.1f}x "
+                  f"({v['total']:.1f} s vs {c['total']:.1f} s)")
     return 0
 
 

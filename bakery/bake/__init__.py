@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bakery import hosttools
 from bakery.bake import images, machine, stage
 from bakery.bake import packer as pk
 from bakery.errors import BakeError, Problem
@@ -32,6 +33,8 @@ from bakery.spec import ClusterSpec
 from bakery.state import ClusterPaths
 
 TARGETS = tuple(stage.SOURCES)
+# What packer/scripts/local/*.sh run on this host (executable -> Debian package).
+LOCAL_TOOLS = {"debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils", "chroot": "coreutils"}
 
 
 @dataclass
@@ -95,8 +98,12 @@ def bake(
     progress: Progress = no_progress,
 ) -> list[TargetResult]:
     runner = runner or pk.SubprocessRunner()
-    exe = pk.find(opts.packer)
     chosen = targets(spec, opts.only)
+    if not opts.dry_run:
+        # every host program the build runs, before anything is staged or started
+        tools = {opts.packer: "packer", **(LOCAL_TOOLS if "local" in chosen else {})}
+        hosttools.require(tools, "`bakery bake`" + (" of the local image" if "local" in chosen else ""), BakeError, target="bake")
+    exe = pk.find(opts.packer)
     mirror = opts.mirror or stage.debian_mirror(stage.read_apt_sources())
     templates = opts.templates or stage.template_dir()
     with _env() as env:
@@ -212,6 +219,10 @@ def _record(
         out_dir = Path(var["local_output_dir"])
         files = {"disk": out_dir / "disk.qcow2", "kernel": out_dir / "vmlinuz", "initrd": out_dir / "initrd.img"}
         missing = [str(p) for p in files.values() if not p.is_file()]
+        # The unpacked root the container runtime boots (an overlayfs lower layer).
+        files["root"] = out_dir / "root"
+        if not (files["root"] / "sbin" / "init").exists():
+            missing.append(str(files["root"]))
         if missing:
             raise BakeError(f"packer finished but the local image is incomplete (missing {', '.join(missing)})")
         record.update({k: str(p) for k, p in files.items()})

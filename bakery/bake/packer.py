@@ -97,15 +97,25 @@ class SubprocessRunner:
     def __call__(
         self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], on_line: Callable[[str], None]
     ) -> RunResult:
+        # SIGINT is held back while Packer starts: a Ctrl-C between fork and the `try`
+        # below would leave a Packer running in its own session with nobody to stop it.
+        # The child must not inherit the blocked mask, so it is unblocked before exec.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             proc = subprocess.Popen(
                 list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
+                preexec_fn=_unblock_sigint,
             )
         except FileNotFoundError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             raise BakeError(f"`{argv[0]}` not found: {INSTALL_HINT}") from None
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            raise
         lines: list[str] = []
         try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl-C is raised here
             assert proc.stdout is not None
             for raw in proc.stdout:
                 line = raw.rstrip("\n")
@@ -118,6 +128,10 @@ class SubprocessRunner:
         finally:
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def _unblock_sigint() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 GROUP_GRACE = 120.0  # seconds the scripts Packer ran may take to clean up after it exits

@@ -1,7 +1,8 @@
 """A v2 discovery etcd on the host, for `etcd.bootstrap: discovery` without a discovery URL.
 
 Debian's etcd 3.4 with `--enable-v2` serves the v2 keys API the discovery protocol
-uses. It listens on 127.0.0.1 only; the VMs reach it through a guestfwd relay
+uses. It listens on 127.0.0.1 (and, for containers, on the bridge's host address in
+the cluster subnet); the VMs reach it through a guestfwd relay
 (net.GUEST_DISCOVERY), so the URL written into their user-data differs from the
 one the host uses to create the token.
 """
@@ -20,14 +21,17 @@ ETCD = "/usr/bin/etcd"  # Debian etcd-server 3.4: still serves the v2 API
 REGISTRY = "/v2/keys/_etcd/registry"
 
 
-def argv(cluster: str, net: NetPlan, data_dir: Path, binary: str = ETCD) -> list[str]:
+def argv(cluster: str, net: NetPlan, data_dir: Path, binary: str = ETCD, *, also_on: str | None = None) -> list[str]:
+    """`also_on`: a second client address (the container bridge's host address), so that
+    containers reach the discovery etcd directly; VMs come through the guestfwd relay."""
     peer = f"http://{HOST}:{net.discovery_peer_port}"
+    listen = net.discovery_endpoint + (f",http://{also_on}:{net.discovery_port}" if also_on else "")
     name = f"bakery-{cluster}-discovery"
     return [
         binary,
         f"--name={name}",
         f"--data-dir={data_dir}",
-        f"--listen-client-urls={net.discovery_endpoint}",
+        f"--listen-client-urls={listen}",
         f"--advertise-client-urls={net.discovery_endpoint}",
         f"--listen-peer-urls={peer}",
         f"--initial-advertise-peer-urls={peer}",
@@ -60,9 +64,10 @@ def token_exists(endpoint: str, token: str) -> bool:
     return r.status_code == 200
 
 
-def guest_url(token: str) -> str:
-    """The discovery URL as the VMs see it (through the guestfwd relay)."""
-    return f"http://{GUEST_DISCOVERY}:{GUEST_DISCOVERY_PORT}{REGISTRY}/{token}"
+def guest_url(token: str, host: str = GUEST_DISCOVERY, port: int = GUEST_DISCOVERY_PORT) -> str:
+    """The discovery URL as the masters see it: through the VMs' guestfwd relay by default,
+    or the bridge's host address for containers."""
+    return f"http://{host}:{port}{REGISTRY}/{token}"
 
 
 def healthy(endpoint: str) -> bool:

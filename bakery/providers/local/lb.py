@@ -11,16 +11,19 @@ from __future__ import annotations
 import csv
 import io
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from bakery.errors import ProviderError
 from bakery.providers.local.net import HOST, NetPlan
 
 
-def config(cluster: str, net: NetPlan, stats_socket: Path) -> str:
-    """haproxy.cfg for `cluster`. Pure."""
+def config(cluster: str, net: NetPlan, stats_socket: Path, backends: Mapping[str, tuple[str, int]] | None = None) -> str:
+    """haproxy.cfg for `cluster`. Pure. `backends`: node -> (host, port) of its etcd client
+    port as the host reaches it (default: the VMs' forwards on 127.0.0.1)."""
+    backends = backends or {n.name: (HOST, n.etcd_port) for n in net.nodes}
     lines = [
-        f"# bakery local load balancer for {cluster}: etcd clients -> the masters' forwarded client ports",
+        f"# bakery local load balancer for {cluster}: etcd clients -> the masters' client ports",
         "global",
         f"    stats socket {stats_socket} mode 600 level admin",
         "    maxconn 1024",
@@ -43,7 +46,7 @@ def config(cluster: str, net: NetPlan, stats_socket: Path) -> str:
         "    option tcp-check",
         "    default-server inter 1s fall 2 rise 1",
     ]
-    lines += [f"    server {n.name} {HOST}:{n.etcd_port} check" for n in net.nodes]
+    lines += [f"    server {name} {host}:{port} check" for name, (host, port) in backends.items()]
     return "\n".join(lines) + "\n"
 
 

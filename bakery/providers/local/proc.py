@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +107,11 @@ def stop(pidfile: Path, *, timeout: float = 10.0) -> int | None:
     return pid
 
 
+def signal_only(pid: int) -> None:
+    """SIGTERM without waiting (stop() several processes in parallel, then wait for each)."""
+    _signal(pid, signal.SIGTERM)
+
+
 def wait_exit(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not exited(pid):
@@ -119,3 +124,22 @@ def wait_exit(pid: int, timeout: float) -> bool:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def until(ok: Callable[[], bool], timeout: float, what: str, pidfile: Path, log: Path) -> None:
+    """Wait for `ok()` while the process recorded in `pidfile` runs; bounded by `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if not running(pidfile):
+            raise ProviderError(f"{what} exited at start: {tail(log)} (log: {log})")
+        if time.monotonic() > deadline:
+            raise ProviderError(f"{what} not ready after {timeout:.0f}s (log: {log})")
+        time.sleep(0.2)
+
+
+def tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "no output"
+    return " | ".join(text[-lines:]) or "no output"

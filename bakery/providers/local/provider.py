@@ -1,32 +1,32 @@
-"""The local provider: masters as QEMU VMs on this machine, HAProxy as their load balancer.
+"""The local provider: masters as systemd-nspawn containers (default) or QEMU VMs on this
+machine, HAProxy as their load balancer, a supervisor as their group.
 
 `up` converges, in order: the discovery etcd (bootstrap `discovery` without a URL),
-HAProxy, the rendered user-data, the network hub, then one VM per master from a
-copy-on-write overlay of the baked disk and its NoCloud seed. It follows each node
-through its console (booting, cloud-init stages) and etcd (member healthy), and
-returns once etcd answers through the load balancer with every member.
+HAProxy, the rendered user-data, the runtime's network (a bridge, or the QEMU hub), then
+one master per node (runtime.py: a container on an overlay of the baked root, or a VM
+on a qcow2 overlay), each with its NoCloud seed. It follows each node through its
+console (cloud-init stages) and etcd (member healthy), returns once etcd answers
+through the load balancer with every member, and starts the supervisor
+(supervisor.py) that relaunches a master whose machine died.
 
 Everything lives under build/<cluster>/local/ and every process is recorded by PID
 (proc.py): a second `up` finds the running processes and starts only what is
-missing; `down` stops them by PID and removes what `up` made, keeping the disks and
-console logs unless `purge`.
+missing; `down` stops them by PID and removes what `up` made (mounts, namespaces,
+bridge), keeping the disks and console logs unless `purge`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bakery import state, topology
+from bakery import hosttools, state, topology
 from bakery.errors import EtcdError, ProviderError
 from bakery.etcd import TLS, Client
 from bakery.output import atomic_write
@@ -39,8 +39,9 @@ from bakery.providers.base import (
     RenderedNode,
     UpResult,
 )
-from bakery.providers.local import console, discovery, lb, proc, seed, ssh, vm
+from bakery.providers.local import bridge, console, discovery, lb, proc
 from bakery.providers.local.net import HOST, NetPlan, is_listening, listening_ports, net_plan
+from bakery.providers.local.runtime import ContainerRuntime, Image, Runtime, VmRuntime
 from bakery.spec import ClusterSpec, LocalSpec
 from bakery.state import ClusterPaths
 from bakery.store import Store, location, open_store
@@ -51,20 +52,9 @@ STATE_BY = "bakery-local"  # marks the state.json sections this provider owns
 
 @dataclass(frozen=True)
 class Layout:
-    """Every file of the local provider, under build/<cluster>/local/."""
+    """The cluster-wide files of the local provider, under build/<cluster>/local/."""
 
     root: Path
-
-    def node(self, name: str) -> vm.NodeFiles:
-        return vm.NodeFiles(self.root / name)
-
-    @property
-    def ssh(self) -> Path:
-        return self.root / "ssh"
-
-    @property
-    def hub(self) -> Path:
-        return self.root / "hub"
 
     @property
     def lb(self) -> Path:
@@ -82,6 +72,14 @@ class Layout:
     def discovery(self) -> Path:
         return self.root / "discovery"
 
+    @property
+    def supervisor(self) -> Path:
+        return self.root / "supervisor"
+
+    def hold(self, node: str) -> Path:
+        """Present while bakery itself replaces `node`: the supervisor leaves it alone."""
+        return self.root / node / "hold"
+
 
 class LocalProvider:
     name = "local"
@@ -96,9 +94,14 @@ class LocalProvider:
         self.local = local
         self.plan = topology.plan(spec, lb_ips=(HOST,))
         self.net: NetPlan = net_plan(spec, self.plan)
-        # absolute: HAProxy, QEMU and the seed tools get these paths, and HAProxy reads
+        # absolute: HAProxy, QEMU and nspawn get these paths, and HAProxy reads
         # "dir/stats.sock" in a relative path as a host and a missing port
         self.layout = Layout(paths.local.resolve())
+        self.runtime: Runtime
+        if local.runtime == "container":
+            self.runtime = ContainerRuntime(self.plan.name, self.layout.root, self.net, spec.network.subnet, progress)
+        else:
+            self.runtime = VmRuntime(self.plan.name, self.layout.root, self.net, local, progress)
 
     # -- what other commands use ------------------------------------------------------
 
@@ -112,118 +115,111 @@ class LocalProvider:
         return TLS(ca=pki / "etcd/ca.crt", cert=pki / "etcd/healthcheck-client.crt", key=pki / "etcd/healthcheck-client.key")
 
     def node_endpoint(self, name: str) -> str:
-        """A master's own etcd client port, forwarded to 127.0.0.1."""
-        return f"https://{HOST}:{self.net.node(name).etcd_port}"
+        """A master's own etcd client URL as the host reaches it."""
+        return self.runtime.etcd_url(self.net.node(name))
 
     def console_log(self, name: str) -> Path:
         self._known(name)
-        return self.layout.node(name).console
+        return self.runtime.console(name)
 
     def ssh_argv(self, name: str, command: Sequence[str] = (), *, batch: bool = False) -> list[str]:
-        """ssh as root into master `name` with bakery's key."""
+        """A root shell on master `name` (ssh into a VM, nsenter into a container)."""
         self._known(name)
-        key = self.layout.ssh / "id_ed25519"
-        if not key.exists():
-            raise ProviderError(f"no SSH key at {key}: run `bakery up` first")
-        files = self.layout.node(name)
-        return ssh.argv(key, self.net.node(name).ssh_port, files.folder / "known_hosts", name, list(command), batch=batch)
+        return self.runtime.shell_argv(name, command, batch=batch)
 
     def ssh_run(self, name: str, command: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run `command` (an argv, quoted here for the remote shell) on master `name` as root."""
-        argv = self.ssh_argv(name, [shlex.join(command)], batch=True)
+        """Run `command` (an argv) on master `name` as root."""
+        argv = self.ssh_argv(name, command, batch=True)
         try:
             return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise ProviderError(f"{name}: ssh did not answer within {timeout:.0f}s") from None
+            raise ProviderError(f"{name}: no answer within {timeout:.0f}s") from None
 
-    def vm_pid(self, name: str) -> int | None:
-        return proc.running(self.layout.node(name).pidfile)
+    def master_pid(self, name: str) -> int | None:
+        """The PID of master `name`'s QEMU or systemd-nspawn, when it runs."""
+        return self.runtime.pid(name)
+
+    def cloud_init_result(self, name: str) -> str:
+        """done, running, error: <first error>, - (not running) or unreachable: <why>."""
+        return self.runtime.cloud_init_result(name)
 
     # -- up -----------------------------------------------------------------------------
 
+    def check_tools(self) -> None:
+        """Every host program `up` runs, before anything starts (ProviderError, exit 5)."""
+        hosttools.require(self.runtime.tools, f"`bakery up` ({self.runtime.kind} runtime)", ProviderError, target="up")
+
     def up(self, render: RenderCallback, *, wait: bool = True) -> UpResult:
         result = UpResult(endpoint=self.endpoint)
-        self._check_tools()
-        boot = self._boot_image()
+        self.check_tools()
+        image = self.image()
         self._check_ports()
-        key = ssh.ensure_key(self.layout.ssh)
+        # the network first: HAProxy checks its backends from its start, and the
+        # containers' addresses must be on the bridge by then (never the default route)
+        self.runtime.prepare(result.created, result.existing)
         uses_discovery = self._ensure_discovery(result)
         self._ensure_lb(result)
         rendered = render(LBAddress(ips=(HOST,)))
-        self._ensure_hub(result)
-        accel: str | None = None
+        kind = self.runtime.kind
         started: list[str] = []
         for n in self.net.nodes:
             step = f"master {n.name}"
-            files = self.layout.node(n.name)
-            backing = _backing_file(files.disk)
-            if backing is not None and backing != boot.disk.resolve():
-                result.drift.append(f"{n.name} boots {backing}, not the current image {boot.disk}: "
+            current = image.root if kind == "container" else image.disk
+            booted = self.runtime.image_of(n.name)
+            if booted is not None and booted != current.resolve():
+                result.drift.append(f"{n.name} boots {booted}, not the current image {current}: "
                                     "`bakery down --purge` then `bakery up` to boot the new one")
-            if proc.running(files.pidfile):
-                result.existing.append(f"vm {n.name}")
-                self.progress(step, "exists", f"pid {proc.running(files.pidfile)}")
+            if self.runtime.pid(n.name):
+                result.existing.append(f"{kind} {n.name}")
+                self.progress(step, "exists", f"pid {self.runtime.pid(n.name)}")
                 continue
-            if accel is None:
-                accel = vm.accelerator(self.layout.root)
-                self.progress("qemu", "accelerator", accel)
-            self._prepare_node(n.name, boot, rendered[n.name].user_data.plain, ssh.public_key(key))
-            argv = vm.node_argv(self.plan.name, n, files, boot, self.net, memory_mb=self.local.memory_mb,
-                                cpus=self.local.cpus, accel=accel, discovery=uses_discovery)
-            pid = proc.start(argv, pidfile=files.pidfile, marker=vm.marker(self.plan.name, n.name), log=files.log)
-            result.created.append(f"vm {n.name}")
+            pid = self.runtime.launch(n, image, rendered[n.name].user_data.plain, fresh=False, discovery=uses_discovery)
+            result.created.append(f"{kind} {n.name}")
             started.append(n.name)
-            self.progress(step, "booting", f"pid {pid}, ssh {HOST}:{n.ssh_port}, etcd {HOST}:{n.etcd_port}")
-        if accel is not None:
-            state.update(self.paths, local={"accel": accel, "endpoint": self.endpoint})
+            self.progress(step, "booting", f"pid {pid}, {n.address}, etcd {self.node_endpoint(n.name)}")
+        state.update(self.paths, local={"runtime": kind, "endpoint": self.endpoint})
         if wait:
             self._wait(started)
+            self._ensure_supervisor(result)
         return result
 
-    def _check_tools(self) -> None:
-        tools = {vm.QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "cloud-localds": "cloud-image-utils",
-                 "haproxy": "haproxy", "ssh-keygen": "openssh-client"}
-        missing = [f"{t} (Debian {pkg})" for t, pkg in tools.items() if shutil.which(t) is None]
-        if missing:
-            raise ProviderError(f"the local provider needs {', '.join(missing)}: run `make setup-system`")
-
-    def _boot_image(self) -> vm.Boot:
-        """The baked disk, kernel and initrd: local.image (kernel beside it), else images.json."""
+    def image(self) -> Image:
+        """The baked image: local.image (kernel, initrd and root/ beside it), else images.json."""
         from bakery.bake import images
 
         if self.local.image:
             disk = Path(self.local.image).resolve()
-            boot = vm.Boot(disk, disk.parent / "vmlinuz", disk.parent / "initrd.img")
+            image = Image(disk, disk.parent / "vmlinuz", disk.parent / "initrd.img", disk.parent / "root")
             source = "local.image"
         else:
             rec = images.current(self.paths.images, self.plan.name, "local")
             if rec is None:
                 raise ProviderError(f"no local image recorded in {self.paths.images}: run `bakery bake -f <spec>` "
-                                    "(or set local.image to a qcow2 with vmlinuz and initrd.img beside it)")
-            boot = vm.Boot(Path(rec["disk"]), Path(rec["kernel"]), Path(rec["initrd"]))
+                                    "(or set local.image to a qcow2 with vmlinuz, initrd.img and root/ beside it)")
+            disk = Path(rec["disk"])
+            image = Image(disk, Path(rec["kernel"]), Path(rec["initrd"]), Path(rec.get("root") or disk.parent / "root"))
             source = str(self.paths.images)
-        for what, path in (("disk", boot.disk), ("kernel", boot.kernel), ("initrd", boot.initrd)):
-            if not path.is_file():
-                raise ProviderError(f"the image's {what} {path} (from {source}) is missing: bake again")
-        return boot
+        needed = (("root", image.root / "sbin/init"),) if self.runtime.kind == "container" else (
+            ("disk", image.disk), ("kernel", image.kernel), ("initrd", image.initrd))
+        for what, path in needed:
+            if not path.exists():
+                raise ProviderError(f"the image's {what} {path} (from {source}) is missing: bake again "
+                                    "(images baked before the container runtime have no root/)")
+        return image
 
     def _owned_ports(self) -> set[int]:
         """Ports that our own running processes hold (they may be listening)."""
-        owned: set[int] = set()
-        if proc.running(self.layout.hub / "pid"):
-            owned |= {n.hub_port for n in self.net.nodes}
+        owned = self.runtime.owned_ports()
         if proc.running(self.layout.lb / "pid"):
             owned.add(self.net.lb_port)
         if proc.running(self.layout.discovery / "pid"):
             owned |= {self.net.discovery_port, self.net.discovery_peer_port}
-        for n in self.net.nodes:
-            if proc.running(self.layout.node(n.name).pidfile):
-                owned |= {n.ssh_port, n.etcd_port}
         return owned
 
     def _check_ports(self) -> None:
         taken = {port for addr, port in listening_ports() if addr in (HOST, "0.0.0.0")}
-        busy = sorted((taken & set(self.net.host_ports)) - self._owned_ports())
+        ports = self.runtime.host_ports()
+        busy = sorted((taken & set(ports)) - self._owned_ports())
         if busy:
             raise ProviderError(
                 f"{HOST} port(s) {', '.join(map(str, busy))} are in use by another program; "
@@ -237,6 +233,7 @@ class LocalProvider:
         folder = self.layout.discovery
         pidfile = folder / "pid"
         endpoint = self.net.discovery_endpoint
+        guest_host, guest_port = self.runtime.discovery_host()
         if proc.running(pidfile):
             result.existing.append("discovery etcd")
             self.progress("discovery", "exists", endpoint)
@@ -246,16 +243,19 @@ class LocalProvider:
             data = folder / "data"
             data.mkdir(parents=True, exist_ok=True)
             data.chmod(0o700)
-            argv = discovery.argv(self.plan.name, self.net, data)
+            also = guest_host if self.runtime.kind == "container" else None
+            argv = discovery.argv(self.plan.name, self.net, data, also_on=also)
             proc.start(argv, pidfile=pidfile, marker=str(data), log=folder / "etcd.log")
-            self._until(lambda: discovery.healthy(endpoint), 60, f"discovery etcd at {endpoint}", pidfile, folder / "etcd.log")
+            proc.until(lambda: discovery.healthy(endpoint), 60, f"discovery etcd at {endpoint}", pidfile, folder / "etcd.log")
             result.created.append("discovery etcd")
             self.progress("discovery", "created", endpoint)
         recorded = state.load(self.paths).get("discovery", {})
         token = recorded.get("token") if recorded.get("by") == STATE_BY else None
-        if token is None or not discovery.token_exists(endpoint, token):
+        url = discovery.guest_url(token, guest_host, guest_port) if token else None
+        if token is None or recorded.get("url") != url or not discovery.token_exists(endpoint, token):
             token = discovery.new_token(endpoint, self.spec.masters)
-            state.update(self.paths, discovery={"by": STATE_BY, "token": token, "url": discovery.guest_url(token)})
+            state.update(self.paths, discovery={"by": STATE_BY, "token": token,
+                                                "url": discovery.guest_url(token, guest_host, guest_port)})
             self.progress("discovery", "token", f"{self.spec.masters} members")
         return True
 
@@ -266,80 +266,53 @@ class LocalProvider:
             self.progress("lb", "exists", self.endpoint)
             return
         cfg = self.layout.haproxy_cfg
-        atomic_write(cfg, lb.config(self.plan.name, self.net, self.layout.stats_socket))
+        backends = {n.name: self.runtime.backend(n) for n in self.net.nodes}
+        atomic_write(cfg, lb.config(self.plan.name, self.net, self.layout.stats_socket, backends))
         check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise ProviderError(f"{cfg}: haproxy rejects the configuration: {check.stderr.strip()[-300:]}")
         self.layout.stats_socket.unlink(missing_ok=True)
         proc.start(lb.argv(cfg), pidfile=pidfile, marker=str(cfg), log=self.layout.lb / "haproxy.log")
-        self._until(lambda: is_listening(self.net.lb_port), 15, f"haproxy on {HOST}:{self.net.lb_port}", pidfile,
-                    self.layout.lb / "haproxy.log")
+        proc.until(lambda: is_listening(self.net.lb_port), 15, f"haproxy on {HOST}:{self.net.lb_port}", pidfile,
+                   self.layout.lb / "haproxy.log")
         result.created.append("haproxy")
         self.progress("lb", "created", self.endpoint)
 
-    def _ensure_hub(self, result: UpResult) -> None:
-        pidfile = self.layout.hub / "pid"
+    def _ensure_supervisor(self, result: UpResult) -> None:
+        from bakery.providers.local import supervisor
+
+        folder = self.layout.supervisor
+        pidfile = folder / "pid"
         if proc.running(pidfile):
-            result.existing.append("network hub")
+            result.existing.append("supervisor")
             return
-        # VMs still connected to a hub that died have lost their network: restart them.
-        for n in self.net.nodes:
-            if proc.stop(self.layout.node(n.name).pidfile):
-                self.progress(f"master {n.name}", "stopped", "its network hub was gone")
-        log = self.layout.hub / "qemu.log"
-        proc.start(vm.hub_argv(self.plan.name, self.net), pidfile=pidfile, marker=vm.hub_marker(self.plan.name), log=log)
-        ports = [n.hub_port for n in self.net.nodes]
-        self._until(lambda: all(is_listening(p) for p in ports), 15, "the network hub", pidfile, log)
-        result.created.append("network hub")
-        self.progress("network", "created", f"hub on {HOST}:{ports[0]}-{ports[-1]}, {self.plan.nodes[0].subnet}")
-
-    def _prepare_node(self, name: str, boot: vm.Boot, user_data: bytes, public_key: str) -> None:
-        files = self.layout.node(name)
-        files.folder.mkdir(parents=True, exist_ok=True)
-        files.folder.chmod(0o700)  # the seed carries the node's private keys
-        if not files.disk.exists():
-            tmp = files.folder / ".disk.qcow2.new"
-            r = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(boot.disk), "-F", "qcow2", str(tmp)],
-                               capture_output=True, text=True, timeout=60)
-            if r.returncode != 0:
-                tmp.unlink(missing_ok=True)
-                raise ProviderError(f"qemu-img create {files.disk} failed: {r.stderr.strip()}")
-            tmp.replace(files.disk)
-            (files.folder / "known_hosts").unlink(missing_ok=True)  # a new disk is a new host key
-        n = self.net.node(name)
-        seed.build(files.folder, files.seed, user_data=user_data, meta=seed.meta_data(self.plan.name, n, user_data),
-                   network=seed.network_config(n), vendor=seed.vendor_data(public_key))
-        if files.console.exists():
-            files.console.replace(files.console.with_name("console.log.1"))
-
-    def _until(self, ok: Callable[[], bool], timeout: float, what: str, pidfile: Path, log: Path) -> None:
-        deadline = time.monotonic() + timeout
-        while not ok():
-            if not proc.running(pidfile):
-                raise ProviderError(f"{what} exited at start: {_tail(log)} (log: {log})")
-            if time.monotonic() > deadline:
-                raise ProviderError(f"{what} not ready after {timeout:.0f}s (log: {log})")
-            time.sleep(0.2)
+        # what it needs to re-render a master: the spec as parsed, and the build folder
+        atomic_write(folder / "spec.json", self.spec.model_dump_json(), 0o600)
+        argv = supervisor.argv(self.paths.root.resolve(), folder / "spec.json")
+        pid = proc.start(argv, pidfile=pidfile, marker=str(folder / "spec.json"), log=folder / "supervisor.log")
+        result.created.append("supervisor")
+        self.progress("supervisor", "created", f"pid {pid}: relaunches a master whose {self.runtime.kind} died")
 
     def _wait(self, started: Sequence[str]) -> None:
         """Follow every node to a healthy etcd through the load balancer.
 
         A node's etcd is probed only once cloud-init's network stage began (it writes
-        the files; etcd can start from then on): before that, a forwarded port accepts
-        and then stalls, and each probe would cost its whole timeout.
+        the files; etcd can start from then on): before that, a VM's forwarded port
+        accepts and then stalls, and each probe would cost its whole timeout.
         """
         t0 = time.monotonic()
         deadline = t0 + self.timeout
         want = len(self.net.nodes)
         healthy: set[str] = set()
+        kind = self.runtime.kind
         with Client([self.endpoint], tls=self.tls(), timeout=2) as client, ThreadPoolExecutor(max_workers=want) as pool:
             while True:
                 probe = []
                 for n in self.net.nodes:
-                    files = self.layout.node(n.name)
-                    if not proc.running(files.pidfile):
-                        raise ProviderError(f"{n.name}: QEMU exited: {_tail(files.log)} (console: {files.console})")
-                    boot = _read_boot(files.console) if n.name in started else None
+                    if not self.runtime.pid(n.name):
+                        log = self.runtime.console(n.name)
+                        raise ProviderError(f"{n.name}: its {kind} exited: {proc.tail(log)} (console: {log})")
+                    boot = _read_boot(self.runtime.console(n.name)) if n.name in started else None
                     if boot is not None:
                         self.progress(f"master {n.name}", boot.phase)
                     if n.name not in healthy and (boot is None or boot.cloud_init not in (None, "init-local")):
@@ -351,7 +324,8 @@ class LocalProvider:
                         self.progress(f"master {name}", "etcd member", "healthy")
                 ready = len(probe) + len(healthy)
                 members = _started_members(client) if ready else 0
-                if members == want and client.health(self.endpoint):
+                # every member started and healthy on its own, and etcd answers through the LB
+                if members == want and len(healthy) == want and client.health(self.endpoint):
                     self.progress("etcd", "healthy", f"{want} members through {self.endpoint} in {time.monotonic() - t0:.0f}s")
                     return
                 self.progress("etcd", "waiting", f"{members}/{want} members through the load balancer")
@@ -360,34 +334,45 @@ class LocalProvider:
                         f"etcd not healthy through {self.endpoint} after {self.timeout:.0f}s ({members}/{want} members); "
                         f"see the consoles: bakery logs <node>, {self.layout.root}/<node>/console.log"
                     )
-                time.sleep(1)
+                time.sleep(0.5 if kind == "container" else 1)
 
-    # -- rollout ------------------------------------------------------------------------
+    # -- the group: launch, replace -----------------------------------------------------
+
+    def launch_master(self, name: str, user_data: bytes) -> int:
+        """Boot a new machine for master `name` from the current image with `user_data`:
+        a fresh overlay (its etcd data is gone), the same address. Returns its PID.
+
+        This is the one call the supervisor and `bakery rollout` make. With today's
+        per-node user-data the node's name, address and certificates are fixed, so a
+        replacement takes the same slot. With the node agent's small, store-backed
+        user-data (issue 14) the same call can boot at a new address of the subnet.
+        """
+        n = self.net.node(name)
+        uses_discovery = False  # a replacement joins the running cluster by member add, never through discovery
+        pid = self.runtime.launch(n, self.image(), user_data, fresh=True, discovery=uses_discovery)
+        self.progress(f"master {name}", "booting", f"pid {pid}, {n.address}")
+        return pid
 
     def etcd_endpoints(self) -> dict[str, str]:
-        """Each master's etcd as the host reaches it (its forward on 127.0.0.1): for `bakery rollout`."""
+        """Each master's etcd as the host reaches it: for `bakery rollout`."""
+        if isinstance(self.runtime, ContainerRuntime) and not bridge.link_exists(self.runtime.br.bridge):
+            # without the bridge the subnet has no route here: a connect would take the default route
+            raise ProviderError(f"{self.plan.name}: its bridge {self.runtime.br.bridge} is not up; run `bakery up` first")
         return {n.name: self.node_endpoint(n.name) for n in self.net.nodes}
 
     def replace_master(self, node: RenderedNode) -> None:
-        """Rollout step: stop the master's VM, give it a fresh overlay of the current image
-        and a seed with `node`'s user-data, and boot it again at the same address and ports."""
+        """Rollout step: stop the master's machine and launch a new one with `node`'s
+        user-data at the same address; the supervisor keeps its hands off meanwhile."""
         self._known(node.name)
-        boot = self._boot_image()
-        files = self.layout.node(node.name)
-        step = f"master {node.name}"
-        pid = proc.stop(files.pidfile)
-        if pid:
-            self.progress(step, "stopped", f"pid {pid}")
-        files.disk.unlink(missing_ok=True)  # a new machine: a fresh overlay of the current image
-        key = ssh.ensure_key(self.layout.ssh)
-        self._prepare_node(node.name, boot, node.user_data.plain, ssh.public_key(key))
-        accel = state.load(self.paths).get("local", {}).get("accel") or vm.accelerator(self.layout.root)
-        n = self.net.node(node.name)
-        # a replacement joins the running cluster by member add, never through discovery
-        argv = vm.node_argv(self.plan.name, n, files, boot, self.net, memory_mb=self.local.memory_mb,
-                            cpus=self.local.cpus, accel=accel, discovery=False)
-        pid = proc.start(argv, pidfile=files.pidfile, marker=vm.marker(self.plan.name, n.name), log=files.log)
-        self.progress(step, "booting", f"pid {pid}, {boot.disk.name}")
+        hold = self.layout.hold(node.name)
+        atomic_write(hold, "bakery rollout\n")
+        try:
+            pid = self.runtime.stop(node.name)
+            if pid:
+                self.progress(f"master {node.name}", "stopped", f"pid {pid}")
+            self.launch_master(node.name, node.user_data.plain)
+        finally:
+            hold.unlink(missing_ok=True)
 
     # -- status -------------------------------------------------------------------------
 
@@ -396,18 +381,22 @@ class LocalProvider:
         return open_store(location.store_url(self.spec, self.paths.root))
 
     def status(self) -> ClusterStatus:
-        pids = {n.name: self.vm_pid(n.name) for n in self.net.nodes}
-        # one ssh per running node, in parallel: each login takes seconds under TCG
+        pids = {n.name: self.runtime.pid(n.name) for n in self.net.nodes}
+        # in parallel: a VM's ssh login takes seconds under TCG
         with ThreadPoolExecutor(max_workers=len(pids)) as pool:
-            cloud_init = dict(zip(pids, pool.map(lambda name: self.cloud_init_result(name) if pids[name] else "-", pids), strict=True))
+            cloud_init = dict(zip(pids, pool.map(self.runtime.cloud_init_result, pids), strict=True))
         nodes = []
-        with Client([self.endpoint], tls=self.tls(), timeout=3) as client:
+        # nothing running (or never up: no PKI yet): no etcd to ask
+        opened = Client([self.endpoint], tls=self.tls(), timeout=3) if any(pids.values()) else contextlib.nullcontext()
+        with opened as client:
             for n in self.net.nodes:
                 pid = pids[n.name]
-                extra: dict[str, object] = {"ssh": f"{HOST}:{n.ssh_port}", "etcd": self.node_endpoint(n.name),
-                                            "cloud-init": cloud_init[n.name]}
+                extra: dict[str, object] = {"etcd": self.node_endpoint(n.name), "cloud-init": cloud_init[n.name],
+                                            "runtime": self.runtime.kind, "leader": False}
+                if self.runtime.kind == "vm":
+                    extra["ssh"] = f"{HOST}:{n.ssh_port}"
                 health = "unknown"
-                if pid:
+                if pid and client is not None:
                     ep = self.node_endpoint(n.name)
                     if client.health(ep):
                         health = "healthy"
@@ -415,74 +404,72 @@ class LocalProvider:
                             extra["leader"] = client.status(ep).is_leader
                     else:
                         health = "unhealthy"
+                image = self.runtime.image_of(n.name)
                 nodes.append(NodeStatus(name=n.name, id=str(pid) if pid else None, address=n.address, zone=self.plan.nodes[n.index].zone,
-                                        state="running" if pid else "stopped", health=health, image=str(self.layout.node(n.name).disk),
-                                        extra=extra))
-        extra: dict[str, object] = {"haproxy": "running" if proc.running(self.layout.lb / "pid") else "stopped",
-                                    "hub": "running" if proc.running(self.layout.hub / "pid") else "stopped"}
-        if extra["haproxy"] == "running":
-            try:
-                extra["backends"] = lb.server_states(self.layout.stats_socket)
-            except ProviderError as e:
-                extra["backends"] = str(e)
+                                        state="running" if pid else "stopped", health=health,
+                                        image=str(image) if image else None, extra=extra))
+        services = {"haproxy": self.layout.lb / "pid", "supervisor": self.layout.supervisor / "pid"}
+        if self.runtime.kind == "vm":
+            services["hub"] = self.layout.root / "hub" / "pid"
         if self.spec.etcd.bootstrap == "discovery" and not self.spec.etcd.discovery_url:
-            extra["discovery"] = "running" if proc.running(self.layout.discovery / "pid") else "stopped"
+            services["discovery"] = self.layout.discovery / "pid"
+        extra: dict[str, object] = {"runtime": self.runtime.kind,
+                                    "services": {k: ("running" if proc.running(p) else "stopped") for k, p in services.items()}}
+        backends: dict[str, str] = {}
+        if proc.running(self.layout.lb / "pid"):
+            try:
+                backends = lb.server_states(self.layout.stats_socket)
+            except ProviderError as e:
+                extra["backends_error"] = str(e)
+        extra["backends"] = backends
+        if isinstance(self.runtime, ContainerRuntime):
+            br = self.runtime.br
+            try:
+                fwd = bridge.forwarding(br.bridge)
+            except OSError:
+                fwd = "-"
+            # forwarding: the bridge's own switch (what keeps its packets in); ip_forward: the host's
+            extra["network"] = {"bridge": br.bridge, "host_address": br.host_address, "subnet": br.subnet,
+                                "forwarding": fwd,
+                                "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()}
         return ClusterStatus(cluster=self.plan.name, provider=self.name, endpoint=self.endpoint, nodes=nodes, extra=extra)
-
-    def cloud_init_result(self, name: str) -> str:
-        """done, running, error: <first error>, or unreachable: <why> (asked over ssh)."""
-        script = "cat /run/cloud-init/result.json 2>/dev/null || echo running"
-        try:
-            r = self.ssh_run(name, ["sh", "-c", script], timeout=30)
-        except ProviderError as e:
-            return f"unreachable: {e}"
-        if r.returncode != 0:
-            return f"unreachable: {r.stderr.strip()[-200:] or f'ssh exit {r.returncode}'}"
-        text = r.stdout.strip()
-        if text == "running":
-            return "running"
-        try:
-            errors = json.loads(text)["v1"]["errors"]
-        except (ValueError, KeyError, TypeError):
-            return "unknown"
-        return f"error: {errors[0]}" if errors else "done"
 
     # -- down ---------------------------------------------------------------------------
 
     def down(self, *, purge: bool = False) -> list[str]:
         """Stop every process by PID and remove what `up` made; `purge` also removes the disks."""
         done: list[str] = []
-        # SIGTERM every VM at once, then wait: they shut down in parallel.
-        pids = {}
+        pid = proc.stop(self.layout.supervisor / "pid")  # first: it would relaunch what we stop
+        if pid:
+            done.append(f"supervisor (pid {pid})")
+            self.progress("supervisor", "stopped")
+        # SIGTERM every machine at once, then wait: they shut down in parallel.
         for n in self.net.nodes:
-            record = proc.read(self.layout.node(n.name).pidfile)
-            if proc.alive(record):
-                assert record is not None
-                os.kill(record.pid, 15)
-                pids[n.name] = record.pid
+            with contextlib.suppress(ProcessLookupError):
+                if (pid := self.runtime.pid(n.name)) is not None:
+                    proc.signal_only(pid)
         for n in self.net.nodes:
-            pid = proc.stop(self.layout.node(n.name).pidfile)
-            if pid or n.name in pids:
-                done.append(f"vm {n.name} (pid {pid or pids[n.name]})")
+            pid = self.runtime.stop(n.name)
+            if pid:
+                done.append(f"{self.runtime.kind} {n.name} (pid {pid})")
                 self.progress(f"master {n.name}", "stopped")
-        for what, folder in (("network hub", self.layout.hub), ("haproxy", self.layout.lb), ("discovery etcd", self.layout.discovery)):
+        for what, folder in (("haproxy", self.layout.lb), ("discovery etcd", self.layout.discovery)):
             pid = proc.stop(folder / "pid")
             if pid:
                 done.append(f"{what} (pid {pid})")
                 self.progress(what, "stopped")
-        for n in self.net.nodes:
-            folder = self.layout.node(n.name).folder
-            for name in ("seed.iso", "user-data", "meta-data", "network-config", "vendor-data"):
-                (folder / name).unlink(missing_ok=True)
-        for folder in (self.layout.hub, self.layout.lb):
-            shutil.rmtree(folder, ignore_errors=True)
+        done += self.runtime.down(purge)
+        shutil.rmtree(self.layout.lb, ignore_errors=True)
         if purge:
             if self.layout.root.exists():
                 shutil.rmtree(self.layout.root)
-                done.append(f"disks, consoles, ssh key and discovery data under {self.layout.root}")
+                done.append(f"disks, overlays, consoles, ssh key and discovery data under {self.layout.root}")
             st = state.load(self.paths)
-            if st.get("discovery", {}).get("by") == STATE_BY or "local" in st:
-                st.pop("local", None)
+            # every member's data went with the overlays: the next `up` bootstraps a new
+            # cluster, not a join of the one a rollout or the supervisor recorded
+            if st.get("discovery", {}).get("by") == STATE_BY or {"local", "bootstrapped", "initial_cluster"} & set(st):
+                for key in ("local", "bootstrapped", "initial_cluster"):
+                    st.pop(key, None)
                 if st.get("discovery", {}).get("by") == STATE_BY:
                     st.pop("discovery")
                 state.save(self.paths, st)
@@ -493,18 +480,6 @@ class LocalProvider:
             self.net.node(name)
         except KeyError:
             raise ProviderError(f"{name!r} is not a master of {self.plan.name} (masters: {', '.join(n.name for n in self.net.nodes)})") from None
-
-
-def _backing_file(disk: Path) -> Path | None:
-    """The image a node's overlay is backed by, or None when it has no disk yet."""
-    if not disk.exists():
-        return None
-    r = subprocess.run(["qemu-img", "info", "-U", "--output=json", str(disk)], capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        raise ProviderError(f"qemu-img info {disk}: {r.stderr.strip()}")
-    info = json.loads(r.stdout)
-    backing = info.get("full-backing-filename") or info.get("backing-filename")
-    return Path(backing).resolve() if backing else None
 
 
 def _read_boot(path: Path) -> console.Boot:
@@ -520,14 +495,6 @@ def _started_members(client: Client) -> int:
         return sum(1 for m in client.member_list() if m.name)
     except EtcdError:
         return 0
-
-
-def _tail(log: Path, lines: int = 3) -> str:
-    try:
-        text = log.read_text(errors="replace").strip().splitlines()
-    except FileNotFoundError:
-        return "no output"
-    return " | ".join(text[-lines:]) or "no output"
 
 
 def create(spec: ClusterSpec, paths: ClusterPaths, progress: Progress) -> LocalProvider:

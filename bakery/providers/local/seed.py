@@ -43,6 +43,20 @@ def network_config(node: NodeNet) -> bytes:
     return yaml.safe_dump(doc, sort_keys=False).encode()
 
 
+def container_network_config(node: NodeNet) -> bytes:
+    """network-config v2 for a container: its one veth holds the plan's address (already
+    set by the host, kept by networkd); no gateway, so no default route."""
+    doc = {"version": 2,
+           "ethernets": {"private": {"match": {"macaddress": node.private_mac}, "addresses": [f"{node.address}/{node.prefix}"]}}}
+    return yaml.safe_dump(doc, sort_keys=False).encode()
+
+
+def container_vendor_data() -> bytes:
+    """A container is entered with nsenter (no ssh key); the same first-boot modules are off."""
+    doc = {"grub_dpkg": {"enabled": False}, "no_ssh_fingerprints": True, "ssh": {"emit_keys_to_console": False}}
+    return b"#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False).encode()
+
+
 def vendor_data(public_key: str) -> bytes:
     """Root logs in with bakery's key; first-boot modules that only cost time here are off.
 

@@ -1,0 +1,414 @@
+"""End to end on the container runtime (the local default): `bakery up` boots three
+systemd-nspawn masters from the session's one real bake, then checks inside the
+containers (through nsenter), the network's safety, the supervisor replacing a killed
+master, a rollout under a writer, five masters, and `down --purge` leaving nothing.
+
+Needs root (mounts, network namespaces, a bridge). Selected with `-m containers`.
+BAKERY_E2E_IMAGE=/path/disk.qcow2 (root/ beside it) skips the bake while developing.
+Every packet goes to the test's own bridge subnet (chosen free of this host's routes)
+or to 127.0.0.1; the "outside" address is only ever tried from inside a namespace that
+has no route to it, where connect() fails before any packet exists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bakery import spec as spec_mod
+from bakery.errors import EtcdError
+from bakery.etcd import Client
+from bakery.providers.base import no_progress
+from bakery.providers.local import bridge, container, proc
+from bakery.providers.local.net import listening_ports
+from bakery.providers.local.provider import LocalProvider
+from bakery.state import paths as cluster_paths
+from tests.conftest import need, need_binary
+
+pytestmark = pytest.mark.containers
+
+BAKERY = str(Path(sys.executable).parent / "bakery")
+# An address in another private range, for the "cannot reach outside" check. It is never
+# contacted: inside a master's namespace there is no route to it.
+OUTSIDE = "192.168.255.1"
+
+
+@dataclass
+class Cluster:
+    name: str
+    spec_file: Path
+    build: Path
+    provider: LocalProvider
+
+    def bakery(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        argv = [BAKERY, *args, "-f", str(self.spec_file), "-o", str(self.build)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+    def sh(self, node: str, script: str, timeout: float = 120) -> str:
+        r = self.provider.ssh_run(node, ["sh", "-c", script], timeout=timeout)
+        assert r.returncode == 0, f"{node}: {script!r} exited {r.returncode}: {r.stderr}"
+        return r.stdout
+
+    def etcd(self) -> Client:
+        return Client([self.provider.endpoint], tls=self.provider.tls(), timeout=10)
+
+    @property
+    def nodes(self) -> list[str]:
+        return [n.name for n in self.provider.net.nodes]
+
+
+def _free_base() -> int:
+    taken = {p for _, p in listening_ports()}
+    for base in range(26000, 60000, 100):
+        if not taken & set(range(base, base + 60)):
+            return base
+    raise AssertionError("no free port range")
+
+
+def _free_subnet() -> str:
+    """A /24 in 10.250-10.254 that overlaps no route of this host."""
+    used = [ipaddress.IPv4Network(str(r["dst"]), strict=False) for r in bridge.routes()
+            if r.get("dst") not in (None, "default")]
+    for second in range(250, 255):
+        for third in range(0, 256, 7):
+            net = ipaddress.IPv4Network(f"10.{second}.{third}.0/24")
+            if not any(net.overlaps(u) for u in used):
+                return str(net)
+    raise AssertionError("no free subnet")
+
+
+def _our_processes(cluster: str, build: Path) -> list[int]:
+    """PIDs whose command line carries this cluster's markers (nspawn's --machine, a path
+    under the test's build folder: HAProxy's config, the supervisor's spec)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmdline = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"bakery-{cluster}-".encode() in cmdline or str(build).encode() in cmdline:
+            pids.append(int(d.name))
+    return pids
+
+
+def _mounts_under(build: Path) -> list[str]:
+    return [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+            if line.split()[1].startswith(str(build))]
+
+
+def _image(request: pytest.FixtureRequest) -> str:
+    if os.environ.get("BAKERY_E2E_IMAGE"):
+        return os.environ["BAKERY_E2E_IMAGE"]
+    build: Path = request.getfixturevalue("local_image")
+    return json.loads((build / "demo" / "images.json").read_text())["local"]["disk"]
+
+
+def _start(tmp: Path, name: str, masters: int, image: str, subnet: str) -> Cluster:
+    text = (
+        f"name: {name}\nprovider: local\nmasters: {masters}\nelection: podmaster\nruntime: systemd\n"
+        f"network: {{subnet: {subnet}}}\netcd: {{bootstrap: static}}\n"
+        f"local: {{runtime: container, port_base: {_free_base()}, image: '{image}'}}\n"
+    )
+    spec_file = tmp / "cluster.yaml"
+    spec_file.write_text(text)
+    build = tmp / "build"
+    s = spec_mod.load(spec_file)
+    return Cluster(name, spec_file, build, LocalProvider(s, cluster_paths(s.name, build), no_progress))
+
+
+def _cleanup(c: Cluster) -> None:
+    c.bakery("down", "--purge", timeout=300)
+    for pid in _our_processes(c.name, c.build):  # only if down failed: ours by marker, by PID
+        os.kill(pid, signal.SIGKILL)
+
+
+def _root_tools() -> None:
+    need("root (mounts, network namespaces, a bridge)", os.geteuid() == 0)
+    for tool in ("systemd-nspawn", "nsenter", "ip", "haproxy", "mount"):
+        need_binary(tool)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    _root_tools()
+    image = _image(request)
+    c = _start(tmp_path_factory.mktemp("ct"), "ct", 3, image, _free_subnet())
+    try:
+        r = c.bakery("up")
+        assert r.returncode == 0, f"up failed:\n{r.stdout}\n{r.stderr[-3000:]}"
+        assert "healthy" in r.stderr and "supervisor" in r.stderr
+        yield c
+    finally:
+        _cleanup(c)
+
+
+def test_second_up_is_a_no_op(cluster: Cluster) -> None:
+    pids = {n: cluster.provider.master_pid(n) for n in cluster.nodes}
+    r = cluster.bakery("up")
+    assert r.returncode == 0, r.stderr
+    assert "0 created" in r.stdout
+    assert {n: cluster.provider.master_pid(n) for n in cluster.nodes} == pids
+
+
+def test_cloud_init_finished_without_errors_in_every_container(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+        out = cluster.sh(node, "timeout 300 cloud-init status --wait >/dev/null; cloud-init status; "
+                               "cat /run/cloud-init/result.json", timeout=330)
+        status, _, result = out.partition("\n")
+        assert status == "status: done", f"{node}: {out}"
+        assert json.loads(result)["v1"]["errors"] == [], f"{node}: {result}"
+        assert cluster.provider.cloud_init_result(node) == "done"
+
+
+def test_rendered_files_are_in_each_container_with_their_modes_and_owners(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+        user_data = yaml.safe_load((cluster.build / cluster.name / "nodes" / node / "user-data").read_bytes())
+        files = user_data["write_files"]
+        assert files, "user-data writes no files"
+        paths = " ".join(f"'{f['path']}'" for f in files)
+        hostname, machine_id, *lines = cluster.sh(node, f"hostname; cat /etc/machine-id; stat -c '%a %U:%G %n' {paths}").splitlines()
+        assert hostname == node
+        assert len(machine_id) == 32  # made at first boot from the image's empty one
+        seen = {line.split(" ", 2)[2]: line.split(" ", 2)[:2] for line in lines}
+        for f in files:
+            mode, owner = seen[f["path"]]
+            assert int(mode, 8) == int(f["permissions"], 8), f"{node}:{f['path']} mode {mode}, want {f['permissions']}"
+            assert owner == f["owner"], f"{node}:{f['path']} owner {owner}, want {f['owner']}"
+    ids = {cluster.sh(n, "cat /etc/machine-id").strip() for n in cluster.nodes}
+    assert len(ids) == len(cluster.nodes), "every container has its own machine-id"
+
+
+def test_etcd_healthy_with_every_member_through_haproxy(cluster: Cluster) -> None:
+    with cluster.etcd() as etcd:
+        assert sorted(m.name for m in etcd.member_list()) == sorted(cluster.nodes)
+        assert etcd.health(cluster.provider.endpoint)
+        leaders = {etcd.status(cluster.provider.node_endpoint(n)).leader for n in cluster.nodes}
+        assert len(leaders) == 1 and 0 not in leaders
+        etcd.put("/ct/hello", "world")
+        assert etcd.get("/ct/hello").value == b"world"
+
+
+def test_podmaster_lock_held_by_exactly_one_node(cluster: Cluster) -> None:
+    holders: dict[str, str] = {}
+    for component in ("kube-scheduler", "kube-controller-manager"):
+        key = f"/bakery/{cluster.name}/podmaster/{component}"
+        kv = None
+        deadline = time.monotonic() + 60
+        with cluster.etcd() as etcd:
+            while time.monotonic() < deadline and (kv := etcd.get(key)) is None:
+                time.sleep(1)
+        assert kv is not None and kv.value.decode() in cluster.nodes, f"{key}: no node holds the lock"
+        assert kv.lease != 0  # held under a lease, so it frees itself
+        holders[component] = kv.value.decode()
+    have = {n: cluster.sh(n, "ls /etc/kubernetes/manifests/").split() for n in cluster.nodes}
+    for component, holder in holders.items():
+        copies = [n for n in cluster.nodes if f"{component}.manifest" in have[n]]
+        assert copies == [holder], f"{component}: manifest on {copies}, lock held by {holder}"
+
+
+def test_containers_reach_nothing_outside_the_cluster_subnet(cluster: Cluster) -> None:
+    br = cluster.provider.runtime.br  # type: ignore[attr-defined]
+    subnet = ipaddress.IPv4Network(br.subnet)
+    # the bridge forwards nothing and has no IPv6
+    assert bridge.forwarding(br.bridge) == "0"
+    assert Path(f"/proc/sys/net/ipv6/conf/{br.bridge}/disable_ipv6").read_text().strip() == "1"
+    for n in cluster.provider.net.nodes:
+        ns = br.netns(cluster.name, n.index)
+        table = bridge.routes(ns)
+        assert not any(r.get("dst") == "default" for r in table), f"{ns}: a default route: {table}"
+        for r in table:
+            dst = ipaddress.IPv4Network(str(r["dst"]), strict=False)
+            assert dst.subnet_of(subnet) or dst.is_loopback, f"{ns}: route to {r['dst']} outside {subnet}"
+        # the container itself sees the same table, and connect() fails at once, sending nothing
+        script = (f"ip -4 route show table all | grep -c default || true; "
+                  f"python3 -c \"import socket,errno\ns=socket.socket()\ns.settimeout(5)\n"
+                  f"try:\n s.connect(('{OUTSIDE}', 80)); print('connected')\n"
+                  f"except OSError as e: print(errno.errorcode.get(e.errno, e.errno))\"")
+        defaults, result = cluster.sh(n.name, script).split()
+        assert defaults == "0" and result == "ENETUNREACH", (n.name, defaults, result)
+    # and the host's own namespace: the same check from a netns of ours, via the kernel's route lookup
+    r = subprocess.run(["ip", "netns", "exec", br.netns(cluster.name, 0), "ip", "-4", "route", "get", OUTSIDE],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "unreachable" in r.stderr.lower(), r
+    # the host reaches the subnet through the bridge, by a route of its own
+    assert any(x.get("dst") == br.subnet and x.get("dev") == br.bridge for x in bridge.routes())
+    with socket.socket() as s:
+        s.settimeout(5)
+        assert s.connect_ex((cluster.provider.net.nodes[0].address, 2379)) == 0
+
+
+def test_down_then_up_boots_the_same_masters_with_their_data(cluster: Cluster) -> None:
+    with cluster.etcd() as etcd:
+        ids = {m.name: m.id for m in etcd.member_list()}
+        etcd.put("/ct/across-down", "kept")
+    r = cluster.bakery("down")
+    assert r.returncode == 0, r.stderr
+    assert _mounts_under(cluster.build) == [] and not any(cluster.provider.master_pid(n) for n in cluster.nodes)
+    assert all((cluster.provider.layout.root / n / "overlay" / "upper").is_dir() for n in cluster.nodes)  # kept
+    r = cluster.bakery("up")
+    assert r.returncode == 0, f"up failed:\n{r.stdout}\n{r.stderr[-3000:]}"
+    with cluster.etcd() as etcd:
+        assert {m.name: m.id for m in etcd.member_list()} == ids  # the same members, from their own data
+        assert etcd.get("/ct/across-down").value == b"kept"
+
+
+def test_a_killed_container_is_replaced_by_the_supervisor_and_its_member_promoted(cluster: Cluster) -> None:
+    victim = cluster.nodes[-1]
+    with cluster.etcd() as etcd:
+        before = {m.name: m.id for m in etcd.member_list()}
+        etcd.put("/ct/before-kill", "kept")
+    pid = cluster.provider.master_pid(victim)
+    assert pid
+    leader = container.leader_pid(pid)
+    assert leader
+    os.kill(leader, signal.SIGKILL)  # the container's init: the whole container goes
+    assert proc.wait_exit(pid, 60), "nspawn outlived its container"
+    deadline = time.monotonic() + 300
+    after: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        new_pid = cluster.provider.master_pid(victim)
+        try:
+            with cluster.etcd() as etcd:
+                members = {m.name: m for m in etcd.member_list()}
+                if (new_pid and new_pid != pid and victim in members and members[victim].id != before[victim]
+                        and not any(m.is_learner for m in members.values())
+                        and all(etcd.health(cluster.provider.node_endpoint(n)) for n in cluster.nodes)):
+                    after = members
+                    assert etcd.get("/ct/before-kill").value == b"kept"
+                    break
+        except EtcdError:
+            pass
+        time.sleep(2)
+    log = (cluster.provider.layout.supervisor / "supervisor.log").read_text()
+    assert after, f"not replaced within 300s; supervisor log:\n{log[-3000:]}"
+    assert f"{victim}: replaced and promoted" in log
+    assert all(after[n].id == before[n] for n in cluster.nodes if n != victim)  # type: ignore[attr-defined]
+    unit = cluster.sh(victim, "cat /etc/systemd/system/etcd.service")
+    assert "--initial-cluster-state=existing" in unit
+
+
+def test_rollout_under_a_writer_loses_no_acknowledged_write(cluster: Cluster) -> None:
+    acked: list[int] = []
+    failed: list[str] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        with Client([cluster.provider.endpoint], tls=cluster.provider.tls(), timeout=5) as etcd:
+            for i in range(100_000):  # bounded in count, and by `stop`
+                if stop.is_set():
+                    return
+                try:
+                    etcd.put(f"/ct/w/{i:06d}", str(i))
+                    acked.append(i)
+                except EtcdError as e:
+                    failed.append(str(e))
+                time.sleep(0.02)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        r = cluster.bakery("rollout", "--timeout", "300", timeout=900)
+    finally:
+        stop.set()
+        t.join(30)
+    assert r.returncode == 0, f"rollout failed:\n{r.stdout}\n{r.stderr[-3000:]}"
+    assert all(f"{n}: replaced in" in r.stdout for n in cluster.nodes), r.stdout
+    assert len(acked) > 10, f"the writer barely wrote ({len(acked)} acknowledged, {len(failed)} failed)"
+    with cluster.etcd() as etcd:
+        stored = {kv.key.decode(): kv.value.decode() for kv in etcd.range("/ct/w/", prefix=True)}
+    lost = [i for i in acked if stored.get(f"/ct/w/{i:06d}") != str(i)]
+    assert lost == [], f"{len(lost)} acknowledged writes lost (of {len(acked)})"
+
+
+def test_status_prints_tables_and_a_json_document(cluster: Cluster) -> None:
+    r = cluster.bakery("status")
+    assert r.returncode == 0, r.stderr
+    assert "{" not in r.stdout and "'" not in r.stdout, f"a Python repr in:\n{r.stdout}"
+    assert "CLOUD-INIT" in r.stdout and "LB BACKEND" in r.stdout and "forwarding off" in r.stdout
+    r = cluster.bakery("status", "--output", "json")
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "bakery.status/v1" and doc["provider"] == "local"
+    assert [n["name"] for n in doc["nodes"]] == cluster.nodes
+    assert all(n["health"] == "healthy" and n["extra"]["runtime"] == "container" for n in doc["nodes"])
+    assert doc["extra"]["services"] == {"haproxy": "running", "supervisor": "running"}
+    assert set(doc["extra"]["backends"].values()) == {"UP"}
+    node = cluster.nodes[0]
+    r = cluster.bakery("logs", node, "-n", "400")  # the container's console
+    assert r.returncode == 0 and "Cloud-init v." in r.stdout, r.stdout[-2000:]
+    r = subprocess.run([BAKERY, "ssh", "-f", str(cluster.spec_file), "-o", str(cluster.build), node, "--", "hostname"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == node, r  # nsenter into the container
+
+
+def test_down_purge_leaves_no_process_mount_netns_veth_bridge_or_file(cluster: Cluster) -> None:
+    br = cluster.provider.runtime.br  # type: ignore[attr-defined]
+    ports = set(cluster.provider.runtime.host_ports())
+    r = cluster.bakery("down", "--purge", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "container ct-master-0" in r.stdout and "bridge" in r.stdout and "supervisor" in r.stdout
+    assert _our_processes(cluster.name, cluster.build) == []
+    assert _mounts_under(cluster.build) == []
+    assert not any(bridge.netns_exists(br.netns(cluster.name, n.index)) for n in cluster.provider.net.nodes)
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True).stdout
+    assert br.bridge not in links  # its veths carry its name too
+    assert not ports & {p for _, p in listening_ports()}
+    assert not cluster.provider.layout.root.exists()
+    st = json.loads((cluster.build / cluster.name / "state.json").read_text())
+    assert "bootstrapped" not in st and "initial_cluster" not in st  # the next up bootstraps afresh
+    r = cluster.bakery("down", timeout=120)
+    assert r.returncode == 0 and "nothing" in r.stdout
+
+
+def test_five_masters(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    _root_tools()
+    c = _start(tmp_path, "ct5", 5, _image(request), _free_subnet())
+    try:
+        r = c.bakery("up")
+        assert r.returncode == 0, f"up failed:\n{r.stdout}\n{r.stderr[-3000:]}"
+        with c.etcd() as etcd:
+            assert sorted(m.name for m in etcd.member_list()) == sorted(c.nodes)
+            assert all(etcd.health(c.provider.node_endpoint(n)) for n in c.nodes)
+        for n in c.nodes:
+            assert c.sh(n, "timeout 300 cloud-init status --wait >/dev/null; cloud-init status", timeout=330).strip() == "status: done"
+    finally:
+        _cleanup(c)
+    assert _our_processes("ct5", c.build) == [] and _mounts_under(c.build) == []
+
+
+def test_discovery_bootstrap_reaches_the_hosts_discovery_etcd_on_the_bridge(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """etcd.bootstrap: discovery without a URL: the host's discovery etcd listens on the
+    bridge's address as well, and the containers bootstrap through it."""
+    _root_tools()
+    need("Debian's etcd (the discovery server)", Path("/usr/bin/etcd").exists(), "make setup-system")
+    c = _start(tmp_path, "ctd", 3, _image(request), _free_subnet())
+    c.spec_file.write_text(c.spec_file.read_text().replace("etcd: {bootstrap: static}", "etcd: {bootstrap: discovery}"))
+    s = spec_mod.load(c.spec_file)
+    c.provider = LocalProvider(s, cluster_paths(s.name, c.build), no_progress)
+    try:
+        r = c.bakery("up")
+        assert r.returncode == 0, f"up failed:\n{r.stdout}\n{r.stderr[-3000:]}"
+        url = json.loads((c.build / "ctd" / "state.json").read_text())["discovery"]["url"]
+        br = c.provider.runtime.br  # type: ignore[attr-defined]
+        assert url.startswith(f"http://{br.host_address}:{c.provider.net.discovery_port}/"), url
+        with c.etcd() as etcd:
+            assert sorted(m.name for m in etcd.member_list()) == sorted(c.nodes)
+        unit = c.sh(c.nodes[0], "cat /etc/systemd/system/etcd.service")
+        assert f"--discovery={url}" in unit
+    finally:
+        _cleanup(c)
+    assert _our_processes("ctd", c.build) == [] and _mounts_under(c.build) == []
