@@ -467,6 +467,10 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
     if e.bootstrap == "discovery-v3" and _version(spec.etcd_version)[:2] < (3, 6):
         out.append((("etcd_version",), f"discovery-v3 needs etcd 3.6 or later, not {spec.etcd_version}"))
     out += _port_problems(spec)
+    if spec.provider == "local" and spec.local is not None and spec.local.runtime == "vm" and spec.user_data == "store":
+        out.append((("user_data",), "local.runtime: vm boots QEMU guests, which cannot reach the host's folder store: "
+                    "set `user_data: embedded` (README ## Embedded user-data says what it exposes), or use "
+                    "local.runtime: container"))
     from bakery.store.location import provider_problem
 
     if store_problem := provider_problem(spec):

@@ -39,7 +39,7 @@ def _free_base() -> int:
 
 
 def _spec(text: str = "", base: int = 22000) -> spec_mod.ClusterSpec:
-    return spec_mod.parse(f"name: lt\nprovider: local\nruntime: systemd\nlocal: {{runtime: vm, port_base: {base}}}\n{text}")
+    return spec_mod.parse(f"name: lt\nprovider: local\nruntime: systemd\nuser_data: embedded\nlocal: {{runtime: vm, port_base: {base}}}\n{text}")
 
 
 @pytest.fixture
@@ -407,7 +407,7 @@ def test_up_refuses_a_port_another_program_holds(tmp_path):
     image.mkdir()
     for f in ("disk.qcow2", "vmlinuz", "initrd.img"):
         (image / f).write_bytes(b"x")
-    s = spec_mod.parse(f"name: lt\nprovider: local\nlocal: {{runtime: vm, port_base: {base}, image: '{image / 'disk.qcow2'}'}}\n")
+    s = spec_mod.parse(f"name: lt\nprovider: local\nuser_data: embedded\nlocal: {{runtime: vm, port_base: {base}, image: '{image / 'disk.qcow2'}'}}\n")
     need_binary("qemu-system-x86_64")
     need_binary("haproxy")
     need_binary("cloud-localds")

@@ -27,7 +27,10 @@ def _spec(text: str = "") -> spec_mod.ClusterSpec:
 
 def test_container_is_the_default_runtime_and_vm_is_accepted() -> None:
     assert _spec().provider_spec.runtime == "container"  # type: ignore[union-attr]
-    assert _spec("local: {runtime: vm}\n").provider_spec.runtime == "vm"  # type: ignore[union-attr]
+    assert _spec("user_data: embedded\nlocal: {runtime: vm}\n").provider_spec.runtime == "vm"  # type: ignore[union-attr]
+    with pytest.raises(spec_mod.SpecError) as refused:  # QEMU guests cannot reach the folder store
+        _spec("local: {runtime: vm}\n")
+    assert any("user_data" in line and "user_data: embedded" in line for line in refused.value.lines())
     with pytest.raises(spec_mod.SpecError) as e:
         _spec("local: {runtime: docker}\n")
     assert "local.runtime" in "\n".join(e.value.lines()) and "container" in "\n".join(e.value.lines())

@@ -24,6 +24,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +70,9 @@ def machine_name(cluster: str, node: str) -> str:
     return f"bakery-{cluster}-{node}"
 
 
-def nspawn_argv(cluster: str, node: str, files: ContainerFiles, netns: str) -> list[str]:
-    """The systemd-nspawn command line of one master. Pure."""
+def nspawn_argv(cluster: str, node: str, files: ContainerFiles, netns: str, *, binds: Sequence[Path] = ()) -> list[str]:
+    """The systemd-nspawn command line of one master; `binds` are host folders mounted at
+    the same path inside (the folder state store). Pure."""
     return [
         NSPAWN,
         "--quiet",
@@ -85,6 +87,7 @@ def nspawn_argv(cluster: str, node: str, files: ContainerFiles, netns: str) -> l
         "--resolv-conf=off",
         "--timezone=off",
         "--kill-signal=SIGRTMIN+3",
+        *(f"--bind={b}" for b in binds),
     ]
 
 

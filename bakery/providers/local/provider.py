@@ -99,7 +99,8 @@ class LocalProvider:
         self.layout = Layout(paths.local.resolve())
         self.runtime: Runtime
         if local.runtime == "container":
-            self.runtime = ContainerRuntime(self.plan.name, self.layout.root, self.net, spec.network.subnet, progress)
+            store = Path(location.split(location.store_url(spec, paths.root))[2]) if spec.user_data == "store" else None
+            self.runtime = ContainerRuntime(self.plan.name, self.layout.root, self.net, spec.network.subnet, progress, store)
         else:
             self.runtime = VmRuntime(self.plan.name, self.layout.root, self.net, local, progress)
 

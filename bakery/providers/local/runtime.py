@@ -76,12 +76,16 @@ class ContainerRuntime:
     tools = {container.NSPAWN: "systemd-container", "nsenter": "util-linux", "ip": "iproute2", "mount": "mount",
              "sysctl": "procps", "haproxy": "haproxy"}
 
-    def __init__(self, cluster: str, root: Path, net: NetPlan, subnet: str, progress: Progress) -> None:
+    def __init__(self, cluster: str, root: Path, net: NetPlan, subnet: str, progress: Progress,
+                 store: Path | None = None) -> None:
         self.cluster = cluster
         self.root = root
         self.net = net
         self.progress = progress
         self.br = bridge.bridge_net(cluster, subnet, {n.address for n in net.nodes})
+        # user_data: store: the host folder store, bind-mounted at the same path so the
+        # store URL in the small user-data names it inside the container too
+        self.store = store
 
     def files(self, name: str) -> container.ContainerFiles:
         return container.ContainerFiles(self.root / name)
@@ -134,7 +138,11 @@ class ContainerRuntime:
                              network=seed.container_network_config(n), vendor=seed.container_vendor_data())
         if f.console.exists():
             f.console.replace(f.console.with_name("console.log.1"))
-        argv = container.nspawn_argv(self.cluster, n.name, f, self.netns(n))
+        binds = ()
+        if self.store is not None:
+            self.store.mkdir(mode=0o700, parents=True, exist_ok=True)
+            binds = (self.store,)
+        argv = container.nspawn_argv(self.cluster, n.name, f, self.netns(n), binds=binds)
         return proc.start(argv, pidfile=f.pidfile, marker=container.machine_name(self.cluster, n.name), log=f.console)
 
     def stop(self, name: str) -> int | None:

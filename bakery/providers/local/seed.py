@@ -26,7 +26,8 @@ from bakery.providers.local.net import USER_GUEST, USER_NET, NodeNet
 def meta_data(cluster: str, node: NodeNet, user_data: bytes) -> bytes:
     """instance-id changes with the user-data, so a new rendering is a new instance."""
     digest = hashlib.sha256(user_data).hexdigest()[:12]
-    doc = {"instance-id": f"{cluster}-{node.name}-{digest}", "local-hostname": node.name}
+    # local-ipv4: bakery-node's identity reads the address from the datasource's meta-data
+    doc = {"instance-id": f"{cluster}-{node.name}-{digest}", "local-hostname": node.name, "local-ipv4": node.address}
     return yaml.safe_dump(doc, sort_keys=False).encode()
 
 
