@@ -252,6 +252,8 @@ FAKE_KUBECTL = textwrap.dedent("""\
     # kubectl as far as bakery-node-register uses it: answers from $STATE, logs calls to $LOG
     printf "%s\\n" "$*" >> "$LOG"
     case "$*" in
+      *"super-admin.conf --request-timeout=20s apply -f /etc/kubernetes/addons/bakery-rbac.yaml") [ -e "$STATE/api-up" ] && exit 0
+          echo "The connection to the server was refused" >&2; exit 1 ;;
       *"--request-timeout=20s get node "*) [ -e "$STATE/registered" ] && echo "node/$4" && exit 0
           echo "Error from server (NotFound): nodes \\"x\\" not found" >&2; exit 1 ;;
       *" label --overwrite node "*) exit 0 ;;
@@ -284,8 +286,12 @@ def _run_register(aws, tmp_path: Path, env: dict[str, str]) -> subprocess.Comple
     return subprocess.run([sh, str(script)], env=env, capture_output=True, text=True, timeout=30, check=False)
 
 
-def test_node_register_waits_for_registration(aws, fake_kubectl, tmp_path):
-    _, env, log = fake_kubectl
+def test_node_register_applies_the_rbac_addon_first_then_waits_for_registration(aws, fake_kubectl, tmp_path):
+    state, env, log = fake_kubectl
+    r = _run_register(aws, tmp_path, env)
+    assert r.returncode == 0 and "does not take the RBAC addon yet" in r.stdout
+    assert " get node " not in log.read_text()  # the admin group has no rights before the addon
+    (state / "api-up").touch()
     r = _run_register(aws, tmp_path, env)
     assert r.returncode == 0 and "not registered yet" in r.stdout
     assert " label " not in log.read_text()
@@ -294,12 +300,14 @@ def test_node_register_waits_for_registration(aws, fake_kubectl, tmp_path):
 def test_node_register_labels_its_node_and_approves_only_its_own_pending_serving_csrs(aws, fake_kubectl, tmp_path):
     state, env, log = fake_kubectl
     (state / "registered").touch()
+    (state / "api-up").touch()
     node = "prod-aws-master-0"
     (state / "csrs").write_text(f"csr-mine system:node:{node} \ncsr-issued system:node:{node} LS0tLS1CRUdJTg==\n"
                                 "csr-other system:node:prod-aws-master-1 \n")
     r = _run_register(aws, tmp_path, env)
     assert r.returncode == 0, r.stderr
     calls = [c.split("--request-timeout=20s ", 1)[1] for c in log.read_text().splitlines()]
+    assert calls.pop(0) == "apply -f /etc/kubernetes/addons/bakery-rbac.yaml"
     assert calls[0] == f"get node {node} -o name"
     assert calls[1] == (f"label --overwrite node {node} node-role.kubernetes.io/control-plane= "
                         "node.kubernetes.io/exclude-from-external-load-balancers=")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import yaml
 
 from bakery.discovery import Bootstrap
-from bakery.pki import NODE_ETCD_PKI, NODE_PKI, PKI
+from bakery.pki import NODE_ETCD_PKI, NODE_PKI, NODE_RBAC_ADDON, NODE_SUPER_ADMIN, PKI
 from bakery.render import configs, flags
 from bakery.render.templates import render
 from bakery.topology import ClusterPlan, Node
@@ -181,7 +181,8 @@ def node_register(ctx: NodeContext) -> list[NodeFile]:
         return []
     server = f"https://{flags.local_host(ctx.node)}:{ctx.plan.lb.port}"
     script = render("node/bakery-node-register.sh.j2", node=ctx.node.name, node_sh=shlex.quote(ctx.node.name),
-                    kubeconfig=ADMIN_CONF, labels=configs.CONTROL_PLANE_LABELS)
+                    kubeconfig=ADMIN_CONF, super_admin=NODE_SUPER_ADMIN, rbac_addon=NODE_RBAC_ADDON,
+                    labels=configs.CONTROL_PLANE_LABELS)
     return [
         NodeFile(ADMIN_CONF, ctx.pki.kubeconfig("admin", server, "admin"), 0o600),
         _text(NODE_REGISTER, script, 0o755),
