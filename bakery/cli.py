@@ -328,11 +328,12 @@ def _etcd_access(args: argparse.Namespace) -> tuple[Any, list[str], Any]:
     if args.etcd_endpoint:
         urls = [url for _, url in args.etcd_endpoint]
     else:
-        forwards = {}
-        if cluster.spec.provider == "local":  # its members' client ports are forwarded to 127.0.0.1
-            forwards = getattr(providers.get(cluster.spec, cluster.paths, ProgressPrinter(quiet=True)), "etcd_endpoints", dict)()
         lb = cluster.lb_address()
         plan = topology.plan(cluster.spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
+        forwards = {}
+        on_loopback = all(ipaddress.ip_address(n.address).is_loopback for n in plan.nodes)
+        if cluster.spec.provider == "local" and not on_loopback:  # how this host reaches the local masters
+            forwards = getattr(providers.get(cluster.spec, cluster.paths, ProgressPrinter(quiet=True)), "etcd_endpoints", dict)()
         # members on loopback addresses (several on one host, in development) are reached directly
         urls = [n.client_url if ipaddress.ip_address(n.address).is_loopback else forwards.get(n.name, n.client_url)
                 for n in plan.nodes]

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from bakery.errors import EtcdError
 from bakery.output import atomic_file
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -354,3 +357,17 @@ def _decode(endpoint: str, path: str, r: httpx.Response) -> dict[str, Any]:
         # streaming calls (keepalive, snapshot) answer 200 and wrap errors in an object
         raise EtcdError(f"{endpoint}: etcd {path} failed: {_message(data['error'])}")
     return data
+
+
+def while_unsettled(call: Callable[[], T], *, settle: float, poll: float) -> T:
+    """Run a membership change, retrying for up to `settle` seconds while etcd refuses it
+    as "unhealthy cluster": with strict reconfiguration checks (the default) etcd refuses
+    changes until every peer has been connected a few seconds, e.g. just after a restart."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            return call()
+        except EtcdError as e:
+            if "unhealthy cluster" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(poll)

@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 
 from bakery import state
 from bakery.errors import EtcdError
-from bakery.etcd import Client, Member
+from bakery.etcd import Client, Member, while_unsettled
 from bakery.pipeline import Cluster, write_nodes
 from bakery.providers.base import Progress, RenderedNode, no_progress
 from bakery.topology import ClusterPlan, Node
@@ -134,17 +134,7 @@ def rejoin(cluster: Cluster, node: Node, etcd: Client, launch: Callable[[Rendere
 
 
 def _while_unsettled(call: Callable[[], T], timing: Timing) -> T:
-    """Run a membership change, retrying while etcd refuses it as "unhealthy cluster":
-    with strict reconfiguration checks (the default) it refuses changes until every peer
-    has been connected for a few seconds, e.g. just after a member restarted."""
-    deadline = time.monotonic() + timing.settle
-    while True:
-        try:
-            return call()
-        except EtcdError as e:
-            if "unhealthy cluster" not in str(e) or time.monotonic() > deadline:
-                raise
-        time.sleep(timing.poll)
+    return while_unsettled(call, settle=timing.settle, poll=timing.poll)
 
 
 def _require_healthy(etcd: Client, plan: ClusterPlan, urls: Mapping[str, str], when: str) -> list[Member]:
@@ -187,6 +177,13 @@ def _promote_when_in_sync(etcd: Client, learner: Member, node: Node, timing: Tim
             return
         except EtcdError as e:  # "can only promote a learner member which is in sync with leader"
             last = str(e)
+        # bakery-node on the new machine promotes its own learner too: a voter is done
+        try:
+            current = next((m for m in etcd.member_list() if m.id == learner.id), None)
+        except EtcdError as e:
+            current, last = None, str(e)
+        if current is not None and not current.is_learner:
+            return
         time.sleep(timing.poll)
     raise EtcdError(f"{node.name}: its new member {learner.id:x} did not catch up within {timing.healthy:.0f}s "
                     f"(last answer: {last}); it stays a learner, the cluster keeps quorum; see the machine's console")

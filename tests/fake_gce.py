@@ -45,6 +45,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fake_http import serving
+
 BASE = "https://www.googleapis.com/compute/v1/"
 METADATA_VALUE_LIMIT = 262_144
 METADATA_TOTAL_LIMIT = 512 * 1024
@@ -146,16 +148,8 @@ class FakeGCE:
         class Handler(_Handler):
             gce = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        try:
+        with serving(Handler) as self._server:
             yield self
-        finally:
-            self._server.shutdown()
-            self._server.server_close()
-            thread.join(timeout=5)
 
     @property
     def url(self) -> str:

@@ -50,7 +50,7 @@ from typing import Literal, TypeVar
 from bakery import restore as restore_mod
 from bakery.discovery import Bootstrap
 from bakery.errors import BakeryError, EtcdError, StoreError
-from bakery.etcd import Client, Member
+from bakery.etcd import Client, Member, while_unsettled
 from bakery.node import members as records
 from bakery.node.lock import LeaseLock
 from bakery.render.flags import ETCD_DATA_DIR
@@ -534,16 +534,8 @@ class _Join:
             delay = min(delay * 2, self.t.backoff)
 
     def settled(self, call: Callable[[], T]) -> T:
-        """A membership change, retried while etcd refuses it as "unhealthy cluster": with
-        strict reconfiguration checks it waits until every peer has been connected a while."""
-        deadline = time.monotonic() + self.t.settle
-        while True:
-            try:
-                return call()
-            except EtcdError as e:
-                if "unhealthy cluster" not in str(e) or time.monotonic() > deadline:
-                    raise
-            time.sleep(self.t.poll)
+        """A membership change, retried while etcd refuses it as "unhealthy cluster"."""
+        return while_unsettled(call, settle=self.t.settle, poll=self.t.poll)
 
     def done(self, how: Literal["day0", "bootstrap", "learner", "restart", "restore"], b: Bootstrap, member_id: int, *,
              removed: tuple[str, ...] = (), refusals: int = 0, lock: tuple[float, float] | None = None, wrote: bool = False,
