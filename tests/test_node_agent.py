@@ -23,6 +23,7 @@ from bakery.providers.base import LBAddress
 from bakery.store import layout
 from bakery.store.folder import FolderStore
 from tests.etcd_fixtures import Proc, RenderedCluster, localize, manifest_command, wait_healthy
+from tests.moto_server import moto, moto_session  # noqa: F401
 
 KEY_MARKERS = (b"PRIVATE KEY", b"client-key-data")
 
@@ -87,7 +88,7 @@ def cluster(tmp_path: Path) -> RenderedCluster:
     return rc
 
 
-def _publish(rc: RenderedCluster, store: FolderStore) -> tuple[str, list[str]]:
+def _publish(rc: RenderedCluster, store) -> tuple[str, list[str]]:
     s = spec.load(rc.spec_file)
     keys = pki.load(topology.plan(s), rc.build / "lo" / "pki")
     return description.publish(store, s, LBAddress((), ()), discovery.bootstrap_for(s), keys)
@@ -263,12 +264,26 @@ def test_node_user_data_passes_cloud_inits_schema() -> None:
     assert json.loads(files["/etc/bakery/node.json"]["content"])["store"] == "s3://b/p"
 
 
-def test_group_masters_bootstrap_through_the_store_and_a_replacement_takes_a_dead_ones_place(tmp_path: Path, etcd_bin: Path) -> None:
+@pytest.fixture(params=["folder", "s3"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path):
+    """The agents' store: a folder, or S3 (boto3 against moto's server) as on AWS."""
+    if request.param == "folder":
+        return FolderStore(tmp_path / "store")
+    from bakery.store.s3 import S3Store
+
+    server = request.getfixturevalue("moto")
+    client = server.client("s3")
+    client.create_bucket(Bucket="agents")
+    return S3Store("agents", "clusters", client=client)
+
+
+def test_group_masters_bootstrap_through_the_store_and_a_replacement_takes_a_dead_ones_place(
+        tmp_path: Path, etcd_bin: Path, any_store) -> None:
     """Masters as cattle: three instances at addresses no spec lists bootstrap etcd in
     `store` mode; one dies, a fourth at a new address replaces it as a learner, promoted."""
     rc = RenderedCluster(tmp_path / "c", 3, bootstrap="store")
     _render(rc.spec_file, rc.build)
-    store = FolderStore(tmp_path / "store")
+    store = any_store
     digest, _ = _publish(rc, store)
     prefix = rc.addresses[0].rsplit(".", 1)[0]
     hosts = {"m-a": f"{prefix}.21", "m-b": f"{prefix}.22", "m-c": f"{prefix}.23", "m-d": f"{prefix}.24"}
