@@ -27,6 +27,7 @@ from bakery import spec as spec_mod
 from bakery import topology
 from bakery.discovery import Bootstrap
 from bakery.errors import NodeError, SpecError, StoreNotFound
+from bakery.node.identity import read_capped
 from bakery.providers.base import LBAddress
 from bakery.store import Store, layout, sync
 
@@ -52,14 +53,7 @@ class NodeConfig:
     @classmethod
     def load(cls, path: str | Path = CONFIG) -> NodeConfig:
         path = Path(path)
-        try:
-            with path.open("rb") as f:
-                raw = f.read(MAX_CONFIG + 1)
-        except OSError as e:
-            raise NodeError(f"{path}: cannot read the node config the user-data writes: {e.strerror}") from None
-        if len(raw) > MAX_CONFIG:
-            raise NodeError(f"{path}: larger than {MAX_CONFIG} bytes; not a bakery node config")
-        return cls.load_text(raw, str(path))
+        return cls.load_text(read_capped(path, MAX_CONFIG, "the node config the user-data writes"), str(path))
 
     @classmethod
     def load_text(cls, raw: str | bytes, where: str = "node config") -> NodeConfig:

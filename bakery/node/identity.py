@@ -33,15 +33,22 @@ class Identity:
     address: str | None  # None: not in instance-data (GCE); resolved by routing
 
 
-def load(path: str | Path = INSTANCE_DATA) -> Identity:
-    path = Path(path)
+def read_capped(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a local file the agent reads at boot, at most `limit` of them; one
+    NodeError line naming the file and `what` it should have been otherwise."""
     try:
         with path.open("rb") as f:
-            raw = f.read(MAX_INSTANCE_DATA + 1)
+            raw = f.read(limit + 1)
     except OSError as e:
-        raise NodeError(f"{path}: cannot read cloud-init's instance data: {e.strerror}") from None
-    if len(raw) > MAX_INSTANCE_DATA:
-        raise NodeError(f"{path}: larger than {MAX_INSTANCE_DATA} bytes")
+        raise NodeError(f"{path}: cannot read {what}: {e.strerror}") from None
+    if len(raw) > limit:
+        raise NodeError(f"{path}: larger than {limit} bytes; not {what}")
+    return raw
+
+
+def load(path: str | Path = INSTANCE_DATA) -> Identity:
+    path = Path(path)
+    raw = read_capped(path, MAX_INSTANCE_DATA, "cloud-init's instance data")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
