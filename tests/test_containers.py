@@ -37,6 +37,7 @@ from bakery.providers.local.net import listening_ports
 from bakery.providers.local.provider import LocalProvider
 from bakery.state import paths as cluster_paths
 from tests.conftest import need, need_binary
+from tests.etcd_fixtures import all_healthy_within
 
 pytestmark = pytest.mark.containers
 
@@ -214,7 +215,8 @@ def test_masters_boot_the_small_user_data_and_bakery_node_writes_the_rendered_tr
 def test_etcd_healthy_with_every_member_through_haproxy(cluster: Cluster) -> None:
     with cluster.etcd() as etcd:
         assert sorted(m.name for m in etcd.member_list()) == sorted(cluster.nodes)
-        assert etcd.health(cluster.provider.endpoint)
+        health = all_healthy_within(etcd, [cluster.provider.endpoint, *map(cluster.provider.node_endpoint, cluster.nodes)])
+        assert all(health.values()), health
         leaders = {etcd.status(cluster.provider.node_endpoint(n)).leader for n in cluster.nodes}
         assert len(leaders) == 1 and 0 not in leaders
         etcd.put("/ct/hello", "world")
@@ -400,7 +402,8 @@ def test_five_masters(tmp_path: Path, request: pytest.FixtureRequest) -> None:
         assert r.returncode == 0, f"up failed:\n{r.stdout}\n{r.stderr[-3000:]}"
         with c.etcd() as etcd:
             assert sorted(m.name for m in etcd.member_list()) == sorted(c.nodes)
-            assert all(etcd.health(c.provider.node_endpoint(n)) for n in c.nodes)
+            health = all_healthy_within(etcd, [c.provider.node_endpoint(n) for n in c.nodes])
+            assert all(health.values()), health
         for n in c.nodes:
             assert c.sh(n, "timeout 300 cloud-init status --wait >/dev/null; cloud-init status", timeout=330).strip() == "status: done"
     finally:

@@ -31,6 +31,7 @@ from bakery.providers.local.net import listening_ports
 from bakery.providers.local.provider import LocalProvider
 from bakery.state import paths as cluster_paths
 from tests.conftest import need_binary
+from tests.etcd_fixtures import all_healthy_within
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +120,8 @@ def test_three_vms_up_healthy_checked_and_down(tmp_path: Path, request: pytest.F
 
         with c.etcd() as etcd:
             assert sorted(m.name for m in etcd.member_list()) == sorted(nodes)
-            assert etcd.health(c.provider.endpoint)
+            health = all_healthy_within(etcd, [c.provider.endpoint, *map(c.provider.node_endpoint, nodes)])
+            assert all(health.values()), health
             leaders = {etcd.status(c.provider.node_endpoint(n)).leader for n in nodes}
             assert len(leaders) == 1 and 0 not in leaders
             etcd.put("/e2e/hello", "world")
