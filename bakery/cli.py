@@ -269,7 +269,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     provider = providers.get(cluster.spec, cluster.paths, progress)
     done = _rollout(args, cluster, provider, progress)
     for r in done:
-        out(f"{r.node}: replaced in {r.seconds:.0f}s (etcd member {r.old_member:x} -> {r.new_member:x})")
+        by = f" by {r.replacement}" if r.replacement else ""
+        out(f"{r.node}: replaced in {r.seconds:.0f}s{by} (etcd member {r.old_member:x} -> {r.new_member:x})")
     _report_drift(_provider_drift(provider), args.fail_on_drift)
     return 0
 
@@ -301,6 +302,11 @@ def _rollout(args: argparse.Namespace, cluster: Any, provider: Any, progress: Pr
     from bakery.errors import ProviderError
     from bakery.etcd import TLS, Client
 
+    if getattr(provider, "cattle", False):
+        return _surge_rollout(args, cluster, provider, progress)
+    if getattr(args, "dry_run", False):
+        raise ProviderError(f"--dry-run: the {cluster.spec.provider} provider replaces masters in their slots; "
+                            "its plan is every master in turn, followers first and the leader last")
     if not hasattr(provider, "replace_master"):
         raise ProviderError(f"the {cluster.spec.provider} provider cannot replace masters yet; replace them by hand "
                             "(member remove, member add --learner, boot with `bakery render`'s user-data) one at a time")
@@ -309,6 +315,27 @@ def _rollout(args: argparse.Namespace, cluster: Any, provider: Any, progress: Pr
     endpoints = dict(args.etcd_endpoint) if args.etcd_endpoint else getattr(provider, "etcd_endpoints", dict)() or None
     return rollout.rollout(cluster, lambda urls: Client(list(urls), tls), provider, nodes=getattr(args, "node", None) or (),
                            endpoints=endpoints, progress=progress, timing=rollout.Timing(healthy=args.timeout))
+
+
+def _surge_rollout(args: argparse.Namespace, cluster: Any, provider: Any, progress: ProgressPrinter) -> list[Any]:
+    """Masters as cattle: surge one new master per old one, journaled in the store (bakery/surge.py)."""
+    from bakery import rollout, surge
+    from bakery.etcd import TLS, Client
+
+    etcd_pki = cluster.paths.pki / "etcd"
+    tls = TLS(etcd_pki / "ca.crt", etcd_pki / "healthcheck-client.crt", etcd_pki / "healthcheck-client.key")
+    client = lambda urls: Client(list(urls), tls)  # noqa: E731
+    store = provider.store()
+    nodes = getattr(args, "node", None) or ()
+    if getattr(args, "dry_run", False):
+        journal = surge.load_journal(store, cluster.spec.name)
+        with client(list(provider.etcd_endpoints().values())) as etcd:
+            leader = surge.leader_name(etcd, provider)
+        for line in surge.plan(provider, journal, nodes, leader):
+            out(line)
+        return []
+    return surge.rollout(cluster.spec.name, client, provider, store, surge.user_data(cluster, store), nodes=nodes, progress=progress,
+                         timing=rollout.Timing(healthy=args.timeout), workdir=cluster.paths.root)
 
 
 def _provider_drift(provider: Any) -> list[str]:
@@ -724,17 +751,23 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("rollout", help="replace masters one at a time without losing etcd quorum (nightly rebuilds)",
-                       description="For each master (followers first, the leader last): check that every etcd member "
-                       "is healthy, remove the master's member, add it back as a learner, re-render it to join the "
-                       "existing cluster, have the provider boot a new machine from the current image, promote the "
-                       "learner once it caught up, and wait until all members are healthy. Stops at the first problem, "
-                       "with at most one master out of the cluster. Needs network access to the masters' etcd client "
-                       "port (run it inside the VPC, or give --etcd-endpoint).")
+                       description="Masters as cattle (local containers with user_data: store): for each master "
+                       "(followers first, the leader last) check that every etcd member is healthy, snapshot etcd into "
+                       "the state store, start one new master from the current image (surge), wait until bakery-node "
+                       "made it a healthy voter, then remove the old master's member and retire its machine: the "
+                       "cluster never has fewer healthy voters than masters. A journal in the store makes a rerun "
+                       "after Ctrl-C or a failure continue where it stopped (--dry-run shows where). Masters in fixed "
+                       "slots (QEMU guests, embedded user-data): remove the master's member, add it back as a learner, "
+                       "re-render it to join, boot a new machine in its slot, promote the learner; at most one master "
+                       "is out of the cluster. Stops at the first problem. Needs network access to the masters' etcd "
+                       "client port (run it inside the VPC, or give --etcd-endpoint).")
     _add_spec_arg(p)
     p.add_argument("--node", action="append", metavar="NAME", help="replace only this master (repeatable; default: all)")
     p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
                    help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each new member (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="print what the rollout would do (and where a journaled one "
+                   "stopped), change nothing")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 10 when the provider reported drift (for scheduled jobs)")
     p.set_defaults(func=cmd_rollout)
 

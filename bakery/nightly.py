@@ -48,7 +48,7 @@ def run(paths: ClusterPaths, *, bake: Callable[[], Sequence[Any]], rollout: Call
             replaced = rollout()
             report["rollout"] = {"ran": True, "seconds": round(time.monotonic() - t, 3), "replaced": [
                 {"node": r.node, "old_member": f"{r.old_member:x}", "new_member": f"{r.new_member:x}",
-                 "seconds": round(r.seconds, 3)} for r in replaced]}
+                 "seconds": round(r.seconds, 3), "replacement": r.replacement or r.node} for r in replaced]}
         else:
             report["rollout"] = {"ran": False, "reason": "the image's inputs did not change", "replaced": []}
         report["ok"] = True

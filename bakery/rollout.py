@@ -47,6 +47,7 @@ class Replaced:
     old_member: int
     new_member: int
     seconds: float
+    replacement: str = ""  # a surge rollout's new master (a slot rollout keeps the name)
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,16 @@ from pathlib import Path
 
 import pytest
 
+from bakery import backup
 from bakery import spec as spec_mod
 from bakery.errors import EtcdError
 from bakery.etcd import Client
 from bakery.providers.base import no_progress
-from bakery.providers.local import bridge, container, proc
+from bakery.providers.local import bridge, container, lb, proc
 from bakery.providers.local.net import listening_ports
 from bakery.providers.local.provider import LocalProvider
 from bakery.state import paths as cluster_paths
+from bakery.store import layout
 from tests.conftest import need, need_binary
 from tests.etcd_fixtures import all_healthy_within
 
@@ -287,8 +289,12 @@ def test_down_then_up_boots_the_same_masters_with_their_data(cluster: Cluster) -
         assert etcd.get("/ct/across-down").value == b"kept"
 
 
-def test_a_killed_container_is_replaced_by_the_supervisor_and_its_member_promoted(cluster: Cluster) -> None:
+def test_a_killed_container_is_replaced_by_a_new_master_at_a_new_address(cluster: Cluster) -> None:
+    """The supervisor as an autoscaling group: the dead master's member is removed, a new
+    master with a new name and address boots the same small user-data, and its
+    bakery-node joins etcd by itself; HAProxy follows."""
     victim = cluster.nodes[-1]
+    old_address = cluster.provider.net.node(victim).address
     with cluster.etcd() as etcd:
         before = {m.name: m.id for m in etcd.member_list()}
         etcd.put("/ct/before-kill", "kept")
@@ -300,14 +306,16 @@ def test_a_killed_container_is_replaced_by_the_supervisor_and_its_member_promote
     assert proc.wait_exit(pid, 60), "nspawn outlived its container"
     deadline = time.monotonic() + 300
     after: dict[str, object] = {}
+    supervisor_log = cluster.provider.layout.supervisor / "supervisor.log"
     while time.monotonic() < deadline:
-        new_pid = cluster.provider.master_pid(victim)
+        names = cluster.nodes  # the group, read afresh
         try:
             with cluster.etcd() as etcd:
                 members = {m.name: m for m in etcd.member_list()}
-                if (new_pid and new_pid != pid and victim in members and members[victim].id != before[victim]
+                if (f"{victim}: replaced and promoted" in supervisor_log.read_text()
+                        and victim not in names and len(names) == 3 and set(members) == set(names)
                         and not any(m.is_learner for m in members.values())
-                        and all(etcd.health(cluster.provider.node_endpoint(n)) for n in cluster.nodes)):
+                        and all(etcd.health(cluster.provider.node_endpoint(n)) for n in names)):
                     after = members
                     assert etcd.get("/ct/before-kill").value == b"kept"
                     break
@@ -316,10 +324,21 @@ def test_a_killed_container_is_replaced_by_the_supervisor_and_its_member_promote
         time.sleep(2)
     log = (cluster.provider.layout.supervisor / "supervisor.log").read_text()
     assert after, f"not replaced within 300s; supervisor log:\n{log[-3000:]}"
-    assert f"{victim}: replaced and promoted" in log
-    assert all(after[n].id == before[n] for n in cluster.nodes if n != victim)  # type: ignore[attr-defined]
-    unit = cluster.sh(victim, "cat /etc/systemd/system/etcd.service")
-    assert "--initial-cluster-state=existing" in unit
+    (new,) = set(after) - set(before)
+    assert new == f"{cluster.name}-master-r1" and f"{victim}: replaced and promoted ({new} in its place)" in log
+    assert all(after[n].id == before[n] for n in before if n != victim)  # type: ignore[attr-defined]
+    address = cluster.provider.net.node(new).address
+    assert address != old_address and address not in {cluster.provider.net.node(n).address for n in before if n != victim}
+    assert ipaddress.IPv4Address(address) in ipaddress.IPv4Network(cluster.provider.runtime.br.subnet)  # type: ignore[attr-defined]
+    assert cluster.sh(new, "hostname").strip() == new
+    assert cluster.sh(new, "ip -4 -o addr show dev eth0").split()[3].split("/")[0] == address
+    joined = cluster.sh(new, "journalctl -b --no-pager -u bakery-node -o cat")
+    assert "learner" in joined, joined[-2000:]  # bakery-node joined it as a learner, nobody else did
+    backends = lb.server_states(cluster.provider.layout.stats_socket)
+    assert set(backends) == set(cluster.nodes) and victim not in backends
+    assert f"server {new} {address}:" in cluster.provider.layout.haproxy_cfg.read_text()
+    assert not (cluster.provider.layout.root / victim / "overlay").exists()  # the dead machine is gone
+    assert (cluster.provider.layout.root / victim / "console.log.retired").exists()  # its console is kept
 
 
 def test_rollout_under_a_writer_loses_no_acknowledged_write(cluster: Cluster) -> None:
@@ -339,6 +358,10 @@ def test_rollout_under_a_writer_loses_no_acknowledged_write(cluster: Cluster) ->
                     failed.append(str(e))
                 time.sleep(0.02)
 
+    old = cluster.nodes
+    r = cluster.bakery("rollout", "--dry-run")
+    assert r.returncode == 0 and all(f"replace {n}" in r.stdout for n in old), r.stdout
+    assert cluster.nodes == old  # a dry run changes nothing
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     try:
@@ -347,7 +370,12 @@ def test_rollout_under_a_writer_loses_no_acknowledged_write(cluster: Cluster) ->
         stop.set()
         t.join(30)
     assert r.returncode == 0, f"rollout failed:\n{r.stdout}\n{r.stderr[-3000:]}"
-    assert all(f"{n}: replaced in" in r.stdout for n in cluster.nodes), r.stdout
+    assert all(f"{n}: replaced in" in r.stdout for n in old), r.stdout
+    assert not set(old) & set(cluster.nodes) and len(cluster.nodes) == len(old)  # surged: new names, old ones retired
+    assert r.stderr.count("snapshot") >= len(old) and r.stderr.count("surging") >= len(old), r.stderr[-3000:]
+    store = cluster.provider.store()
+    assert layout.rollout_journal(cluster.name) not in store.list(layout.cluster_prefix(cluster.name))  # done: no journal
+    assert backup.list_backups(store, cluster.name)  # a snapshot before each replacement (same minute and revision: one id)
     assert len(acked) > 10, f"the writer barely wrote ({len(acked)} acknowledged, {len(failed)} failed)"
     with cluster.etcd() as etcd:
         stored = {kv.key.decode(): kv.value.decode() for kv in etcd.range("/ct/w/", prefix=True)}
@@ -378,9 +406,10 @@ def test_status_prints_tables_and_a_json_document(cluster: Cluster) -> None:
 def test_down_purge_leaves_no_process_mount_netns_veth_bridge_or_file(cluster: Cluster) -> None:
     br = cluster.provider.runtime.br  # type: ignore[attr-defined]
     ports = set(cluster.provider.runtime.host_ports())
+    first = cluster.nodes[0]
     r = cluster.bakery("down", "--purge", timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "container ct-master-0" in r.stdout and "bridge" in r.stdout and "supervisor" in r.stdout
+    assert f"container {first}" in r.stdout and "bridge" in r.stdout and "supervisor" in r.stdout
     assert _our_processes(cluster.name, cluster.build) == []
     assert _mounts_under(cluster.build) == []
     assert not any(bridge.netns_exists(br.netns(cluster.name, n.index)) for n in cluster.provider.net.nodes)

@@ -40,7 +40,8 @@ def test_a_changed_image_is_rolled_out_and_reported(tmp_path: Path) -> None:
     assert written == report and nightly.report_path(paths, T0).name == "nightly-20261202T020005Z.json"
     assert written["ok"] and written["image_changed"] and written["rollout"]["ran"]
     assert [r["node"] for r in written["rollout"]["replaced"]] == ["prod-master-1", "prod-master-0"]
-    assert written["rollout"]["replaced"][0] == {"node": "prod-master-1", "old_member": "a1", "new_member": "b1", "seconds": 101.5}
+    assert written["rollout"]["replaced"][0] == {"node": "prod-master-1", "old_member": "a1", "new_member": "b1", "seconds": 101.5,
+                                                 "replacement": "prod-master-1"}
     assert written["bake"]["images"] == [{"target": "aws", "name": "bakery-prod-1-31-4-abc", "status": "built"}]
     assert written["drift"] == ["prod-master-2: user-data differs"]
     assert written["started_at"] == "2026-12-02T02:00:05+00:00" and written["finished_at"] == "2026-12-02T02:12:05+00:00"

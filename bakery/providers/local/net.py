@@ -23,6 +23,7 @@ Host ports, all on 127.0.0.1, from `local.port_base` (B), node i of N:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,28 +89,34 @@ def mac(cluster: str, node: str, nic: str) -> str:
     return "52:54:" + ":".join(f"{b:02x}" for b in digest[:4])
 
 
-def net_plan(spec: ClusterSpec, plan: ClusterPlan) -> NetPlan:
+def node_net(spec: ClusterSpec, cluster: str, name: str, index: int, address: str, prefix: int) -> NodeNet:
+    """The network of one master: slot `index` picks its ports (and, for a container,
+    its namespace and veth); `address` is where it stands on the private network."""
     base = spec.provider_spec.port_base  # type: ignore[union-attr]
-    nodes = tuple(
-        NodeNet(
-            name=n.name,
-            index=n.index,
-            address=n.address,
-            prefix=int(n.subnet.split("/")[1]),
-            hub_port=base + 10 + n.index,
-            ssh_port=base + 30 + n.index,
-            etcd_port=base + 50 + n.index,
-            private_mac=mac(plan.name, n.name, "private"),
-            user_mac=mac(plan.name, n.name, "user"),
-        )
-        for n in plan.nodes
+    return NodeNet(
+        name=name,
+        index=index,
+        address=address,
+        prefix=prefix,
+        hub_port=base + 10 + index,
+        ssh_port=base + 30 + index,
+        etcd_port=base + 50 + index,
+        private_mac=mac(cluster, name, "private"),
+        user_mac=mac(cluster, name, "user"),
     )
+
+
+def net_plan(spec: ClusterSpec, plan: ClusterPlan, members: Sequence[tuple[str, int, str]] | None = None) -> NetPlan:
+    """The plan's masters, or `members` ((name, slot, address) of the local group's, group.py)."""
+    base = spec.provider_spec.port_base  # type: ignore[union-attr]
+    prefix = int(plan.nodes[0].subnet.split("/")[1])
+    chosen = members if members is not None else [(n.name, n.index, n.address) for n in plan.nodes]
     return NetPlan(
         lb_port=base,
         discovery_port=base + 1,
         discovery_peer_port=base + 2,
         guest_etcd_port=spec.etcd.client_port,
-        nodes=nodes,
+        nodes=tuple(node_net(spec, plan.name, name, index, address, prefix) for name, index, address in chosen),
     )
 
 

@@ -39,7 +39,7 @@ from bakery.providers.base import (
     RenderedNode,
     UpResult,
 )
-from bakery.providers.local import bridge, console, discovery, lb, proc
+from bakery.providers.local import bridge, console, discovery, group, lb, proc
 from bakery.providers.local.net import HOST, NetPlan, is_listening, listening_ports, net_plan
 from bakery.providers.local.runtime import ContainerRuntime, Image, Runtime, VmRuntime
 from bakery.spec import ClusterSpec, LocalSpec
@@ -76,6 +76,11 @@ class Layout:
     def supervisor(self) -> Path:
         return self.root / "supervisor"
 
+    @property
+    def group(self) -> Path:
+        """The local group's membership (group.py), with the container runtime and user_data: store."""
+        return self.root / "group.json"
+
     def hold(self, node: str) -> Path:
         """Present while bakery itself replaces `node`: the supervisor leaves it alone."""
         return self.root / node / "hold"
@@ -93,16 +98,33 @@ class LocalProvider:
         assert isinstance(local, LocalSpec)
         self.local = local
         self.plan = topology.plan(spec, lb_ips=(HOST,))
-        self.net: NetPlan = net_plan(spec, self.plan)
+        self._fixed_net: NetPlan = net_plan(spec, self.plan)
         # absolute: HAProxy, QEMU and nspawn get these paths, and HAProxy reads
         # "dir/stats.sock" in a relative path as a host and a missing port
         self.layout = Layout(paths.local.resolve())
         self.runtime: Runtime
+        # masters as cattle: each boots the same small user-data, so a replacement takes a
+        # new name and address (group.py); QEMU guests and embedded user-data keep their slots
+        self.cattle = local.runtime == "container" and spec.user_data == "store"
         if local.runtime == "container":
             store = Path(location.split(location.store_url(spec, paths.root))[2]) if spec.user_data == "store" else None
-            self.runtime = ContainerRuntime(self.plan.name, self.layout.root, self.net, spec.network.subnet, progress, store)
+            self.runtime = ContainerRuntime(self.plan.name, self.layout.root, self._fixed_net, spec.network.subnet, progress, store)
         else:
-            self.runtime = VmRuntime(self.plan.name, self.layout.root, self.net, local, progress)
+            self.runtime = VmRuntime(self.plan.name, self.layout.root, self._fixed_net, local, progress)
+
+    @property
+    def net(self) -> NetPlan:
+        """The masters that exist now: the plan's, or the local group's (read afresh: the
+        supervisor changes it while other commands run)."""
+        if not self.cattle:
+            return self._fixed_net
+        g = group.load(self.layout.group, self.plan)
+        return net_plan(self.spec, self.plan, [(m.name, m.slot, m.address) for m in g.members])
+
+    def zone_of(self, name: str) -> str:
+        if self.cattle:
+            return group.load(self.layout.group, self.plan).member(name).zone
+        return self.plan.node(name).zone
 
     # -- what other commands use ------------------------------------------------------
 
@@ -161,6 +183,8 @@ class LocalProvider:
         uses_discovery = self._ensure_discovery(result)
         self._ensure_lb(result)
         rendered = render(LBAddress(ips=(HOST,)))
+        if self.cattle and not self.layout.group.exists():
+            group.save(self.layout.group, group.initial(self.plan))
         kind = self.runtime.kind
         started: list[str] = []
         for n in self.net.nodes:
@@ -174,7 +198,9 @@ class LocalProvider:
                 result.existing.append(f"{kind} {n.name}")
                 self.progress(step, "exists", f"pid {self.runtime.pid(n.name)}")
                 continue
-            pid = self.runtime.launch(n, image, rendered[n.name].user_data.plain, fresh=False, discovery=uses_discovery)
+            # a group member that replaced one of the plan's boots the same small user-data
+            user_data = (rendered.get(n.name) or next(iter(rendered.values()))).user_data.plain
+            pid = self.runtime.launch(n, image, user_data, fresh=False, discovery=uses_discovery)
             result.created.append(f"{kind} {n.name}")
             started.append(n.name)
             self.progress(step, "booting", f"pid {pid}, {n.address}, etcd {self.node_endpoint(n.name)}")
@@ -266,9 +292,18 @@ class LocalProvider:
             result.existing.append("haproxy")
             self.progress("lb", "exists", self.endpoint)
             return
-        cfg = self.layout.haproxy_cfg
-        backends = {n.name: self.runtime.backend(n) for n in self.net.nodes}
-        atomic_write(cfg, lb.config(self.plan.name, self.net, self.layout.stats_socket, backends))
+        self._start_lb(self._lb_config())
+        result.created.append("haproxy")
+        self.progress("lb", "created", self.endpoint)
+
+    def _lb_config(self) -> str:
+        net = self.net
+        backends = {n.name: self.runtime.backend(n) for n in net.nodes}
+        return lb.config(self.plan.name, net, self.layout.stats_socket, backends)
+
+    def _start_lb(self, text: str) -> None:
+        cfg, pidfile = self.layout.haproxy_cfg, self.layout.lb / "pid"
+        atomic_write(cfg, text)
         check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise ProviderError(f"{cfg}: haproxy rejects the configuration: {check.stderr.strip()[-300:]}")
@@ -276,8 +311,19 @@ class LocalProvider:
         proc.start(lb.argv(cfg), pidfile=pidfile, marker=str(cfg), log=self.layout.lb / "haproxy.log")
         proc.until(lambda: is_listening(self.net.lb_port), 15, f"haproxy on {HOST}:{self.net.lb_port}", pidfile,
                    self.layout.lb / "haproxy.log")
-        result.created.append("haproxy")
-        self.progress("lb", "created", self.endpoint)
+
+    def sync_lb(self) -> bool:
+        """Point HAProxy at the masters that exist now: a changed configuration is
+        written and HAProxy restarted (a second or less without the endpoint; clients
+        retry). True when it changed."""
+        text = self._lb_config()
+        cfg = self.layout.haproxy_cfg
+        if not proc.running(self.layout.lb / "pid") or (cfg.exists() and cfg.read_text() == text):
+            return False
+        proc.stop(self.layout.lb / "pid", timeout=15)
+        self._start_lb(text)
+        self.progress("lb", "updated", f"backends {', '.join(n.name for n in self.net.nodes)}")
+        return True
 
     def _ensure_supervisor(self, result: UpResult) -> None:
         from bakery.providers.local import supervisor
@@ -354,6 +400,71 @@ class LocalProvider:
         self.progress(f"master {name}", "booting", f"pid {pid}, {n.address}")
         return pid
 
+    # -- the group as cattle (container runtime, user_data: store): surge, retire ---------
+
+    def members(self) -> list[str]:
+        return [n.name for n in self.net.nodes]
+
+    def peer_url(self, name: str) -> str:
+        return f"https://{self.net.node(name).address}:{self.spec.etcd.peer_port}"
+
+    def image_id(self, name: str) -> str | None:
+        image = self.runtime.image_of(name)
+        return str(image) if image else None
+
+    def current_image(self) -> str:
+        image = self.image()
+        return str((image.root if self.runtime.kind == "container" else image.disk).resolve())
+
+    def surge(self, user_data: bytes) -> str:
+        """Start one new master of the group from the current image with the cluster's
+        small user-data, at a new name and address; HAProxy gets it as a backend. Its
+        bakery-node joins etcd by itself (as a learner, promoted once in sync). Returns
+        its name once its container runs."""
+        self._require_cattle("surge")
+        image = self.image()
+        g = group.load(self.layout.group, self.plan)
+        reserved = {self.runtime.br.host_address} if isinstance(self.runtime, ContainerRuntime) else set()
+        g, member = group.allocate(g, self.plan.name, self.spec.network.subnet, reserved)
+        hold = self.layout.hold(member.name)
+        atomic_write(hold, "starting\n")  # the supervisor must not heal it before its PID is recorded
+        try:
+            group.save(self.layout.group, g)  # first: `down` and the supervisor see it from now on
+            n = self.net.node(member.name)
+            bridge.remove_node_netns(self.runtime.netns(n), self.runtime.br.veth(n.index))  # type: ignore[attr-defined]
+            pid = self.runtime.launch(n, image, user_data, fresh=True, discovery=False)
+        finally:
+            hold.unlink(missing_ok=True)
+        self.progress(f"master {member.name}", "booting", f"pid {pid}, {n.address} (new member of the group)")
+        self.sync_lb()
+        return member.name
+
+    def retire(self, name: str) -> None:
+        """Stop master `name`'s container and delete its machine (overlay, namespace,
+        veth; its console log is kept as console.log.retired beside the others); the
+        group forgets it and HAProxy drops it. Its etcd member must be gone already."""
+        self._require_cattle("retire")
+        self._known(name)
+        hold = self.layout.hold(name)
+        atomic_write(hold, "retiring\n")  # the supervisor must not heal what we stop on purpose
+        try:
+            pid = self.runtime.stop(name)
+            if pid:
+                self.progress(f"master {name}", "stopped", f"pid {pid}")
+            n = self.net.node(name)
+            group.save(self.layout.group, group.without(group.load(self.layout.group, self.plan), name))
+            self.sync_lb()
+            self.runtime.retire(n)  # type: ignore[attr-defined]
+            self.progress(f"master {name}", "retired", n.address)
+        finally:
+            hold.unlink(missing_ok=True)
+
+    def _require_cattle(self, what: str) -> None:
+        if not self.cattle:
+            raise ProviderError(f"{what}: the local group takes new members only with local.runtime: container and "
+                                "user_data: store (every master boots the same small user-data); "
+                                f"this cluster has runtime {self.local.runtime}, user_data {self.spec.user_data}")
+
     def etcd_endpoints(self) -> dict[str, str]:
         """Each master's etcd as the host reaches it: for `bakery rollout`."""
         if isinstance(self.runtime, ContainerRuntime) and not bridge.link_exists(self.runtime.br.bridge):
@@ -406,7 +517,7 @@ class LocalProvider:
                     else:
                         health = "unhealthy"
                 image = self.runtime.image_of(n.name)
-                nodes.append(NodeStatus(name=n.name, id=str(pid) if pid else None, address=n.address, zone=self.plan.nodes[n.index].zone,
+                nodes.append(NodeStatus(name=n.name, id=str(pid) if pid else None, address=n.address, zone=self.zone_of(n.name),
                                         state="running" if pid else "stopped", health=health,
                                         image=str(image) if image else None, extra=extra))
         services = {"haproxy": self.layout.lb / "pid", "supervisor": self.layout.supervisor / "pid"}
@@ -459,7 +570,7 @@ class LocalProvider:
             if pid:
                 done.append(f"{what} (pid {pid})")
                 self.progress(what, "stopped")
-        done += self.runtime.down(purge)
+        done += self.runtime.down(purge, self.net.nodes)
         shutil.rmtree(self.layout.lb, ignore_errors=True)
         if purge:
             if self.layout.root.exists():

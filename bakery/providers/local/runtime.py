@@ -59,7 +59,7 @@ class Runtime(Protocol):
     def stop(self, name: str) -> int | None: ...
     def shell_argv(self, name: str, command: Sequence[str] = (), *, batch: bool = False) -> list[str]: ...
     def cloud_init_result(self, name: str) -> str: ...
-    def down(self, purge: bool) -> list[str]: ...
+    def down(self, purge: bool, nodes: Sequence[NodeNet]) -> list[str]: ...
 
 
 def _result(text: str) -> str:
@@ -166,9 +166,20 @@ class ContainerRuntime:
         except FileNotFoundError:
             return "running"
 
-    def down(self, purge: bool) -> list[str]:
+    def retire(self, n: NodeNet) -> None:
+        """Delete a stopped master's machine: its overlay, namespace and veth. The folder
+        keeps its console logs (console.log.retired) for whoever reads about it later."""
+        f = self.files(n.name)
+        container.unmount_root(f)
+        container.wipe(f)
+        bridge.remove_node_netns(self.netns(n), self.br.veth(n.index))
+        for name in ("console.log", "console.log.1"):
+            if (f.folder / name).exists():
+                (f.folder / name).replace(f.folder / f"{name}.retired")
+
+    def down(self, purge: bool, nodes: Sequence[NodeNet]) -> list[str]:
         done: list[str] = []
-        for n in self.net.nodes:
+        for n in nodes:
             f = self.files(n.name)
             if container.unmount_root(f):
                 done.append(f"overlay mount {f.root}")
@@ -304,13 +315,13 @@ class VmRuntime:
         text = r.stdout.strip()
         return "running" if text == "running" else _result(text)
 
-    def down(self, purge: bool) -> list[str]:
+    def down(self, purge: bool, nodes: Sequence[NodeNet]) -> list[str]:
         done = []
         pid = proc.stop(self.hub / "pid")
         if pid:
             done.append(f"network hub (pid {pid})")
             self.progress("network hub", "stopped")
-        for n in self.net.nodes:
+        for n in nodes:
             folder = self.files(n.name).folder
             for name in ("seed.iso", "user-data", "meta-data", "network-config", "vendor-data"):
                 (folder / name).unlink(missing_ok=True)

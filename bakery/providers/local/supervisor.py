@@ -1,19 +1,19 @@
-"""The local master group: relaunches a master whose machine died (the local twin of an
+"""The local master group: replaces a master whose machine died (the local twin of an
 autoscaling group or a managed instance group).
 
 `bakery up` starts it once etcd is healthy (PID file build/<cluster>/local/supervisor/pid,
 like HAProxy's); `bakery down` stops it first. Every POLL seconds it looks at each
 master's recorded PID; a master that is not running, and that bakery is not replacing
-itself (a `hold` file, written by `replace_master`), is healed:
+or retiring itself (a `hold` file), is healed:
 
-    its old etcd member removed, its peer URL added back as a learner, its user-data
-    rendered to join the existing cluster, `LocalProvider.launch_master(name, user_data)`
-    (fresh overlay of the current image, its data dir gone), the learner promoted.
-
-That is rollout.rejoin, the path `bakery rollout` takes. Today's user-data is per node
-(fixed name, address and certificates), so the replacement takes the same slot; the
-node agent (`bakery-node`, issue 14) will let launch_master boot the cluster's one small
-user-data at a new address, and join by itself.
+  - masters as cattle (container runtime, user_data: store; bakery/surge.py heal): its
+    etcd member is removed through the others, its membership record forgotten, its
+    machine retired, and a new master started from the current image with the cluster's
+    one small user-data, at a new name and address of the subnet (group.py); its
+    bakery-node joins as a learner and is promoted; HAProxy follows the group;
+  - fixed slots (QEMU guests, or embedded per-node user-data, which fixes name, address
+    and certificates): rollout.rejoin in the same slot (member removed, re-added as a
+    learner, the node re-rendered to join, relaunched, promoted).
 
     python -m bakery.providers.local.supervisor BUILD_ROOT SPEC_JSON
 """
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from bakery import rollout, state
+from bakery import rollout, state, surge
 from bakery.errors import BakeryError
 from bakery.etcd import Client
 from bakery.pipeline import Cluster
@@ -47,11 +47,15 @@ def _progress(step: str, status: str, detail: str = "") -> None:
     log.info("%s: %s%s", step, status, f" ({detail})" if detail else "")
 
 
-def heal(cluster: Cluster, provider: object, name: str, timing: rollout.Timing) -> None:
-    """Replace dead master `name`: rejoin through the other members' etcd."""
+def heal(cluster: Cluster, provider: object, name: str, timing: rollout.Timing) -> str:
+    """Replace dead master `name`; returns the name of the master in its place."""
     from bakery.providers.local.provider import LocalProvider
 
     assert isinstance(provider, LocalProvider)
+    if provider.cattle:
+        store = provider.store()
+        return surge.heal(cluster.spec.name, lambda urls: Client(list(urls), tls=provider.tls(), timeout=5), provider,
+                          store, surge.user_data(cluster, store), name, progress=_progress, timing=timing)
     plan = cluster.render().plan
     node = plan.node(name)
     others = [provider.node_endpoint(n.name) for n in plan.nodes if n.name != name]
@@ -63,6 +67,7 @@ def heal(cluster: Cluster, provider: object, name: str, timing: rollout.Timing) 
             provider.launch_master(rn.name, rn.user_data.plain)
 
         rollout.rejoin(cluster, node, etcd, launch, old=old, progress=_progress, timing=timing)
+    return name
 
 
 def run(build_root: Path, spec_json: Path, *, once: bool = False) -> None:
@@ -81,10 +86,10 @@ def run(build_root: Path, spec_json: Path, *, once: bool = False) -> None:
                 continue
             if time.monotonic() < wait.get(n.name, 0.0):
                 continue
-            log.info("%s: its %s is not running; relaunching it", n.name, provider.runtime.kind)
+            log.info("%s: its %s is not running; replacing it", n.name, provider.runtime.kind)
             try:
-                heal(Cluster(spec, paths, state.load(paths)), provider, n.name, timing)
-                log.info("%s: replaced and promoted", n.name)
+                new = heal(Cluster(spec, paths, state.load(paths)), provider, n.name, timing)
+                log.info("%s: replaced and promoted%s", n.name, f" ({new} in its place)" if new != n.name else "")
                 backoff.pop(n.name, None)
             except (BakeryError, OSError) as e:
                 delay = min(backoff.get(n.name, BACKOFF[0] / 2) * 2, BACKOFF[1])
