@@ -29,7 +29,7 @@ from pathlib import Path
 from bakery import hosttools, state, topology
 from bakery.errors import EtcdError, ProviderError
 from bakery.etcd import TLS, Client
-from bakery.output import atomic_write
+from bakery.output import atomic_write, locked
 from bakery.providers.base import (
     ClusterStatus,
     LBAddress,
@@ -423,13 +423,14 @@ class LocalProvider:
         its name once its container runs."""
         self._require_cattle("surge")
         image = self.image()
-        g = group.load(self.layout.group, self.plan)
         reserved = {self.runtime.br.host_address} if isinstance(self.runtime, ContainerRuntime) else set()
-        g, member = group.allocate(g, self.plan.name, self.spec.network.subnet, reserved)
-        hold = self.layout.hold(member.name)
-        atomic_write(hold, "starting\n")  # the supervisor must not heal it before its PID is recorded
-        try:
+        with locked(self.layout.group):  # the supervisor and a rollout may change the group at once
+            g, member = group.allocate(group.load(self.layout.group, self.plan), self.plan.name,
+                                       self.spec.network.subnet, reserved)
+            hold = self.layout.hold(member.name)
+            atomic_write(hold, "starting\n")  # the supervisor must not heal it before its PID is recorded
             group.save(self.layout.group, g)  # first: `down` and the supervisor see it from now on
+        try:
             n = self.net.node(member.name)
             bridge.remove_node_netns(self.runtime.netns(n), self.runtime.br.veth(n.index))  # type: ignore[attr-defined]
             pid = self.runtime.launch(n, image, user_data, fresh=True, discovery=False)
@@ -452,7 +453,8 @@ class LocalProvider:
             if pid:
                 self.progress(f"master {name}", "stopped", f"pid {pid}")
             n = self.net.node(name)
-            group.save(self.layout.group, group.without(group.load(self.layout.group, self.plan), name))
+            with locked(self.layout.group):
+                group.save(self.layout.group, group.without(group.load(self.layout.group, self.plan), name))
             self.sync_lb()
             self.runtime.retire(n)  # type: ignore[attr-defined]
             self.progress(f"master {name}", "retired", n.address)
