@@ -25,6 +25,7 @@ provider: gcp
 gcp:
   project: test-project
   image: {IMAGE}
+  masters: instances
 """
 
 
