@@ -198,13 +198,18 @@ class FakeGCE:
             return sum(1 for c in self.calls if c.kind == kind and collection in (None, c.collection))
 
     def resources(self, collection: str) -> list[dict[str, Any]]:
-        """Every stored resource of one collection, across scopes."""
+        """Every stored resource of one collection, across scopes, after the managers' background work."""
         with self._lock:
-            return [dict(r) for (_, _, col), items in self.store.items() if col == collection for r in items.values()]
+            self._reconcile()
+            return self._all(collection)
+
+    def _all(self, collection: str) -> list[dict[str, Any]]:
+        return [dict(r) for (_, _, col), items in self.store.items() if col == collection for r in items.values()]
 
     def inventory(self) -> dict[str, list[str]]:
         """collection -> sorted names, for comparing end states."""
         with self._lock:
+            self._reconcile()
             out: dict[str, list[str]] = {}
             for (_, _, col), items in self.store.items():
                 if col != "images":
@@ -212,7 +217,7 @@ class FakeGCE:
             return {k: sorted(v) for k, v in out.items() if v}
 
     def members(self, group_name: str) -> list[str]:
-        for g in self.resources("instanceGroups"):
+        for g in self._all("instanceGroups"):
             if g["name"] == group_name:
                 return sorted(_last(m) for m in g["_members"])
         raise KeyError(group_name)
@@ -529,7 +534,7 @@ class FakeGCE:
                 self._require(image, "disks[].initializeParams.sourceImage")
         for nic in body.get("networkInterfaces", []):
             ip = nic.get("networkIP")
-            for other in self.resources("instances"):
+            for other in self._all("instances"):
                 if ip and any(n.get("networkIP") == ip for n in other.get("networkInterfaces", [])):
                     raise GceError(400, "invalid", f"IP address '{ip}' is already being used by instance '{other['name']}'")
 
@@ -556,7 +561,7 @@ class FakeGCE:
 
     def _check_addresses(self, scope: str, body: dict[str, Any]) -> None:
         ip = body.get("address")
-        if ip and any(a.get("address") == ip for a in self.resources("addresses")):
+        if ip and any(a.get("address") == ip for a in self._all("addresses")):
             raise GceError(400, "invalid", f"IP address '{ip}' is already reserved")
 
     def _fill_addresses(self, res: dict[str, Any]) -> None:
@@ -564,7 +569,7 @@ class FakeGCE:
             # GCE picks a free one: internal from the subnetwork, external from its pool
             # (here TEST-NET-3, which is never routed)
             prefix = "10.128.0." if res.get("addressType") == "INTERNAL" else "203.0.113."
-            taken = {a.get("address") for a in self.resources("addresses")}
+            taken = {a.get("address") for a in self._all("addresses")}
             res["address"] = next(f"{prefix}{i}" for i in range(2, 255) if f"{prefix}{i}" not in taken)
         res.setdefault("addressType", "EXTERNAL")
         res["status"] = "RESERVED"
@@ -580,8 +585,8 @@ class FakeGCE:
 
     def _free_ip(self) -> str:
         """An ephemeral internal address: the first of `ephemeral_range` no instance or reservation holds."""
-        taken = {a.get("address") for a in self.resources("addresses")}
-        taken |= {n.get("networkIP") for i in self.resources("instances") for n in i.get("networkInterfaces", [])}
+        taken = {a.get("address") for a in self._all("addresses")}
+        taken |= {n.get("networkIP") for i in self._all("instances") for n in i.get("networkInterfaces", [])}
         for ip in ipaddress.IPv4Network(self.ephemeral_range).hosts():
             if str(ip) not in taken:
                 return str(ip)
