@@ -83,13 +83,20 @@ def up(p: GcpProvider, render: RenderCallback, *, wait: bool = False) -> UpResul
     _prune_templates(p, keep=template["name"], zones=p._zones())
     members = wait_stable(p, zones)
     _plain_masters_drift(p, zones)
+    older = sorted(m["name"] for m in members if m["template"] != template["name"])
+    if older:
+        p.ledger.drifted(
+            f"{', '.join(older)} still run(s) an older template than {template['name']} (the groups use it for new and "
+            "repaired masters only): `bakery rollout` replaces the masters one at a time"
+        )
 
     endpoint = p._endpoint(lb_ip)
     p._record(
         lb_address=lb_ip, endpoint=endpoint, project=L.project, region=L.region, scheme=L.scheme, zones=zones,
         masters="mig", instance_template=template["name"],
         groups={p.names.mig(z): {"zone": z, "target_size": sizes[z]} for z in zones},
-        instances={m["name"]: {"id": m["id"], "zone": m["zone"], "address": m["address"], "group": m["group"]} for m in members},
+        instances={m["name"]: {"id": m["id"], "zone": m["zone"], "address": m["address"], "group": m["group"],
+                               "template": m["template"]} for m in members},
         resources=sorted(p.ledger.created + p.ledger.existing),
     )
     if wait:
@@ -177,8 +184,8 @@ def wait_stable(p: GcpProvider, zones: list[str]) -> list[dict[str, Any]]:
                        f"{len(running)}/{mig.target_size} running")
             if not mig.status.is_stable or len(running) < mig.target_size or len(running) < len(managed):
                 pending.append(f"{name} ({len(running)}/{mig.target_size} running)")
-            members += [{"name": m.name or _last(m.instance), "id": str(m.id), "zone": z, "group": name, "status": m.instance_status}
-                        for m in managed]
+            members += [{"name": m.name or _last(m.instance), "id": str(m.id), "zone": z, "group": name, "status": m.instance_status,
+                         "template": _last(m.version.instance_template) if m.version else None} for m in managed]
         if not pending:
             addresses = _addresses(p, zones)
             for m in members:
