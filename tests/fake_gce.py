@@ -34,7 +34,7 @@ setInstanceTemplate, deleteInstances, listManagedInstances) behave as GCE docume
 - the group keeps its target size: it creates `<baseInstanceName>-<4 random [a-z0-9]>`
   instances from the template (metadata copied, plus GCE's own `instance-template` and
   `created-by` keys), each CREATING for `boot_seconds` before it is RUNNING; an instance deleted
-  behind its back is repaired under the same name (with the group's current template when
+  or stopped (TERMINATED) behind its back is repaired under the same name (with the group's current template when
   instanceLifecyclePolicy.forceUpdateOnRepair is YES, else the one it was made from);
   isStable and currentActions follow; listManagedInstances is PAGELESS, as GCE's default;
 - deleting a template a manager uses: 400 `resourceInUseByAnotherResource` ("The
@@ -671,6 +671,9 @@ class FakeGCE:
         proactive = mig["updatePolicy"]["type"] == "PROACTIVE"
         for e in list(entries):
             inst = instances.get(e["name"])
+            if inst is not None and inst["id"] == e["id"] and inst.get("status") in ("TERMINATED", "STOPPED"):
+                del instances[e["name"]]  # stopped behind the group's back: repaired like a deleted one
+                inst = None
             if inst is not None and inst["id"] == e["id"]:
                 if proactive and not _same(e["template"], current) and e["action"] == "NONE":
                     del instances[e["name"]]  # SUBSTITUTE: a new instance with a new name takes its place

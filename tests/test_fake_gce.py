@@ -288,6 +288,11 @@ def test_an_instance_deleted_behind_the_groups_back_is_repaired_under_its_name(g
     assert {m.instance_status for m in managed(gce)} == {"RUNNING"}
     meta = {i.key: i.value for i in instances.get(project=P, zone=Z, instance=victim.name).metadata.items}
     assert meta["user-data"] == "#cloud-config\n# small\n"
+    gce.boot_seconds = 0.0
+    stopped = next(i for items in gce.store.values() for i in items.values() if i.get("name") == victim.name and "status" in i)
+    stopped["status"] = "TERMINATED"  # a VM that stops is repaired too (GCE: instanceLifecyclePolicy REPAIR)
+    again = {m.name: m for m in managed(gce)}
+    assert again[victim.name].id != stopped["id"] and again[victim.name].instance_status == "RUNNING"
 
 
 def test_mig_errors_are_gces(gce: FakeGCE) -> None:
