@@ -355,3 +355,16 @@ def test_up_wait_checks_the_group_members_behind_the_load_balancer(gce: FakeGCE,
     for inst in gce.resources("instances"):
         gce.health[inst["selfLink"]] = "HEALTHY"
     assert provider.up(Renderer(spec), wait=True).created == []
+
+
+def test_a_group_made_between_bakerys_get_and_insert_is_reused(gce: FakeGCE, tmp_path: Path) -> None:
+    """Another `up` got there first: GCE answers the insert 409 alreadyExists; bakery fetches and reuses."""
+    provider, spec = make(gce, tmp_path)
+    provider.up(Renderer(spec))
+    inventory = gce.inventory()
+    gce.faults.append(Fault("get", "instanceGroupManagers", status=404))  # this get misses the group (the race)
+    before = len(gce.calls)
+    result = provider.up(Renderer(spec))
+    assert mutations(gce, before) == ["insert instanceGroupManagers None"]  # refused with 409 ...
+    assert sorted(x for x in result.existing if x.startswith("instance group manager")) == [f"instance group manager demo-mig-{z}" for z in ZONES]
+    assert result.created == [] and not result.drift and gce.inventory() == inventory  # ... and nothing changed
