@@ -337,6 +337,8 @@ def test_plain_masters_left_from_instances_mode_are_reported(gce: FakeGCE, tmp_p
     provider, spec = make(gce, tmp_path)
     result = provider.up(Renderer(spec))
     assert any("plain masters from gcp.masters: instances still run (demo-master-0, demo-master-1, demo-master-2)" in d for d in result.drift)
+    back = plain.up(Renderer(plain_spec))  # and the other way round
+    assert any(d.startswith("managed instance groups from gcp.masters: mig still run masters (demo-mig-us-central1-a,") for d in back.drift)
     provider.down()
     assert gce.inventory() == {}
 

@@ -225,6 +225,16 @@ def _plain_masters_drift(p: GcpProvider, zones: list[str]) -> None:
         )
 
 
+def leftover_groups_drift(p: GcpProvider, zones: list[str]) -> None:
+    """With gcp.masters: instances, the cluster's MIGs from an earlier `mig` spec still run masters."""
+    left = [m.name for z in zones for m in p._list("instance group manager", marker_filter(p.spec.name), zone=z)]
+    if left:
+        p.ledger.drifted(
+            f"managed instance groups from gcp.masters: mig still run masters ({', '.join(sorted(left))}) beside the plain "
+            "instances: `bakery down` then `bakery up` to switch (both sets would join one etcd cluster otherwise)"
+        )
+
+
 def status_extra(p: GcpProvider, zones: list[str], nodes: list[NodeStatus]) -> dict[str, Any]:
     """Each MIG of the cluster (zone, target size, template, stable) and, on each node of one, its group
     and current action."""

@@ -171,6 +171,7 @@ class GcpProvider:
         rule = self._wave("forwarding rule", {"rule": lambda: self._ensure("forwarding rule", L.forwarding_rule(lb_ip))})["rule"]
         if rule.I_p_address != lb_ip:
             self.ledger.drifted(f"forwarding rule {rule.name} serves {rule.I_p_address}, not the reserved {lb_ip}: delete it and rerun `bakery up`")
+        groups.leftover_groups_drift(self, self._zones())
 
         endpoint = self._endpoint(lb_ip)
         self._record(
