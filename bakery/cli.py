@@ -482,6 +482,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     table([(n.name, n.id or "-", n.address or "-", n.zone or "-", n.state, n.health, n.image or "-") for n in status.nodes],
           ("NODE", "ID", "ADDRESS", "ZONE", "STATE", "TARGET HEALTH", "IMAGE"))
+    groups = status.extra.get("groups") or {}  # masters in cloud groups (gcp.masters: mig)
+    if groups:
+        out()
+        table([(name, g["zone"], str(g["target_size"]), g["template"], "yes" if g["stable"] else "no", ", ".join(g["instances"]) or "-")
+               for name, g in sorted(groups.items())], ("GROUP", "ZONE", "TARGET", "TEMPLATE", "STABLE", "INSTANCES"))
     if status.provider == "local":  # ID is the QEMU or nspawn PID, health the node's own etcd member
         backends = status.extra.get("backends") or {}
         out()

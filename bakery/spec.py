@@ -147,7 +147,8 @@ class EtcdSpec(_Model):
         description="static: initial-cluster from the plan; discovery: a v2 discovery URL; "
         "discovery-v3: etcd 3.6 --discovery-token; dns-srv: --discovery-srv; "
         "store: the first master to claim the state store's bootstrap key starts a one-member cluster, "
-        "every other one joins it as a learner (for masters whose addresses are not known in advance)",
+        "every other one joins it as a learner (for masters whose addresses are not known in advance). "
+        "Default static; store when the masters are a group (gcp.masters: mig) and this key is not set",
     )
     discovery_url: Url | None = Field(None, description="discovery: a full token URL; created by `bakery discovery new` when absent")
     discovery_service: Url = Field("https://discovery.etcd.io", description="discovery: the service `bakery discovery new` asks for a token")
@@ -211,8 +212,57 @@ class GcpSpec(_Model):
     service_account: GcpServiceAccount | None = None
     boot_disk_gb: int = Field(40, ge=10)
     endpoint_url: Url | None = Field(None, description="Override for local servers; env BAKERY_GCP_ENDPOINT_URL wins")
+    masters: Literal["instances", "mig"] = Field(
+        "mig", description="mig (default): one managed instance group per zone, from the cluster's instance template "
+        "(the one small user-data), behind the backend service; GCE recreates a master that is deleted or stops, and "
+        "the replacement joins etcd by itself. GCE picks the masters' addresses and names "
+        "(<cluster>-master-xxxx), so etcd must bootstrap without knowing them: etcd.bootstrap store (the default "
+        "with mig), discovery or discovery-v3. instances: plain instances at the plan's fixed addresses "
+        "(<cluster>-master-N) in unmanaged groups; nothing replaces one that dies until `bakery up` or a rollout")
 
     _zones_of_region = model_validator(mode="before")(lambda data: _default_zones(data, "us-central1", "{}-{}"))
+
+
+# etcd bootstrap modes that work when nobody knows the masters' addresses in advance.
+GROUP_BOOTSTRAPS = ("store", "discovery", "discovery-v3")
+
+
+def _group_needs_store(data: Any, provider: str, section: type[BaseModel], group: str) -> bool:
+    """True when the raw mapping asks for `provider` masters in a group (`<provider>.masters: <group>`,
+    or that section's default) and names no etcd.bootstrap: such a spec bootstraps through the store."""
+    if not isinstance(data, dict) or data.get("provider") != provider:
+        return False
+    raw = data.get(provider)
+    masters = raw.get("masters", section.model_fields["masters"].default) if isinstance(raw, dict) else section.model_fields["masters"].default
+    etcd = data.get("etcd", {})
+    return masters == group and isinstance(etcd, dict) and "bootstrap" not in etcd
+
+
+def _group_default_bootstrap(data: Any, provider: str, section: type[BaseModel], group: str) -> Any:
+    if _group_needs_store(data, provider, section, group):
+        return {**data, "etcd": {**data.get("etcd", {}), "bootstrap": "store"}}
+    return data
+
+
+def _group_problems(spec: ClusterSpec, provider: str, group: str) -> list[tuple[Loc, str]]:
+    """Masters in a group (`<provider>.masters: <group>`) sit at addresses the cloud picks and boot one
+    shared user-data: a bootstrap that needs fixed addresses, fixed addresses, or per-node user-data cannot work."""
+    section = spec.provider_spec
+    if spec.provider != provider or getattr(section, "masters", None) != group:
+        return []
+    out: list[tuple[Loc, str]] = []
+    key = f"{provider}.masters: {group}"
+    if spec.etcd.bootstrap not in GROUP_BOOTSTRAPS:
+        out.append((("etcd", "bootstrap"), f"{spec.etcd.bootstrap} needs the masters' addresses in advance, "
+                    f"but {key} lets the cloud pick them: use etcd.bootstrap: store (the default for groups; drop the key), "
+                    f"discovery or discovery-v3, or set {provider}.masters: instances"))
+    if spec.user_data == "embedded":
+        out.append((("user_data",), f"embedded gives each master its own user-data, but every master of "
+                    f"{key} boots the group's one template: use user_data: store, or set {provider}.masters: instances"))
+    if spec.network.addresses:
+        out.append((("network", "addresses"), f"fixed master addresses cannot hold a group: {key} lets the cloud "
+                    f"pick them: drop network.addresses, or set {provider}.masters: instances"))
+    return out
 
 
 def _default_zones(data: Any, default_region: str, form: str) -> Any:
@@ -290,6 +340,9 @@ class ClusterSpec(_Model):
     # Lines about accepted but risky settings (extra_args that undo a hardening); the CLI
     # prints them on stderr. Not part of the file's schema.
     _warnings: tuple[Problem, ...] = PrivateAttr(default=())
+
+    # Group masters: without an explicit etcd.bootstrap, the one mode that needs no address.
+    _gcp_group_bootstrap = model_validator(mode="before")(lambda data: _group_default_bootstrap(data, "gcp", GcpSpec, "mig"))
 
     @field_validator("masters")
     @classmethod
@@ -471,6 +524,7 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
         out.append((("user_data",), "local.runtime: vm boots QEMU guests, which cannot reach the host's folder store: "
                     "set `user_data: embedded` (README ## Embedded user-data says what it exposes), or use "
                     "local.runtime: container"))
+    out += _group_problems(spec, "gcp", "mig")
     from bakery.store.location import provider_problem
 
     if store_problem := provider_problem(spec):

@@ -24,6 +24,26 @@ rules, instance templates, images) and behaves as GCE does where bakery depends 
 - lists take `filter` (`field = value`, `!=`, `:`, several in parentheses ANDed;
   dotted fields such as `labels.bakery-cluster`) and `maxResults`/`pageToken`.
 
+Zonal managed instance groups (instanceGroupManagers: insert/get/list/delete, resize,
+setInstanceTemplate, deleteInstances, listManagedInstances) behave as GCE documents them:
+
+- insert needs baseInstanceName, an existing instanceTemplate (404) and a targetSize; it
+  creates the zone's instanceGroup of the same name (a name an instance group already holds:
+  409 `alreadyExists`), whose description says which manager controls it; autoHealingPolicies'
+  initialDelaySec is in [0, 3600] and their health check must exist;
+- the group keeps its target size: it creates `<baseInstanceName>-<4 random [a-z0-9]>`
+  instances from the template (metadata copied, plus GCE's own `instance-template` and
+  `created-by` keys), each CREATING for `boot_seconds` before it is RUNNING; an instance deleted
+  or stopped (TERMINATED) behind its back is repaired under the same name (with the group's current template when
+  instanceLifecyclePolicy.forceUpdateOnRepair is YES, else the one it was made from);
+  isStable and currentActions follow; listManagedInstances is PAGELESS, as GCE's default;
+- deleting a template a manager uses: 400 `resourceInUseByAnotherResource` ("The
+  instance_template resource '...' is already being used by '.../instanceGroupManagers/M'",
+  hashicorp/terraform-provider-google#6277); deleting a manager whose group is a backend:
+  the same error naming the backend service (terraform-google-modules/terraform-google-vm#45);
+  deleting the managed instanceGroup itself or adding instances to it: 400; deleting the
+  manager deletes its instances and its group.
+
 Tests inject faults (an HTTP error, or an operation that ends in an error and creates
 nothing) and per-call latency, and count calls by kind (insert, delete, get, list,
 action:<verb>, wait).
@@ -35,6 +55,7 @@ import hashlib
 import ipaddress
 import itertools
 import json
+import random
 import re
 import threading
 import time
@@ -63,7 +84,12 @@ COLLECTIONS = {
     "forwardingRules": ("regions", "compute#forwardingRule"),
     "instanceTemplates": ("global", "compute#instanceTemplate"),
     "images": ("global", "compute#image"),
+    "instanceGroupManagers": ("zones", "compute#instanceGroupManager"),
 }
+# GCE's `created-by` metadata names the project by number (projects/NUMBER/zones/Z/instanceGroupManagers/M)
+PROJECT_NUMBER = "123456789012"
+SUFFIX_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+BASE_INSTANCE_NAME_RE = re.compile(r"[a-z][-a-z0-9]{0,57}")
 
 PATH_RE = re.compile(
     r"^/compute/v1/projects/(?P<project>[^/]+)/(?P<scope>global|regions/[^/]+|zones/[^/]+)"
@@ -132,12 +158,16 @@ class FakeGCE:
     # (project, scope, collection) -> name -> resource
     store: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
     health: dict[str, str] = field(default_factory=dict)  # instance selfLink -> HEALTHY/UNHEALTHY
+    boot_seconds: float = 0.0  # how long a managed instance is CREATING before it is RUNNING
+    ephemeral_range: str = "10.128.1.0/24"  # where instances without a networkIP get theirs
+    seed: int = 0  # managed instances' name suffixes
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._ids = itertools.count(1_000_000_000_000)
         self._ops: dict[str, _Op] = {}
         self._server: ThreadingHTTPServer | None = None
+        self._random = random.Random(self.seed)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -168,13 +198,18 @@ class FakeGCE:
             return sum(1 for c in self.calls if c.kind == kind and collection in (None, c.collection))
 
     def resources(self, collection: str) -> list[dict[str, Any]]:
-        """Every stored resource of one collection, across scopes."""
+        """Every stored resource of one collection, across scopes, after the managers' background work."""
         with self._lock:
-            return [dict(r) for (_, _, col), items in self.store.items() if col == collection for r in items.values()]
+            self._reconcile()
+            return self._all(collection)
+
+    def _all(self, collection: str) -> list[dict[str, Any]]:
+        return [dict(r) for (_, _, col), items in self.store.items() if col == collection for r in items.values()]
 
     def inventory(self) -> dict[str, list[str]]:
         """collection -> sorted names, for comparing end states."""
         with self._lock:
+            self._reconcile()
             out: dict[str, list[str]] = {}
             for (_, _, col), items in self.store.items():
                 if col != "images":
@@ -182,7 +217,7 @@ class FakeGCE:
             return {k: sorted(v) for k, v in out.items() if v}
 
     def members(self, group_name: str) -> list[str]:
-        for g in self.resources("instanceGroups"):
+        for g in self._all("instanceGroups"):
             if g["name"] == group_name:
                 return sorted(_last(m) for m in g["_members"])
         raise KeyError(group_name)
@@ -206,6 +241,7 @@ class FakeGCE:
                 fault.remaining -= 1
                 if not fault.op_error:
                     raise GceError(fault.status, "backendError", f"Injected fault on {method} {path}")
+            self._reconcile()
             if collection == "operations":
                 return 200, self._operation(project, scope, name, verb, path)
             if collection not in COLLECTIONS or COLLECTIONS[collection][0] != scope.split("/")[0]:
@@ -345,17 +381,29 @@ class FakeGCE:
         res = self._create(project, scope, collection, body)
         getattr(self, f"_fill_{collection}", lambda r: None)(res)
         _fingerprint(res)
-        items = self.store[key]
-        return self._new_op(project, scope, "insert", res["selfLink"], fault, rollback=lambda: items.pop(name, None))
+        return self._new_op(project, scope, "insert", res["selfLink"], fault, rollback=lambda: self._discard(key, name))
+
+    def _discard(self, key: tuple[str, str, str], name: str) -> None:
+        """Remove a resource; a manager takes its instances and its instance group with it."""
+        res = self.store.get(key, {}).pop(name, None)
+        if res is None or key[2] != "instanceGroupManagers":
+            return
+        instances = self.store.get((key[0], key[1], "instances"), {})
+        for entry in res["_managed"]:
+            inst = instances.get(entry["name"])
+            if inst is not None and inst["id"] == entry.get("id"):
+                del instances[entry["name"]]
+        self.store.get((key[0], key[1], "instanceGroups"), {}).pop(name, None)
 
     def _delete(self, key: tuple[str, str, str], name: str | None, fault: Fault | None) -> dict[str, Any]:
         res = self._get(key, name)
         users = self._users(res)
         if users:
-            raise GceError(400, "resourceInUseByAnotherResource", f"The {key[2]} resource '{res['selfLink'][len(BASE):]}' is already being used by '{users[0][len(BASE):]}'")
+            raise GceError(400, "resourceInUseByAnotherResource",
+                           f"The {SINGULAR[key[2]]} resource '{res['selfLink'][len(BASE):]}' is already being used by '{users[0][len(BASE):]}'")
         if fault and fault.op_error:
             return self._new_op(key[0], key[1], "delete", res["selfLink"], fault)
-        del self.store[key][res["name"]]
+        self._discard(key, res["name"])
         if key[2] == "instances":  # GCE drops a deleted instance from its groups
             for (_, _, col), items in self.store.items():
                 for group in items.values() if col == "instanceGroups" else ():
@@ -365,11 +413,18 @@ class FakeGCE:
 
     def _users(self, res: dict[str, Any]) -> list[str]:
         link = res["selfLink"]
+        if res.get("_manager"):  # a managed instance group goes with its manager only
+            return [res["_manager"]]
+        if res["kind"] == "compute#instanceGroupManager":
+            link = res["instanceGroup"]  # backend services name the manager's group
         users = []
         for items in self.store.values():
             for other in items.values():
                 refs: list[str] = []
-                if other["kind"] == "compute#forwardingRule":
+                if other["kind"] == "compute#instanceGroupManager":
+                    refs = [other.get("instanceTemplate", "")] + [v.get("instanceTemplate", "") for v in other.get("versions", [])]
+                    refs += [p.get("healthCheck", "") for p in other.get("autoHealingPolicies", [])]
+                elif other["kind"] == "compute#forwardingRule":
                     refs = [other.get("backendService", "")]
                     if res["kind"] == "compute#address" and other.get("IPAddress") in (res.get("address"), link):
                         users.append(other["selfLink"])
@@ -388,6 +443,11 @@ class FakeGCE:
     def _action(self, key: tuple[str, str, str], name: str | None, verb: str | None, body: dict[str, Any],
                 query: dict[str, list[str]], fault: Fault | None) -> dict[str, Any]:
         res = self._get(key, name)
+        if key[2] == "instanceGroupManagers":
+            return self._manager_action(key, res, verb, body, query, fault)
+        if key[2] == "instanceGroups" and verb in ("addInstances", "removeInstances") and res.get("_manager"):
+            raise GceError(400, "invalid", f"Instance group '{res['selfLink'][len(BASE):]}' is managed by "
+                                           f"'{res['_manager'][len(BASE):]}': change its instances through the instance group manager")
         if key[2] == "instanceGroups" and verb == "listInstances":
             members = [{"instance": m, "status": "RUNNING"} for m in sorted(res["_members"])]
             return {"kind": "compute#instanceGroupsListInstances", **self._page(members, query)}
@@ -474,7 +534,7 @@ class FakeGCE:
                 self._require(image, "disks[].initializeParams.sourceImage")
         for nic in body.get("networkInterfaces", []):
             ip = nic.get("networkIP")
-            for other in self.resources("instances"):
+            for other in self._all("instances"):
                 if ip and any(n.get("networkIP") == ip for n in other.get("networkInterfaces", [])):
                     raise GceError(400, "invalid", f"IP address '{ip}' is already being used by instance '{other['name']}'")
 
@@ -501,7 +561,7 @@ class FakeGCE:
 
     def _check_addresses(self, scope: str, body: dict[str, Any]) -> None:
         ip = body.get("address")
-        if ip and any(a.get("address") == ip for a in self.resources("addresses")):
+        if ip and any(a.get("address") == ip for a in self._all("addresses")):
             raise GceError(400, "invalid", f"IP address '{ip}' is already reserved")
 
     def _fill_addresses(self, res: dict[str, Any]) -> None:
@@ -509,7 +569,7 @@ class FakeGCE:
             # GCE picks a free one: internal from the subnetwork, external from its pool
             # (here TEST-NET-3, which is never routed)
             prefix = "10.128.0." if res.get("addressType") == "INTERNAL" else "203.0.113."
-            taken = {a.get("address") for a in self.resources("addresses")}
+            taken = {a.get("address") for a in self._all("addresses")}
             res["address"] = next(f"{prefix}{i}" for i in range(2, 255) if f"{prefix}{i}" not in taken)
         res.setdefault("addressType", "EXTERNAL")
         res["status"] = "RESERVED"
@@ -520,7 +580,206 @@ class FakeGCE:
         for i, nic in enumerate(res.get("networkInterfaces", [])):
             nic.setdefault("name", f"nic{i}")
             nic.setdefault("network", f"{BASE}projects/{project}/global/networks/default")  # GCE's default
-            nic.setdefault("networkIP", f"10.128.1.{next(self._ids) % 250 + 2}")
+            if not nic.get("networkIP"):
+                nic["networkIP"] = self._free_ip()
+
+    def _free_ip(self) -> str:
+        """An ephemeral internal address: the first of `ephemeral_range` no instance or reservation holds."""
+        taken = {a.get("address") for a in self._all("addresses")}
+        taken |= {n.get("networkIP") for i in self._all("instances") for n in i.get("networkInterfaces", [])}
+        for ip in ipaddress.IPv4Network(self.ephemeral_range).hosts():
+            if str(ip) not in taken:
+                return str(ip)
+        raise GceError(400, "ipSpaceExhausted", f"IP space of '{self.ephemeral_range}' is exhausted")
+
+    # managed instance groups
+
+    def _check_instanceGroupManagers(self, scope: str, body: dict[str, Any]) -> None:
+        base = body.get("baseInstanceName")
+        if not base:
+            raise GceError(400, "required", "Required field 'resource.baseInstanceName' not specified")
+        if not BASE_INSTANCE_NAME_RE.fullmatch(base):
+            raise GceError(400, "invalid", f"Invalid value for field 'resource.baseInstanceName': '{base}'. Must be a match of regex '[a-z][-a-z0-9]{{0,57}}'")
+        if not body.get("instanceTemplate") and not body.get("versions"):
+            raise GceError(400, "required", "Required field 'resource.instanceTemplate' not specified")
+        for t in [body.get("instanceTemplate")] + [v.get("instanceTemplate") for v in body.get("versions", [])]:
+            if t:
+                self._require(t, "instanceTemplate")
+        size = body.get("targetSize")
+        if size is None:
+            raise GceError(400, "required", "Required field 'resource.targetSize' not specified")
+        if not isinstance(size, int) or size < 0:
+            raise GceError(400, "invalid", f"Invalid value for field 'resource.targetSize': '{size}'. Must be greater than or equal to 0")
+        project = self.project
+        if body["name"] in self.store.get((project, scope, "instanceGroups"), {}):
+            raise GceError(409, "alreadyExists", f"The resource 'projects/{project}/{scope}/instanceGroups/{body['name']}' already exists")
+        policies = body.get("autoHealingPolicies", [])
+        if len(policies) > 1:
+            raise GceError(400, "invalid", "Invalid value for field 'resource.autoHealingPolicies': at most one policy is supported")
+        for p in policies:
+            delay = p.get("initialDelaySec", 300)
+            if not 0 <= delay <= 3600:
+                raise GceError(400, "invalid", f"Invalid value for field 'resource.autoHealingPolicies[0].initialDelaySec': '{delay}'. Must be from range [0, 3600]")
+            if p.get("healthCheck"):
+                self._require(p["healthCheck"], "autoHealingPolicies[0].healthCheck")
+        policy = body.get("updatePolicy", {})
+        for field_name, allowed in (("type", ("PROACTIVE", "OPPORTUNISTIC")), ("minimalAction", ("NONE", "REFRESH", "RESTART", "REPLACE")),
+                                    ("mostDisruptiveAllowedAction", ("NONE", "REFRESH", "RESTART", "REPLACE")),
+                                    ("replacementMethod", ("SUBSTITUTE", "RECREATE"))):
+            if field_name in policy and policy[field_name] not in allowed:
+                raise GceError(400, "invalid", f"Invalid value for field 'resource.updatePolicy.{field_name}': '{policy[field_name]}'")
+        for i, np in enumerate(body.get("namedPorts", [])):
+            if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", np.get("name", "")) or not 1 <= int(np.get("port", 0)) <= 65535:
+                raise GceError(400, "invalid", f"Invalid value for field 'resource.namedPorts[{i}]': '{np}'")
+
+    def _fill_instanceGroupManagers(self, res: dict[str, Any]) -> None:
+        project, scope = _where(res["selfLink"])
+        if res.get("instanceTemplate"):
+            res["instanceTemplate"] = self._require(res["instanceTemplate"], "instanceTemplate")["selfLink"]
+        template = self._find(res.get("instanceTemplate") or res["versions"][0]["instanceTemplate"]) or {}
+        nics = template.get("properties", {}).get("networkInterfaces", [{}])
+        group = self._create(project, scope, "instanceGroups", {
+            "name": res["name"],
+            "description": f"This instance group is controlled by Instance Group Manager '{res['name']}'. To modify instances in this "
+                           "group, use the Instance Group Manager API: https://cloud.google.com/compute/docs/reference/latest/instanceGroupManagers",
+            "network": nics[0].get("network", f"{BASE}projects/{project}/global/networks/default"),
+        })
+        group.update(_members=set(), size=0, _manager=res["selfLink"])
+        res["instanceGroup"] = group["selfLink"]
+        res["updatePolicy"] = {"type": "PROACTIVE", "minimalAction": "REPLACE", "mostDisruptiveAllowedAction": "REPLACE",
+                               "maxSurge": {"fixed": 1, "calculated": 1}, "maxUnavailable": {"fixed": 1, "calculated": 1},
+                               "replacementMethod": "SUBSTITUTE", **res.get("updatePolicy", {})}
+        res["instanceLifecyclePolicy"] = {"forceUpdateOnRepair": "NO", "defaultActionOnFailure": "REPAIR", **res.get("instanceLifecyclePolicy", {})}
+        res.setdefault("listManagedInstancesResults", "PAGELESS")
+        res["_managed"] = []
+        self._reconcile_one(res)
+
+    def _reconcile(self) -> None:
+        for (_, _, col), items in list(self.store.items()):
+            if col == "instanceGroupManagers":
+                for mig in list(items.values()):
+                    self._reconcile_one(mig)
+
+    def _reconcile_one(self, mig: dict[str, Any]) -> None:
+        """What GCE's manager does in the background: keep the target size, repair what was
+        deleted behind its back, finish creating, and report stability."""
+        project, scope = _where(mig["selfLink"])
+        instances = self.store.setdefault((project, scope, "instances"), {})
+        now = time.monotonic()
+        entries: list[dict[str, Any]] = mig["_managed"]
+        current = mig.get("instanceTemplate") or mig["versions"][0]["instanceTemplate"]
+        proactive = mig["updatePolicy"]["type"] == "PROACTIVE"
+        for e in list(entries):
+            inst = instances.get(e["name"])
+            if inst is not None and inst["id"] == e["id"] and inst.get("status") in ("TERMINATED", "STOPPED"):
+                del instances[e["name"]]  # stopped behind the group's back: repaired like a deleted one
+                inst = None
+            if inst is not None and inst["id"] == e["id"]:
+                if proactive and not _same(e["template"], current) and e["action"] == "NONE":
+                    del instances[e["name"]]  # SUBSTITUTE: a new instance with a new name takes its place
+                    entries.remove(e)
+                continue
+            if inst is not None:  # another instance took the name: GCE cannot recreate it
+                continue
+            # deleted or gone behind the group's back: repaired under the same name
+            force = mig["instanceLifecyclePolicy"].get("forceUpdateOnRepair") == "YES"
+            template = current if force or self._find(e["template"]) is None else e["template"]
+            self._boot(mig, e, template, now, "RECREATING")
+        while len(entries) < mig["targetSize"]:
+            name = f"{mig['baseInstanceName']}-{''.join(self._random.choice(SUFFIX_CHARS) for _ in range(4))}"
+            if name in instances:
+                continue
+            e = {"name": name}
+            entries.append(e)
+            self._boot(mig, e, current, now, "CREATING")
+        while len(entries) > mig["targetSize"]:
+            e = entries.pop()
+            inst = instances.get(e["name"])
+            if inst is not None and inst["id"] == e["id"]:
+                del instances[e["name"]]
+        for e in entries:
+            if e["action"] != "NONE" and now >= e["ready_at"]:
+                e["action"] = "NONE"
+                instances[e["name"]]["status"] = "RUNNING"
+        group = self.store[(project, scope, "instanceGroups")][mig["name"]]
+        group["_members"] = {instances[e["name"]]["selfLink"] for e in entries}
+        group["size"] = len(entries)
+        actions = {a: 0 for a in ("abandoning", "creating", "creatingWithoutRetries", "deleting", "none", "recreating",
+                                  "refreshing", "restarting", "resuming", "starting", "stopping", "suspending", "verifying")}
+        for e in entries:
+            actions[e["action"].lower()] += 1
+        mig["currentActions"] = actions
+        mig["status"] = {
+            "isStable": actions["none"] == len(entries) == mig["targetSize"],
+            "versionTarget": {"isReached": all(_same(e["template"], current) for e in entries)},
+        }
+
+    def _boot(self, mig: dict[str, Any], entry: dict[str, Any], template_link: str, now: float, action: str) -> None:
+        """One managed instance from the template: its properties, GCE's two metadata keys, the zone's machine type."""
+        project, scope = _where(mig["selfLink"])
+        template = self._find(template_link)
+        assert template is not None, template_link
+        body = json.loads(json.dumps(template["properties"]))
+        body["name"] = entry["name"]
+        body["machineType"] = f"{BASE}projects/{project}/{scope}/machineTypes/{_last(body.get('machineType', 'n1-standard-1'))}"
+        items = [i for i in body.get("metadata", {}).get("items", []) if i.get("key") not in ("instance-template", "created-by")]
+        items += [{"key": "instance-template", "value": template["selfLink"][len(BASE):]},
+                  {"key": "created-by", "value": f"projects/{PROJECT_NUMBER}/{scope}/instanceGroupManagers/{mig['name']}"}]
+        body["metadata"] = {"items": items}
+        res = self._create(project, scope, "instances", body)
+        self._fill_instances(res)
+        _fingerprint(res)
+        entry.update(id=res["id"], template=template["selfLink"], ready_at=now + self.boot_seconds,
+                     action=action if self.boot_seconds else "NONE")
+        if self.boot_seconds:
+            res["status"] = "STAGING"
+
+    def _manager_action(self, key: tuple[str, str, str], mig: dict[str, Any], verb: str | None, body: dict[str, Any],
+                        query: dict[str, list[str]], fault: Fault | None) -> dict[str, Any]:
+        instances = self.store.get((key[0], key[1], "instances"), {})
+        if verb == "listManagedInstances":  # PAGELESS: maxResults and pageToken are ignored
+            out = []
+            for e in mig["_managed"]:
+                inst = instances.get(e["name"])
+                out.append({"instance": f"{BASE}projects/{key[0]}/{key[1]}/instances/{e['name']}", "id": e["id"], "name": e["name"],
+                            "instanceStatus": inst["status"] if inst else "STOPPED", "currentAction": e["action"],
+                            "version": {"instanceTemplate": e["template"]}})
+            return {"managedInstances": out}
+        if verb == "resize":
+            raw = query.get("size", [""])[0]
+            if not raw.lstrip("-").isdigit() or int(raw) < 0:
+                raise GceError(400, "invalid", f"Invalid value for field 'size': '{raw}'. Must be greater than or equal to 0")
+            before = mig["targetSize"]
+            mig["targetSize"] = int(raw)
+            self._reconcile_one(mig)
+            return self._new_op(key[0], key[1], "compute.instanceGroupManagers.resize", mig["selfLink"], fault,
+                                rollback=lambda: mig.update(targetSize=before))
+        if verb == "setInstanceTemplate":
+            if not body.get("instanceTemplate"):
+                raise GceError(400, "required", "Required field 'instanceTemplate' not specified")
+            link = self._require(body["instanceTemplate"], "instanceTemplate")["selfLink"]
+            before = mig.get("instanceTemplate")
+            mig["instanceTemplate"] = link
+            if "versions" in mig:
+                mig["versions"] = [{"instanceTemplate": link}]
+            return self._new_op(key[0], key[1], "compute.instanceGroupManagers.setInstanceTemplate", mig["selfLink"], fault,
+                                rollback=lambda: mig.update(instanceTemplate=before))
+        if verb == "deleteInstances":  # the group shrinks by what it deletes
+            names = []
+            for ref in body.get("instances", []):
+                name = _last(ref)
+                if not any(e["name"] == name for e in mig["_managed"]) or not _same(ref, f"{BASE}projects/{key[0]}/{key[1]}/instances/{name}"):
+                    raise GceError(400, "invalid", f"The resource '{ref}' is not a member of '{mig['selfLink'][len(BASE):]}'")
+                names.append(name)
+            for name in names:
+                e = next(e for e in mig["_managed"] if e["name"] == name)
+                mig["_managed"].remove(e)
+                if (inst := instances.get(name)) is not None and inst["id"] == e["id"]:
+                    del instances[name]
+            mig["targetSize"] -= len(names)
+            self._reconcile_one(mig)
+            return self._new_op(key[0], key[1], "compute.instanceGroupManagers.deleteInstances", mig["selfLink"], fault)
+        raise GceError(400, "invalid", f"{verb} is not supported on instanceGroupManagers by this fake")
 
     def _fill_instanceGroups(self, res: dict[str, Any]) -> None:
         res["_members"] = set()
@@ -569,6 +828,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         self._serve("PATCH")
+
+
+SINGULAR = {
+    "addresses": "address", "firewalls": "firewall", "instances": "instance", "healthChecks": "health_check",
+    "backendServices": "backend_service", "instanceGroups": "instance_group", "forwardingRules": "forwarding_rule",
+    "instanceTemplates": "instance_template", "images": "image", "instanceGroupManagers": "instance_group_manager",
+}
+
+
+def _where(link: str) -> tuple[str, str]:
+    """(project, scope) of a self link."""
+    m = re.search(r"projects/([^/]+)/(global|regions/[^/]+|zones/[^/]+)/", link)
+    assert m, link
+    return m[1], m[2]
 
 
 def _call_kind(method: str, collection: str, name: str | None, verb: str | None) -> str:

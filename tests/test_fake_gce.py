@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -217,3 +219,125 @@ def test_members_of_another_network_and_removal_of_non_members_are_refused(gce: 
                                instance_groups_add_instances_request_resource=compute_v1.InstanceGroupsAddInstancesRequest(instances=refs("n")))
     groups.remove_instances_unary(project=P, zone=Z, instance_group="g", instance_groups_remove_instances_request_resource=remove(instances=refs("n")))
     assert gce.members("g") == []
+
+
+# -- managed instance groups --------------------------------------------------------
+
+
+def template(gce: FakeGCE, name: str = "tpl", value: str = "#cloud-config\n# small\n") -> str:
+    body = compute_v1.InstanceTemplate(name=name, properties=compute_v1.InstanceProperties(
+        machine_type="e2-small",
+        disks=[compute_v1.AttachedDisk(boot=True, initialize_params=compute_v1.AttachedDiskInitializeParams(source_image=f"projects/{P}/global/images/img"))],
+        network_interfaces=[compute_v1.NetworkInterface(network=f"projects/{P}/global/networks/default")],
+        metadata=compute_v1.Metadata(items=[compute_v1.Items(key="user-data", value=value)]),
+        labels={"role": "master"},
+    ))
+    client(gce, "InstanceTemplates").insert_unary(project=P, instance_template_resource=body)
+    return f"projects/{P}/global/instanceTemplates/{name}"
+
+
+def mig(name: str, tpl: str, size: int, **kw: Any) -> Any:
+    return compute_v1.InstanceGroupManager(name=name, base_instance_name="m", instance_template=tpl, target_size=size, **kw)
+
+
+def managed(gce: FakeGCE, name: str = "g") -> list[Any]:
+    return list(client(gce, "InstanceGroupManagers").list_managed_instances(project=P, zone=Z, instance_group_manager=name))
+
+
+def test_a_mig_keeps_its_target_size_from_the_template(gce: FakeGCE) -> None:
+    migs, instances = client(gce, "InstanceGroupManagers"), client(gce, "Instances")
+    tpl = template(gce)
+    migs.insert_unary(project=P, zone=Z, instance_group_manager_resource=mig("g", tpl, 3))
+    got = migs.get(project=P, zone=Z, instance_group_manager="g")
+    assert got.instance_group.endswith(f"/zones/{Z}/instanceGroups/g") and got.status.is_stable
+    assert got.update_policy.type_ == "PROACTIVE" and got.instance_lifecycle_policy.default_action_on_failure == "REPAIR"  # GCE's defaults
+    members = managed(gce)
+    assert len(members) == 3 and all(re.fullmatch(r"m-[a-z0-9]{4}", m.name) for m in members)
+    assert {m.instance_status for m in members} == {"RUNNING"} and {m.current_action for m in members} == {"NONE"}
+    inst = instances.get(project=P, zone=Z, instance=members[0].name)
+    meta = {i.key: i.value for i in inst.metadata.items}
+    assert meta["user-data"] == "#cloud-config\n# small\n"
+    assert meta["instance-template"] == tpl and meta["created-by"].endswith(f"/zones/{Z}/instanceGroupManagers/g")
+    assert inst.machine_type.endswith(f"/zones/{Z}/machineTypes/e2-small") and inst.labels == {"role": "master"}
+    assert gce.members("g") == sorted(m.name for m in members)  # the group GCE made for it
+
+    migs.resize_unary(project=P, zone=Z, instance_group_manager="g", size=1)
+    assert len(managed(gce)) == 1 and len(gce.resources("instances")) == 1
+    migs.delete_instances_unary(project=P, zone=Z, instance_group_manager="g",
+                                instance_group_managers_delete_instances_request_resource=compute_v1.InstanceGroupManagersDeleteInstancesRequest(
+                                    instances=[f"projects/{P}/zones/{Z}/instances/{managed(gce)[0].name}"]))
+    assert migs.get(project=P, zone=Z, instance_group_manager="g").target_size == 0 and gce.resources("instances") == []
+    with pytest.raises(exceptions.BadRequest):
+        migs.resize_unary(project=P, zone=Z, instance_group_manager="g", size=-1)
+
+
+def test_an_instance_deleted_behind_the_groups_back_is_repaired_under_its_name(gce: FakeGCE) -> None:
+    migs, instances = client(gce, "InstanceGroupManagers"), client(gce, "Instances")
+    gce.boot_seconds = 0.3
+    migs.insert_unary(project=P, zone=Z, instance_group_manager_resource=mig("g", template(gce), 2))
+    assert not migs.get(project=P, zone=Z, instance_group_manager="g").status.is_stable  # still creating
+    assert {m.current_action for m in managed(gce)} == {"CREATING"}
+    time.sleep(0.35)
+    assert migs.get(project=P, zone=Z, instance_group_manager="g").status.is_stable
+    victim = managed(gce)[0]
+    instances.delete_unary(project=P, zone=Z, instance=victim.name)
+    again = {m.name: m for m in managed(gce)}
+    assert victim.name in again and again[victim.name].id != victim.id and again[victim.name].current_action == "RECREATING"
+    assert migs.get(project=P, zone=Z, instance_group_manager="g").current_actions.recreating == 1
+    time.sleep(0.35)
+    assert {m.instance_status for m in managed(gce)} == {"RUNNING"}
+    meta = {i.key: i.value for i in instances.get(project=P, zone=Z, instance=victim.name).metadata.items}
+    assert meta["user-data"] == "#cloud-config\n# small\n"
+    gce.boot_seconds = 0.0
+    stopped = next(i for items in gce.store.values() for i in items.values() if i.get("name") == victim.name and "status" in i)
+    stopped["status"] = "TERMINATED"  # a VM that stops is repaired too (GCE: instanceLifecyclePolicy REPAIR)
+    again = {m.name: m for m in managed(gce)}
+    assert again[victim.name].id != stopped["id"] and again[victim.name].instance_status == "RUNNING"
+
+
+def test_mig_errors_are_gces(gce: FakeGCE) -> None:
+    migs, templates = client(gce, "InstanceGroupManagers"), client(gce, "InstanceTemplates")
+    groups, services = client(gce, "InstanceGroups"), client(gce, "RegionBackendServices")
+    with pytest.raises(exceptions.NotFound):
+        migs.insert_unary(project=P, zone=Z, instance_group_manager_resource=mig("g", f"projects/{P}/global/instanceTemplates/none", 1))
+    tpl = template(gce)
+    with pytest.raises(exceptions.BadRequest, match="baseInstanceName"):
+        migs.insert_unary(project=P, zone=Z, instance_group_manager_resource=compute_v1.InstanceGroupManager(name="g", instance_template=tpl, target_size=1))
+    with pytest.raises(exceptions.BadRequest, match=r"\[0, 3600\]"):
+        migs.insert_unary(project=P, zone=Z, instance_group_manager_resource=mig(
+            "g", tpl, 1, auto_healing_policies=[compute_v1.InstanceGroupManagerAutoHealingPolicy(initial_delay_sec=3601)]))
+    groups.insert_unary(project=P, zone=Z, instance_group_resource=compute_v1.InstanceGroup(name="taken"))
+    with pytest.raises(exceptions.Conflict):  # the name of an existing instance group
+        migs.insert_unary(project=P, zone=Z, instance_group_manager_resource=mig("taken", tpl, 1))
+    migs.insert_unary(project=P, zone=Z, instance_group_manager_resource=mig("g", tpl, 1))
+    with pytest.raises(exceptions.Conflict) as dup:
+        migs.insert_unary(project=P, zone=Z, instance_group_manager_resource=mig("g", tpl, 1))
+    assert dup.value.errors[0]["reason"] == "alreadyExists"
+
+    with pytest.raises(exceptions.BadRequest) as in_use:
+        templates.delete_unary(project=P, instance_template="tpl")
+    assert in_use.value.errors[0]["reason"] == "resourceInUseByAnotherResource"
+    assert in_use.value.message.endswith(f": The instance_template resource '{tpl}' is already being used by "
+                                         f"'projects/{P}/zones/{Z}/instanceGroupManagers/g'")
+    with pytest.raises(exceptions.BadRequest) as managed_group:
+        groups.delete_unary(project=P, zone=Z, instance_group="g")
+    assert managed_group.value.errors[0]["reason"] == "resourceInUseByAnotherResource"
+    add = compute_v1.InstanceGroupsAddInstancesRequest(instances=[compute_v1.InstanceReference(instance=f"projects/{P}/zones/{Z}/instances/x")])
+    with pytest.raises(exceptions.BadRequest, match="managed by"):
+        groups.add_instances_unary(project=P, zone=Z, instance_group="g", instance_groups_add_instances_request_resource=add)
+
+    client(gce, "RegionHealthChecks").insert_unary(project=P, region=R, health_check_resource=compute_v1.HealthCheck(name="hc", type_="TCP"))
+    services.insert_unary(project=P, region=R, backend_service_resource=compute_v1.BackendService(
+        name="svc", health_checks=[f"projects/{P}/regions/{R}/healthChecks/hc"],
+        backends=[compute_v1.Backend(group=f"projects/{P}/zones/{Z}/instanceGroups/g")]))
+    with pytest.raises(exceptions.BadRequest) as backend:
+        migs.delete_unary(project=P, zone=Z, instance_group_manager="g")
+    assert backend.value.errors[0]["reason"] == "resourceInUseByAnotherResource" and "backendServices/svc" in backend.value.message
+    services.delete_unary(project=P, region=R, backend_service="svc")
+
+    other = template(gce, "tpl2", "#cloud-config\n# v2\n")
+    migs.set_instance_template_unary(project=P, zone=Z, instance_group_manager="g",
+                                     instance_group_managers_set_instance_template_request_resource=compute_v1.InstanceGroupManagersSetInstanceTemplateRequest(instance_template=other))
+    templates.delete_unary(project=P, instance_template="tpl")  # no manager uses it any more
+    migs.delete_unary(project=P, zone=Z, instance_group_manager="g")  # takes its instances and its group
+    assert gce.inventory() == {"healthChecks": ["hc"], "instanceGroups": ["taken"], "instanceTemplates": ["tpl2"]}

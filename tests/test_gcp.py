@@ -1,4 +1,5 @@
-"""GCP provider: the real google-cloud-compute clients against the fake GCE server.
+"""GCP provider, `gcp.masters: instances` (plain masters at the plan's addresses; the managed
+groups are in test_gcp_group.py): the real google-cloud-compute clients against the fake GCE server.
 
 The fake keeps state like GCE (409 on duplicate names, 404, operations, in-use checks,
 filters, pagination, metadata limits), so these tests prove bakery's own idempotence:
@@ -36,7 +37,7 @@ def spec_text(masters: int = 3, scheme: str = "internet-facing", image: str | No
     return (
         f"name: {name}\nprovider: gcp\nmasters: {masters}\n"
         f"load_balancer:\n  scheme: {scheme}\n  allowed_cidrs: [10.0.0.0/8, 192.0.2.0/24]\n"
-        f"gcp:\n  project: {PROJECT}\n" + (f"  image: {image}\n" if image else "") + extra
+        f"gcp:\n  project: {PROJECT}\n  masters: instances\n" + (f"  image: {image}\n" if image else "") + extra
     )
 
 

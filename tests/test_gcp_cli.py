@@ -25,6 +25,7 @@ provider: gcp
 gcp:
   project: test-project
   image: {IMAGE}
+  masters: instances
 """
 
 
@@ -121,3 +122,36 @@ def test_second_bakery_up_makes_zero_insert_and_zero_add_calls(gce: FakeGCE, tmp
     assert [c for c in second if c.kind == "action:addInstances"] == []
     assert [c.kind for c in second if c.kind not in ("get", "list", "wait", "action:listInstances")] == []
     assert "drift" not in capsys.readouterr().err
+
+
+def test_default_spec_runs_its_masters_in_managed_groups(gce: FakeGCE, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default (gcp.masters: mig) through the CLI and the real pipeline: the template carries the
+    published small user-data, status shows the groups, `bakery instance-template` names the same template."""
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(SPEC.replace("  masters: instances\n", ""))
+    args = ["-f", str(spec), "-o", str(tmp_path / "build")]
+    assert cli.main(["up", *args]) == 0
+    (tpl,) = gce.resources("instanceTemplates")
+    meta = {i["key"]: i["value"] for i in tpl["properties"]["metadata"]["items"]}
+    cluster = Cluster.load(spec, tmp_path / "build")
+    assert meta["user-data"].encode() == (cluster.paths.node("demo-master-0") / "user-data").read_bytes()
+    assert "-----BEGIN" not in meta["user-data"]
+    for inst in gce.resources("instances"):
+        assert {i["key"]: i["value"] for i in inst["metadata"]["items"]}["user-data"] == meta["user-data"]
+    capsys.readouterr()
+
+    assert cli.main(["status", *args]) == 0
+    status = capsys.readouterr().out
+    assert "GROUP" in status and "demo-mig-us-central1-a" in status and tpl["name"] in status
+    for inst in gce.resources("instances"):
+        assert inst["name"] in status and inst["networkInterfaces"][0]["networkIP"] in status
+    assert cli.main(["status", *args, "--output", "json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert sorted(as_json["extra"]["groups"]) == [f"demo-mig-us-central1-{z}" for z in "abc"]
+
+    assert cli.main(["instance-template", *args]) == 0
+    assert f"instance template {tpl['name']}" in capsys.readouterr().out  # the same content: the same template
+    assert cli.main(["up", *args]) == 0
+    assert "0 created" in capsys.readouterr().out
+    assert cli.main(["down", *args]) == 0
+    assert gce.inventory() == {}

@@ -1,6 +1,7 @@
 """GCP: masters behind a regional passthrough network load balancer.
 
-`up` runs four waves; the calls inside a wave are independent and run in parallel:
+With `gcp.masters: mig` (the default) the masters are managed instance groups: groups.py.
+With `gcp.masters: instances`, `up` runs four waves; the calls inside a wave are independent and run in parallel:
 
     1. static addresses: the LB's (EXTERNAL or INTERNAL per spec) and one INTERNAL per master
        -> render(LBAddress(ips=(lb address,))): the address is in the API server certificate
@@ -40,6 +41,7 @@ from bakery.providers.base import (
     UpResult,
     no_progress,
 )
+from bakery.providers.gcp import groups
 from bakery.providers.gcp import storage as gcp_storage
 from bakery.providers.gcp.api import Compute, endpoint_url, reset_thread_calls, thread_calls
 from bakery.providers.gcp.resources import Layout, label_filter, marker_filter
@@ -47,7 +49,7 @@ from bakery.render.userdata import UserData
 from bakery.spec import ClusterSpec
 from bakery.state import ClusterPaths
 from bakery.store import Store, location, open_store
-from bakery.topology import plan
+from bakery.topology import Node, plan
 
 T = TypeVar("T")
 
@@ -72,8 +74,11 @@ KINDS = {
     "instance group": Kind("InstanceGroups", "InstanceGroup", "instance_group", "zonal", "ListInstanceGroupsRequest"),
     "forwarding rule": Kind("ForwardingRules", "ForwardingRule", "forwarding_rule", "regional", "ListForwardingRulesRequest"),
     "instance template": Kind("InstanceTemplates", "InstanceTemplate", "instance_template", "global", "ListInstanceTemplatesRequest"),
+    "instance group manager": Kind("InstanceGroupManagers", "InstanceGroupManager", "instance_group_manager", "zonal",
+                                   "ListInstanceGroupManagersRequest"),
 }
 HEALTH_TIMEOUT = 600.0
+GROUP_TIMEOUT = 900.0  # a MIG's instances are created (and deleted) within minutes; more means a quota or an image problem
 
 
 def _closes_clients(method: Callable[..., T]) -> Callable[..., T]:
@@ -101,6 +106,7 @@ class GcpProvider:
         *,
         compute: Compute | None = None,
         health_timeout: float = HEALTH_TIMEOUT,
+        group_timeout: float = GROUP_TIMEOUT,
         poll_seconds: float = 5.0,
     ) -> None:
         self.spec = spec
@@ -110,6 +116,7 @@ class GcpProvider:
         self.names = self.layout.names
         self.compute = compute or Compute(self.layout.project, endpoint_url(self.layout.gcp.endpoint_url))
         self.health_timeout = health_timeout
+        self.group_timeout = group_timeout
         self.poll_seconds = poll_seconds
         # (wave, longest chain of API calls inside it): bench/up.py's critical-path floor
         self.trace: list[tuple[str, int]] = []
@@ -121,32 +128,13 @@ class GcpProvider:
     def up(self, render: RenderCallback, *, wait: bool = False) -> UpResult:
         self.ledger = Ledger(self.progress)
         self.trace = []
+        if self.layout.gcp.masters == "mig":
+            return groups.up(self, render, wait=wait)
         image = self.image()  # before any call: no image means nothing to boot
         nodes = plan(self.spec).nodes
         zones = list(dict.fromkeys(n.zone for n in nodes))
         L = self.layout
-
-        addresses = self._wave("addresses, store", {
-            # The store and the masters' service account exist before any master boots.
-            "store": lambda: gcp_storage.ensure(self.spec, self.ledger),
-            "lb": lambda: self._ensure("address", L.lb_address()),
-            **{n.name: (lambda n=n: self._ensure("address", L.master_address(n))) for n in nodes},
-        })
-        lb_ip = addresses["lb"].address
-        if addresses["lb"].address_type != L.scheme:
-            self.ledger.drifted(
-                f"address {self.names.lb} is {addresses['lb'].address_type} but load_balancer.scheme asks for {L.scheme}: "
-                "to switch, `bakery down` then `bakery up` (the API server certificate changes with the address)"
-            )
-        for n in nodes:
-            if addresses[n.name].address != n.address:
-                raise ProviderError(
-                    f"gcp: address {n.name} holds {addresses[n.name].address}, but the plan gives {n.name} {n.address}; "
-                    "delete that address (or run `bakery down`) and rerun `bakery up`"
-                )
-        self._record(lb_address=lb_ip, endpoint=self._endpoint(lb_ip))
-        store = addresses["store"]
-        state.update(self.paths, store={"url": store.url, "owned": store.owned, "service_account": store.service_account})
+        lb_ip = self._lb_and_store(nodes)
 
         rendered = render(LBAddress(ips=(lb_ip,)))
         missing = [n.name for n in nodes if n.name not in rendered]
@@ -183,6 +171,7 @@ class GcpProvider:
         rule = self._wave("forwarding rule", {"rule": lambda: self._ensure("forwarding rule", L.forwarding_rule(lb_ip))})["rule"]
         if rule.I_p_address != lb_ip:
             self.ledger.drifted(f"forwarding rule {rule.name} serves {rule.I_p_address}, not the reserved {lb_ip}: delete it and rerun `bakery up`")
+        groups.leftover_groups_drift(self, self._zones())
 
         endpoint = self._endpoint(lb_ip)
         self._record(
@@ -199,11 +188,40 @@ class GcpProvider:
             self._wait_healthy(zones, [n.name for n in nodes])
         return UpResult(created=self.ledger.created, existing=self.ledger.existing, drift=self.ledger.drift, endpoint=endpoint)
 
+    def _lb_and_store(self, masters: list[Node]) -> str:
+        """Wave 1: the store, the LB's address and each of `masters`' reserved address; return the LB's."""
+        L = self.layout
+        addresses = self._wave("addresses, store", {
+            # The store and the masters' service account exist before any master boots.
+            "store": lambda: gcp_storage.ensure(self.spec, self.ledger),
+            "lb": lambda: self._ensure("address", L.lb_address()),
+            **{n.name: (lambda n=n: self._ensure("address", L.master_address(n))) for n in masters},
+        })
+        lb_ip: str = addresses["lb"].address
+        if addresses["lb"].address_type != L.scheme:
+            self.ledger.drifted(
+                f"address {self.names.lb} is {addresses['lb'].address_type} but load_balancer.scheme asks for {L.scheme}: "
+                "to switch, `bakery down` then `bakery up` (the API server certificate changes with the address)"
+            )
+        for n in masters:
+            if addresses[n.name].address != n.address:
+                raise ProviderError(
+                    f"gcp: address {n.name} holds {addresses[n.name].address}, but the plan gives {n.name} {n.address}; "
+                    "delete that address (or run `bakery down`) and rerun `bakery up`"
+                )
+        self._record(lb_address=lb_ip, endpoint=self._endpoint(lb_ip))
+        store = addresses["store"]
+        state.update(self.paths, store={"url": store.url, "owned": store.owned, "service_account": store.service_account})
+        return lb_ip
+
     @_closes_clients
     def replace_master(self, node: RenderedNode) -> None:
         """Rollout step: delete the master's instance and insert it again (same name, same
         reserved address, the current image, `node`'s user-data), back in its zone's group.
         GCE drops a deleted instance from its unmanaged instance group by itself."""
+        if self.layout.gcp.masters == "mig":
+            raise ProviderError("gcp: gcp.masters: mig: a group's masters have no fixed name to replace in place; "
+                                "rolling a managed group (surge one, then remove one) is not built yet")
         n = plan(self.spec).node(node.name)
         body = self.layout.instance(n, self.image(), node.user_data)  # metadata limits checked first
         c = self.compute
@@ -342,7 +360,10 @@ class GcpProvider:
         rule = found["rule"]
         endpoint = self._endpoint(rule.I_p_address) if rule else None
         extra = {"forwarding_rule": rule.name if rule else None, "address": rule.I_p_address if rule else None,
-                 "scheme": self.layout.scheme, "region": self.layout.region}
+                 "scheme": self.layout.scheme, "region": self.layout.region, "masters": self.layout.gcp.masters}
+        managed = groups.status_extra(self, zones, nodes)
+        if managed:
+            extra["groups"] = managed
         return ClusterStatus(self.spec.name, "gcp", endpoint, sorted(nodes, key=lambda n: n.name), extra)
 
     def _health(self, zones: list[str]) -> dict[str, str]:
@@ -370,14 +391,19 @@ class GcpProvider:
         c = self.spec.name
         zones = self._zones()
         labelled, marked = label_filter(c), marker_filter(c)
-        self._wave("forwarding rule, instances, firewalls, templates", {
+        self._wave("forwarding rule, instances, firewalls", {
             "rules": lambda: self._delete_all("forwarding rule", labelled),
-            **{f"instances {z}": (lambda z=z: self._delete_all("instance", labelled, zone=z)) for z in zones},
+            # a MIG's instances go with their MIG: deleting one alone would only have it repaired
+            **{f"instances {z}": (lambda z=z: self._delete_all("instance", labelled, zone=z, skip=groups.is_managed)) for z in zones},
             "firewalls": lambda: self._delete_all("firewall", marked),
-            "templates": lambda: self._delete_all("instance template", marked),
         })
         self._wave("backend service", {"svc": lambda: self._delete_all("backend service", marked)})
-        self._wave("health check, groups, addresses", {
+        # GCE refuses to delete a MIG whose group is still a backend, and a template a MIG uses
+        self._wave("managed instance groups", {
+            f"migs {z}": (lambda z=z: self._delete_all("instance group manager", marked, zone=z, timeout=self.group_timeout)) for z in zones
+        })
+        self._wave("templates, health check, groups, addresses", {
+            "templates": lambda: self._delete_all("instance template", marked),
             "hc": lambda: self._delete_all("health check", marked),
             **{f"groups {z}": (lambda z=z: self._delete_all("instance group", marked, zone=z)) for z in zones},
             "addresses": lambda: self._delete_all("address", labelled),
@@ -390,8 +416,9 @@ class GcpProvider:
         state.save(self.paths, data)
         return self.ledger.deleted
 
-    def _delete_all(self, kind: str, flt: str, zone: str | None = None) -> None:
-        items = self._list(kind, flt, zone=zone)
+    def _delete_all(self, kind: str, flt: str, zone: str | None = None, *, skip: Callable[[Any], bool] | None = None,
+                    timeout: float | None = None) -> None:
+        items = [i for i in self._list(kind, flt, zone=zone) if not (skip and skip(i))]
         if not items:
             return
         k = KINDS[kind]
@@ -410,7 +437,7 @@ class GcpProvider:
                 break
             ops.append((item.name, op))
         for name, op in ops:
-            self.compute.wait(op, f"delete {kind} {name}")
+            self.compute.wait(op, f"delete {kind} {name}", **({"timeout": timeout} if timeout else {}))
             self.ledger.gone(kind, name)
         if failure:
             raise failure

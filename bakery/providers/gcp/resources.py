@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,20 @@ class Names:
 
     def group(self, zone: str) -> str:
         return f"{self.cluster}-masters-{zone}"
+
+    def mig(self, zone: str) -> str:
+        """A zone's managed instance group (and the instance group GCE makes for it)."""
+        return f"{self.cluster}-mig-{zone}"
+
+    def base_instance(self, zone: str) -> str:
+        """A managed group's instances are <this>-<4 random characters>. The zone's letter keeps two
+        zones from ever giving two masters (and two etcd members) one hostname, and never reads
+        like a fixed master's <cluster>-master-N."""
+        return f"{self.cluster}-master-{zone.rsplit('-', 1)[-1]}"
+
+    def is_template(self, name: str) -> bool:
+        """One of the cluster's instance templates (`template` names them)."""
+        return re.fullmatch(rf"{re.escape(self.cluster)}-master-[0-9a-f]{{10}}", name) is not None
 
     def template(self, body: dict[str, Any]) -> str:
         """Instance templates are immutable: the name carries a hash of the content."""
@@ -170,18 +185,46 @@ class Layout:
             body["subnetwork"] = self.subnetwork
         return body
 
-    def backend_service(self, zones: list[str]) -> dict[str, Any]:
+    def backend_service(self, zones: list[str], managed: bool = False) -> dict[str, Any]:
+        """Over each zone's unmanaged group, or (`managed`) each zone's managed group. A passthrough
+        NLB's backend service takes no port name: the forwarding rule's port reaches the instances."""
+        group = self.names.mig if managed else self.names.group
         body: dict[str, Any] = {
             "name": self.names.lb,
             "description": marker(self.spec.name),
             "load_balancing_scheme": self.scheme,
             "protocol": "TCP",
             "health_checks": [self.regional("healthChecks", self.names.lb)],
-            "backends": [{"group": self.zonal(z, "instanceGroups", self.names.group(z)), "balancing_mode": "CONNECTION"} for z in zones],
+            "backends": [{"group": self.zonal(z, "instanceGroups", group(z)), "balancing_mode": "CONNECTION"} for z in zones],
         }
         if self.internal:
             body["network"] = self.network
         return body
+
+    def mig(self, zone: str, template: str, size: int) -> dict[str, Any]:
+        """One zone's managed instance group of `size` masters from the instance template `template`.
+
+        - No autohealing health check: GCE already repairs a master that is deleted, stops or
+          crashes (instanceLifecyclePolicy REPAIR), which is the machine-level check the masters
+          need. A health check on the API server would recreate masters whose API server waits
+          for etcd on first boot, or during a quorum loss, and a recreated master loses its etcd
+          data: that turns a slow start or a short outage into a lost member.
+        - forceUpdateOnRepair YES: a repaired master boots the group's current template, whose
+          user-data names the cluster description now in the store (an old one's digest would
+          no longer match).
+        - updatePolicy OPPORTUNISTIC: a new template never replaces running masters by itself;
+          `bakery rollout` replaces them one at a time, keeping etcd's quorum.
+        - No named port: a passthrough NLB's backend service takes none.
+        """
+        return {
+            "name": self.names.mig(zone),
+            "description": marker(self.spec.name),
+            "base_instance_name": self.names.base_instance(zone),
+            "instance_template": f"projects/{self.project}/global/instanceTemplates/{template}",
+            "target_size": size,
+            "update_policy": {"type_": "OPPORTUNISTIC", "minimal_action": "REPLACE", "replacement_method": "SUBSTITUTE"},
+            "instance_lifecycle_policy": {"force_update_on_repair": "YES", "default_action_on_failure": "REPAIR"},
+        }
 
     def forwarding_rule(self, address: str) -> dict[str, Any]:
         body: dict[str, Any] = {
