@@ -326,15 +326,16 @@ def _surge_rollout(args: argparse.Namespace, cluster: Any, provider: Any, progre
     tls = TLS(etcd_pki / "ca.crt", etcd_pki / "healthcheck-client.crt", etcd_pki / "healthcheck-client.key")
     client = lambda urls: Client(list(urls), tls)  # noqa: E731
     store = provider.store()
+    group = provider.group()
     nodes = getattr(args, "node", None) or ()
     if getattr(args, "dry_run", False):
         journal = surge.load_journal(store, cluster.spec.name)
-        with client(list(provider.etcd_endpoints().values())) as etcd:
-            leader = surge.leader_name(etcd, provider)
-        for line in surge.plan(provider, journal, nodes, leader):
+        with client(list(group.etcd_endpoints().values())) as etcd:
+            leader = surge.leader_name(etcd, group)
+        for line in surge.plan(group, journal, nodes, leader):
             out(line)
         return []
-    return surge.rollout(cluster.spec.name, client, provider, store, surge.user_data(cluster, store), nodes=nodes, progress=progress,
+    return surge.rollout(cluster.spec.name, client, group, store, surge.user_data(cluster, store), nodes=nodes, progress=progress,
                          timing=rollout.Timing(healthy=args.timeout), workdir=cluster.paths.root)
 
 

@@ -35,6 +35,7 @@ from bakery.etcd import Client, Member, while_unsettled
 from bakery.node import members as records
 from bakery.pipeline import Cluster
 from bakery.providers.base import Progress, no_progress
+from bakery.render.userdata import UserData
 from bakery.rollout import Replaced, Timing
 from bakery.store import Store, layout
 
@@ -49,20 +50,20 @@ class Group(Protocol):
     def members(self) -> list[str]: ...
     def etcd_endpoints(self) -> dict[str, str]: ...
     def peer_url(self, name: str) -> str: ...
-    def master_pid(self, name: str) -> int | None: ...
-    def surge(self, user_data: bytes) -> str: ...
+    def running(self, name: str) -> bool: ...
+    def surge(self, user_data: UserData, like: str | None = None) -> str: ...
     def retire(self, name: str) -> None: ...
 
 
 ClientFactory = Callable[[Sequence[str]], Client]
 
 
-def user_data(cluster: Cluster, store: Store) -> bytes:
+def user_data(cluster: Cluster, store: Store) -> UserData:
     """The cluster's one small user-data, with the description it names published to
     `store` first (uploads only what changed)."""
     rendered = cluster.render()
     cluster.publish(rendered, store)
-    return next(iter(rendered.nodes.values())).user_data.plain
+    return next(iter(rendered.nodes.values())).user_data
 
 
 # -- the journal ------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ def _order(group: Group, journal: Journal | None, nodes: Sequence[str], leader: 
 # -- the rollout ------------------------------------------------------------------------------
 
 
-def rollout(cluster: str, client: ClientFactory, group: Group, store: Store, data: bytes, *, nodes: Sequence[str] = (),
+def rollout(cluster: str, client: ClientFactory, group: Group, store: Store, data: UserData, *, nodes: Sequence[str] = (),
             progress: Progress = no_progress, timing: Timing = DEFAULT_TIMING, workdir: Any = None) -> list[Replaced]:
     """Replace `nodes` (default: every member) of `cluster` by surging, leader last, each
     new master booting `data` (user_data()); resumes a journal."""
@@ -165,7 +166,7 @@ def _settled(call: Callable[[], Any], timing: Timing) -> Any:
     return while_unsettled(call, settle=timing.settle, poll=timing.poll)
 
 
-def _finish(cluster: str, client: ClientFactory, group: Group, store: Store, journal: Journal, data: bytes,
+def _finish(cluster: str, client: ClientFactory, group: Group, store: Store, journal: Journal, data: UserData,
             progress: Progress, timing: Timing, workdir: Any) -> None:
     """Carry journal.current (one old master) through to the end, from whichever step it
     stopped at; each step is recorded before the next begins."""
@@ -199,9 +200,9 @@ def _finish(cluster: str, client: ClientFactory, group: Group, store: Store, jou
                                     "place and the cluster keeps its quorum; see their consoles (bakery logs), then rerun")
                 progress(step, "surging", "one new master from the current image")
                 save(surges=c["surges"] + 1)
-                save(phase="surged", new=group.surge(data))
+                save(phase="surged", new=group.surge(data, like=old))
             new = c["new"]
-            if new not in group.members() or not group.master_pid(new):
+            if new not in group.members() or not group.running(new):
                 # its machine is gone: remove any learner it left, then surge anew
                 left = _member(etcd, new, "")
                 if left is not None:
@@ -238,7 +239,7 @@ def _finish(cluster: str, client: ClientFactory, group: Group, store: Store, jou
 # -- healing ----------------------------------------------------------------------------------
 
 
-def heal(cluster: str, client: ClientFactory, group: Group, store: Store, data: bytes, dead: str, *,
+def heal(cluster: str, client: ClientFactory, group: Group, store: Store, data: UserData, dead: str, *,
          progress: Progress = no_progress, timing: Timing = DEFAULT_TIMING) -> str:
     """Replace master `dead` of `cluster`, whose machine is gone: remove its member
     through the others, forget its record, retire it, start a new master booting `data`;
@@ -250,8 +251,9 @@ def heal(cluster: str, client: ClientFactory, group: Group, store: Store, data: 
             progress(f"heal {dead}", "removing member", f"{gone.id:x}")
             _settled(lambda: etcd.member_remove(gone.id), timing)
             records.forget(store, cluster, dead, gone.id)
+        like = next((m for m in group.members() if m != dead), None)  # the dead one's zone may be gone with it
         group.retire(dead)
-        new = group.surge(data)
+        new = group.surge(data, like=like)
         progress(f"heal {dead}", "waiting", f"{new} joins etcd as a learner and is promoted")
         wait_voter(etcd, group, new, timing)
     return new

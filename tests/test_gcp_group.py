@@ -346,7 +346,7 @@ def test_plain_masters_left_from_instances_mode_are_reported(gce: FakeGCE, tmp_p
 def test_replace_master_is_refused_for_a_group(gce: FakeGCE, tmp_path: Path) -> None:
     provider, spec = make(gce, tmp_path)
     n = plan(spec).nodes[0]
-    with pytest.raises(ProviderError, match="not built yet"):
+    with pytest.raises(ProviderError, match="no fixed name to replace in place; `bakery rollout` surges the group"):
         provider.replace_master(RenderedNode(n.name, n.address, n.zone, encode(SMALL, "gcp")))
 
 

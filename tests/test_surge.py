@@ -19,6 +19,7 @@ import pytest
 
 from bakery import backup
 from bakery.errors import EtcdError
+from bakery.render.userdata import UserData, encode
 from bakery.rollout import Timing
 from bakery.store import layout
 from bakery.surge import heal, load_journal, plan, rollout
@@ -28,7 +29,7 @@ from tests.test_node_join import Loopback, Writer, formed
 pytestmark = pytest.mark.etcd
 
 T = Timing(healthy=120, settle=30, poll=0.3)
-DATA = b"#cloud-config\n{}\n"  # what a new machine boots; the stand-in records it
+DATA = encode(b"#cloud-config\n{}\n", "local")  # what a new machine boots; the stand-in records it
 
 
 class Interrupt(Exception):
@@ -53,19 +54,19 @@ class LoopGroup:
     def peer_url(self, name: str) -> str:
         return self.nodes[name].peer_url
 
-    def master_pid(self, name: str) -> int | None:
+    def running(self, name: str) -> bool:
         """The machine runs while its agent's join does (etcd not started yet) or its etcd does."""
         p = self.c.procs.get(self.nodes[name].address)
         if p is not None:
-            return p.pid if p.alive() else None
+            return p.alive()
         t = self.joins.get(name)
-        return t.native_id if t is not None and t.is_alive() else None
+        return t is not None and t.is_alive()
 
-    def surge(self, user_data: bytes) -> str:
+    def surge(self, user_data: UserData, like: str | None = None) -> str:
         node = self.c.new_node(like=0)
         self.nodes[node.name] = node
         self.surges.append(node.name)
-        self.booted.append(user_data)
+        self.booted.append(user_data.plain)
 
         def agent() -> None:
             try:
@@ -155,7 +156,7 @@ def test_surge_rollout_replaces_every_master_never_below_n_voters_and_loses_no_w
     writer.stop()
     assert not g.errors, g.errors
     assert [r.node for r in done][:2] and sorted(r.node for r in done) == sorted(old)
-    assert len(g.surges) == 3 and set(g.members()) == set(g.surges) and g.booted == [DATA] * 3
+    assert len(g.surges) == 3 and set(g.members()) == set(g.surges) and g.booted == [DATA.plain] * 3
     assert fewest >= 3, f"etcd listed only {fewest} started voters at one moment"
     assert load_journal(c.store, "lo") is None  # done: the journal is gone
     assert backup.list_backups(c.store, "lo")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from bakery.errors import ProviderError
 from bakery.providers.base import LBAddress, NodeStatus, RenderCallback, UpResult
 from bakery.providers.gcp.resources import marker_filter
+from bakery.render.userdata import UserData
 from bakery.topology import plan
 
 if TYPE_CHECKING:
@@ -250,3 +251,110 @@ def status_extra(p: GcpProvider, zones: list[str], nodes: list[NodeStatus]) -> d
                 if node is not None:
                     node.extra.update(group=mig.name, action=m.current_action)
     return groups
+
+
+# -- the group for surge rollouts (bakery/surge.py) ------------------------------------------
+
+LIVE = ("PROVISIONING", "STAGING", "RUNNING")  # a machine that runs or is about to
+
+
+class MigGroup:
+    """The cluster's zonal MIGs as one master group for bakery/surge.py: surge resizes one
+    zone's MIG by one and waits for the new instance; retire deletes one instance through
+    its MIG (deleteInstances, which lowers the target size by one, so the group does not
+    recreate it). The etcd endpoints are the instances' internal addresses: a rollout runs
+    inside the VPC (or `endpoints` maps names to what reaches them)."""
+
+    def __init__(self, p: GcpProvider) -> None:
+        self.p = p
+        self.zones = list(zone_sizes(p))
+
+    def _managed(self) -> list[tuple[str, str, Any]]:
+        """(zone, MIG name, managed instance) of every master the groups hold now."""
+        out = []
+        for z in self.zones:
+            name = self.p.names.mig(z)
+            if self.p._get("instance group manager", name, z) is None:
+                raise ProviderError(f"gcp: managed instance group {name} does not exist: run `bakery up` first")
+            out += [(z, name, m) for m in managed_instances(self.p, z, name)]
+        return out
+
+    def members(self) -> list[str]:
+        return [m.name or _last(m.instance) for _, _, m in self._managed() if m.current_action not in ("DELETING", "ABANDONING")]
+
+    def _where(self, name: str) -> tuple[str, str, Any]:
+        for z, mig, m in self._managed():
+            if (m.name or _last(m.instance)) == name:
+                return z, mig, m
+        raise ProviderError(f"gcp: {name} is not a master of {self.p.spec.name}'s managed instance groups")
+
+    def _address(self, name: str) -> str:
+        address = _addresses(self.p, self.zones).get(name)
+        if not address:
+            raise ProviderError(f"gcp: instance {name} has no internal address yet")
+        return address
+
+    def etcd_endpoints(self) -> dict[str, str]:
+        addresses = _addresses(self.p, self.zones)
+        port = self.p.spec.etcd.client_port
+        return {n: f"https://{addresses[n]}:{port}" for n in self.members() if addresses.get(n)}
+
+    def peer_url(self, name: str) -> str:
+        return f"https://{self._address(name)}:{self.p.spec.etcd.peer_port}"
+
+    def running(self, name: str) -> bool:
+        try:
+            z, _, _ = self._where(name)
+        except ProviderError:
+            return False
+        inst = self.p._get("instance", name, z)
+        return inst is not None and inst.status in LIVE
+
+    def surge(self, user_data: UserData, like: str | None = None) -> str:
+        """One new master in `like`'s zone (default: the zone with the fewest), from the
+        instance template of the current image and `user_data`; its name once RUNNING."""
+        p, c = self.p, self.p.compute
+        counts = Counter(z for z, _, m in self._managed())
+        zone = self._where(like)[0] if like else min(self.zones, key=lambda z: (counts.get(z, 0), self.zones.index(z)))
+        name = p.names.mig(zone)
+        tpl = p._ensure("instance template", p.layout.instance_template(p.image(), user_data))
+        mig = p._get("instance group manager", name, zone)
+        if _last(mig.instance_template) != tpl.name:
+            what = f"point managed instance group {name} at template {tpl.name}"
+            op = c.call(what, c.client("InstanceGroupManagers").set_instance_template_unary, allow=(), project=p.layout.project,
+                        zone=zone, instance_group_manager=name,
+                        instance_group_managers_set_instance_template_request_resource=c.types.InstanceGroupManagersSetInstanceTemplateRequest(
+                            instance_template=p.layout.mig(zone, tpl.name, 1)["instance_template"]))
+            c.wait(op, what)
+        before = {m.name or _last(m.instance) for _, _, m in self._managed()}
+        what = f"resize managed instance group {name} to {mig.target_size + 1}"
+        p.progress(f"instance group manager {name}", "surging", f"{mig.target_size} -> {mig.target_size + 1}")
+        op = c.call(what, c.client("InstanceGroupManagers").resize_unary, allow=(), project=p.layout.project, zone=zone,
+                    instance_group_manager=name, size=mig.target_size + 1)
+        c.wait(op, what)
+        deadline = time.monotonic() + p.group_timeout
+        while True:
+            new = [m for _, g, m in self._managed() if g == name and (m.name or _last(m.instance)) not in before]
+            if new and new[0].instance_status == "RUNNING":
+                return new[0].name or _last(new[0].instance)
+            if time.monotonic() > deadline:
+                raise ProviderError(f"gcp: {name} made no RUNNING instance within {p.group_timeout:.0f}s of its resize; "
+                                    "see `bakery status`; a rerun of the rollout adopts it once it runs")
+            time.sleep(p.poll_seconds)
+
+    def retire(self, name: str) -> None:
+        """Delete master `name` through its MIG (its etcd member must be gone already) and
+        wait (bounded) until the instance is gone."""
+        p, c = self.p, self.p.compute
+        zone, mig, m = self._where(name)
+        what = f"delete instance {name} from managed instance group {mig}"
+        p.progress(f"instance {name}", "retiring", f"through {mig}")
+        req = c.types.InstanceGroupManagersDeleteInstancesRequest(instances=[m.instance[m.instance.index("projects/"):]])
+        op = c.call(what, c.client("InstanceGroupManagers").delete_instances_unary, allow=(), project=p.layout.project,
+                    zone=zone, instance_group_manager=mig, instance_group_managers_delete_instances_request_resource=req)
+        c.wait(op, what)
+        deadline = time.monotonic() + p.group_timeout
+        while p._get("instance", name, zone) is not None:
+            if time.monotonic() > deadline:
+                raise ProviderError(f"gcp: instance {name} still exists {p.group_timeout:.0f}s after its deletion from {mig}")
+            time.sleep(p.poll_seconds)

@@ -214,6 +214,14 @@ class GcpProvider:
         state.update(self.paths, store={"url": store.url, "owned": store.owned, "service_account": store.service_account})
         return lb_ip
 
+    @property
+    def cattle(self) -> bool:
+        """Masters in managed groups boot one user-data: a rollout surges (bakery/surge.py)."""
+        return self.layout.gcp.masters == "mig"
+
+    def group(self) -> groups.MigGroup:
+        return groups.MigGroup(self)
+
     @_closes_clients
     def replace_master(self, node: RenderedNode) -> None:
         """Rollout step: delete the master's instance and insert it again (same name, same
@@ -221,7 +229,7 @@ class GcpProvider:
         GCE drops a deleted instance from its unmanaged instance group by itself."""
         if self.layout.gcp.masters == "mig":
             raise ProviderError("gcp: gcp.masters: mig: a group's masters have no fixed name to replace in place; "
-                                "rolling a managed group (surge one, then remove one) is not built yet")
+                                "`bakery rollout` surges the group instead (one new master, then the old one retired)")
         n = plan(self.spec).node(node.name)
         body = self.layout.instance(n, self.image(), node.user_data)  # metadata limits checked first
         c = self.compute

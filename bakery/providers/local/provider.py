@@ -42,6 +42,7 @@ from bakery.providers.base import (
 from bakery.providers.local import bridge, console, discovery, group, lb, proc
 from bakery.providers.local.net import HOST, NetPlan, is_listening, listening_ports, net_plan
 from bakery.providers.local.runtime import ContainerRuntime, Image, Runtime, VmRuntime
+from bakery.render.userdata import UserData
 from bakery.spec import ClusterSpec, LocalSpec
 from bakery.state import ClusterPaths
 from bakery.store import Store, location, open_store
@@ -416,7 +417,14 @@ class LocalProvider:
         image = self.image()
         return str((image.root if self.runtime.kind == "container" else image.disk).resolve())
 
-    def surge(self, user_data: bytes) -> str:
+    def group(self) -> LocalProvider:
+        """The master group bakery/surge.py drives: the provider itself."""
+        return self
+
+    def running(self, name: str) -> bool:
+        return bool(self.master_pid(name))
+
+    def surge(self, user_data: UserData, like: str | None = None) -> str:
         """Start one new master of the group from the current image with the cluster's
         small user-data, at a new name and address; HAProxy gets it as a backend. Its
         bakery-node joins etcd by itself (as a learner, promoted once in sync). Returns
@@ -433,7 +441,7 @@ class LocalProvider:
         try:
             n = self.net.node(member.name)
             bridge.remove_node_netns(self.runtime.netns(n), self.runtime.br.veth(n.index))  # type: ignore[attr-defined]
-            pid = self.runtime.launch(n, image, user_data, fresh=True, discovery=False)
+            pid = self.runtime.launch(n, image, user_data.plain, fresh=True, discovery=False)
         finally:
             hold.unlink(missing_ok=True)
         self.progress(f"master {member.name}", "booting", f"pid {pid}, {n.address} (new member of the group)")
