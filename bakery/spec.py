@@ -191,6 +191,18 @@ class AwsSpec(_Model):
     key_name: Text | None = None
     root_volume_gb: int = Field(40, ge=8)
     endpoint_url: Url | None = Field(None, description="Override for local servers; env BAKERY_AWS_ENDPOINT_URL wins")
+    masters: Literal["instances", "asg"] = Field(
+        "asg", description="How the masters run. asg (default): one autoscaling group from the cluster's launch template "
+        "(min = max = desired = masters, across the zones' subnets, in the load balancer's target group): an instance "
+        "that dies is replaced by the group and the replacement joins etcd by itself (bakery-node). A group picks each "
+        "instance's address, so etcd must bootstrap without fixed addresses: etcd.bootstrap store (what asg means "
+        "when etcd.bootstrap is not given), discovery or discovery-v3. instances: one plain instance per master at the "
+        "plan's fixed address (network.first_host / network.addresses); nothing replaces a dead one but a rollout")
+    health_check_grace_seconds: int = Field(
+        900, ge=60, le=7200, description="asg: seconds after an instance starts before the group acts on its health "
+        "checks. The group uses EC2 status checks (HealthCheckType EC2), not the load balancer's: an ELB health check "
+        "would terminate a master whose API server is not serving yet (first boot: image pull, etcd join, "
+        "certificates), and replace it again, forever; the grace covers a slow first boot")
     metadata_hop_limit: Literal[1, 2] = Field(
         1, description="IMDSv2 PUT response hop limit on the masters. 1 (default, as kops does for masters): only the "
         "host itself reaches the instance metadata service, so a pod cannot take the instance role's credentials. "
@@ -290,6 +302,15 @@ class ClusterSpec(_Model):
     # Lines about accepted but risky settings (extra_args that undo a hardening); the CLI
     # prints them on stderr. Not part of the file's schema.
     _warnings: tuple[Problem, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _group_bootstrap(self) -> ClusterSpec:
+        """aws.masters: asg without an etcd.bootstrap of the user's means `store`: a group's
+        masters have no fixed addresses for `static` (an explicit one is a spec error)."""
+        if (self.provider == "aws" and self.provider_spec.masters == "asg"  # type: ignore[union-attr]
+                and "bootstrap" not in self.etcd.model_fields_set):
+            object.__setattr__(self, "etcd", self.etcd.model_copy(update={"bootstrap": "store"}))
+        return self
 
     @field_validator("masters")
     @classmethod
@@ -467,6 +488,7 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
     if e.bootstrap == "discovery-v3" and _version(spec.etcd_version)[:2] < (3, 6):
         out.append((("etcd_version",), f"discovery-v3 needs etcd 3.6 or later, not {spec.etcd_version}"))
     out += _port_problems(spec)
+    out += _group_problems(spec)
     if spec.provider == "local" and spec.local is not None and spec.local.runtime == "vm" and spec.user_data == "store":
         out.append((("user_data",), "local.runtime: vm boots QEMU guests, which cannot reach the host's folder store: "
                     "set `user_data: embedded` (README ## Embedded user-data says what it exposes), or use "
@@ -475,6 +497,27 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
 
     if store_problem := provider_problem(spec):
         out.append((("store", "url"), store_problem))
+    return out
+
+
+# etcd bootstrap modes that need every master's address before the first boot.
+FIXED_ADDRESS_BOOTSTRAPS = ("static", "dns-srv")
+
+
+def _group_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
+    """aws.masters: asg starts masters at addresses nobody knows in advance, each from the
+    same small user-data: no fixed-address bootstrap, no per-node embedded user-data."""
+    if spec.provider != "aws" or spec.provider_spec.masters != "asg":  # type: ignore[union-attr]
+        return []
+    out: list[tuple[Loc, str]] = []
+    if spec.etcd.bootstrap in FIXED_ADDRESS_BOOTSTRAPS:
+        out.append((("etcd", "bootstrap"), f"{spec.etcd.bootstrap} needs every master's address in advance, "
+                    "but aws.masters: asg lets the autoscaling group pick them: use etcd.bootstrap: store (the default "
+                    "with asg; or discovery, discovery-v3), or set aws.masters: instances for fixed addresses"))
+    if spec.user_data == "embedded":
+        out.append((("user_data",), "embedded gives each master its own user-data, but aws.masters: asg boots "
+                    "every instance from one launch template: use user_data: store (the default), or set "
+                    "aws.masters: instances"))
     return out
 
 
