@@ -58,7 +58,7 @@ from bakery.providers.base import LBAddress, RenderedNode
 from bakery.render.userdata import encode
 
 MUTATING = ("Create", "Run", "Register", "Deregister", "Authorize", "Attach", "Detach", "Modify",
-            "Delete", "Terminate", "Put")
+            "Delete", "Terminate", "Put", "Update", "Suspend", "Resume", "Set", "Complete")
 REGION = "us-east-1"
 
 

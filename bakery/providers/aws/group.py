@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bakery.errors import ProviderError
-from bakery.providers.aws.common import LIVE_STATES, TAG_CLUSTER, cluster_filter, poll, settled, tags
+from bakery.providers.aws.common import (
+    LIVE_STATES,
+    TAG_CLUSTER,
+    cluster_filter,
+    poll,
+    settled,
+    tags,
+)
 from bakery.providers.aws.instances import wait_terminated
 from bakery.providers.base import Ledger, Progress
 from bakery.spec import ClusterSpec
@@ -188,15 +195,28 @@ def wait_in_service(asg: Any, group_name: str, size: int, progress: Progress, *,
     return ready
 
 
-def drift(group: dict[str, Any], s: Settings) -> list[str]:
-    """Instances launched from another template version than the group's: a rollout replaces them."""
+def drift(ec2: Any, group: dict[str, Any], s: Settings, image_id: str, user_data: bytes) -> list[str]:
+    """Members that are not what the group would start now (another template version,
+    image or user-data): a rollout replaces them, `up` does not."""
+    from bakery.providers.aws.instances import user_data_of
+
+    listed = {i["InstanceId"]: i for i in group.get("Instances", [])}
+    if not listed:
+        return []
+    described = ec2.describe_instances(InstanceIds=sorted(listed))["Reservations"]
     out = []
-    for i in group.get("Instances", []):
-        version = str((i.get("LaunchTemplate") or {}).get("Version", "?"))
-        if version != str(s.template_version):
-            out.append(f"{i['InstanceId']} (autoscaling group {group['AutoScalingGroupName']}) runs launch template "
-                       f"version {version}, the group's is {s.template_version}: replace it with a rollout "
-                       "(`bakery rollout`), which keeps etcd quorum; `up` does not replace masters")
+    for inst in (i for r in described for i in r["Instances"]):
+        iid, reasons = inst["InstanceId"], []
+        version = (listed[iid].get("LaunchTemplate") or {}).get("Version")
+        if version is not None and str(version) != str(s.template_version):
+            reasons.append(f"launch template version {version}, the group's is {s.template_version}")
+        if inst.get("ImageId") != image_id:
+            reasons.append(f"image {inst.get('ImageId')}, wanted {image_id}")
+        if user_data_of(ec2, iid) != user_data:
+            reasons.append("user-data differs from the launch template's")
+        if reasons:
+            out.append(f"{iid} (autoscaling group {group['AutoScalingGroupName']}): {'; '.join(reasons)}: replace it "
+                       "with a rollout (`bakery rollout`), which keeps etcd quorum; `up` does not replace masters")
     return out
 
 

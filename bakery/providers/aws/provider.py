@@ -26,7 +26,16 @@ from typing import Any
 from bakery import state as state_mod
 from bakery import topology
 from bakery.errors import ProviderError
-from bakery.providers.aws import bucket, dag, group, iam, instances, launch_template, loadbalancer, network
+from bakery.providers.aws import (
+    bucket,
+    dag,
+    group,
+    iam,
+    instances,
+    launch_template,
+    loadbalancer,
+    network,
+)
 from bakery.providers.aws.clients import (
     ClientFactory,
     Clients,
@@ -196,7 +205,8 @@ class AwsProvider:
 
         def drift(r: Mapping[str, Any]) -> list[str]:
             found = group.find(asg, spec.name)
-            return group.drift(found, settings(r)) if found else []
+            plain = next(iter(r["render"].values())).user_data.plain
+            return group.drift(ec2, found, settings(r), r["image"].id, plain) if found else []
 
         steps = [
             dag.Step("lt", ("render", "image", "sg:masters", "sg:api", "iam"), template),
@@ -206,7 +216,7 @@ class AwsProvider:
             dag.Step("group:hook", ("group",), lambda r: group.ensure_hook(asg, r["group"], ledger)),
             dag.Step("group:in-service", ("group:processes", "group:hook"), lambda r: group.wait_in_service(
                 asg, r["group"], spec.masters, self.progress, timeout=self.timeout, interval=self.poll)),
-            dag.Step("group:drift", ("group:in-service",), drift),
+            dag.Step("group:drift", ("group:in-service", "render", "image"), drift),
         ]
         if wait:
             steps.append(dag.Step("healthy", ("group:in-service", "listener"), lambda r: loadbalancer.wait_healthy(
