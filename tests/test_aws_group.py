@@ -34,6 +34,7 @@ from tests.moto_server import (  # noqa: F401
     record_ami,
 )
 from tests.test_aws import counts, fresh, inventory
+from tests.test_aws_cli import aws_env  # noqa: F401
 
 EXPECTED = {"instance": 3, "vpc": 1, "subnet": 3, "security-group": 2, "internet-gateway": 1, "load-balancer": 1,
             "target-group": 1, "listener": 1, "launch-template": 1, "iam-role": 1, "instance-profile": 1}
@@ -301,3 +302,41 @@ def test_down_interrupted_then_rerun_leaves_nothing(moto: Moto, cluster: Any) ->
             assert group_inventory(moto)["autoscaling-group"] == [] and group_inventory(moto)["vpc"]
         provider(c=Calls()).down()
         assert all(v == [] for v in group_inventory(moto).values()), f"after an interruption at delete {n}"
+
+
+# -- the CLI, with the real render ------------------------------------------------------------
+
+
+def test_bakery_up_status_down_with_examples_aws_asg(aws_env: Moto, repo: Path, tmp_path: Path,  # noqa: F811
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`bakery up` of examples/aws-asg.yaml (real PKI, render and publish): the launch
+    template holds the cluster's one small user-data, secret-free, and the group's
+    instances boot it; a second `up` creates nothing; `down` leaves nothing."""
+    from bakery import cli
+
+    spec_file, build = str(repo / "examples" / "aws-asg.yaml"), tmp_path / "build"
+    paths = state.paths("prod-asg", build)
+    paths.base.mkdir(parents=True)
+    record_ami(paths, aws_env.register_ami())
+    args = ["-f", spec_file, "-o", str(build)]
+    assert cli.main(["up", *args, "--wait"]) == 0
+    assert "healthy" in capsys.readouterr().err
+    ec2 = aws_env.client("ec2")
+    g = the_group(aws_env, "prod-asg")
+    sent = launch_template.user_data_of(ec2, g["LaunchTemplate"]["LaunchTemplateId"], g["LaunchTemplate"]["Version"])
+    small = (paths.node("prod-asg-master-0") / "user-data").read_bytes()
+    assert len(sent) <= 4096 and b"PRIVATE KEY" not in sent and b"bakery-node.service" in sent
+    for i in g["Instances"]:
+        ud = ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="userData")["UserData"]["Value"]
+        assert base64.b64decode(ud) == sent
+    from bakery.render.userdata import decode
+
+    assert decode(sent, "plain") == small
+    assert cli.main(["up", *args]) == 0
+    assert "0 created" in capsys.readouterr().out
+    assert cli.main(["status", *args]) == 0
+    out = capsys.readouterr().out
+    assert out.count("InService") == 3 and "prod-asg-master-0" not in out
+    assert cli.main(["down", *args]) == 0
+    assert "deleted autoscaling-group prod-asg-masters" in capsys.readouterr().out
+    assert all(v == [] for v in group_inventory(aws_env, "prod-asg").values())

@@ -203,3 +203,27 @@ def test_complete_without_a_waiting_action_is_a_logged_line_not_a_failure(moto: 
     left = leave_mod.leave(ME, "lo", FolderStore(tmp_path / "store"), lambda urls: None,  # type: ignore[arg-type,return-value]
                            lifecycle_state="Terminated", complete=complete, shutdown="reboot")
     assert not left.completed and left.removed == 0
+
+
+def test_instance_alive_asks_ec2_for_the_members_recorded_address(moto: Moto, tmp_path: Path) -> None:  # noqa: F811
+    """What a group's replacement asks before it removes a dead member (bakery/node/ec2.py)."""
+    from bakery.node import ec2 as node_ec2
+
+    ec2 = moto.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.240.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.240.0.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    tagged = [{"ResourceType": "instance", "Tags": [{"Key": "bakery:cluster", "Value": "lo"}]}]
+    iid = ec2.run_instances(ImageId=moto.register_ami(), MinCount=1, MaxCount=1, SubnetId=subnet,
+                            PrivateIpAddress="10.240.0.57", TagSpecifications=tagged)["Instances"][0]["InstanceId"]
+    ec2.run_instances(ImageId=moto.register_ami(), MinCount=1, MaxCount=1, SubnetId=subnet,
+                      PrivateIpAddress="10.240.0.58")  # not the cluster's
+    store = FolderStore(tmp_path / "store")
+    for name, address in (("ip-10-240-0-57", "10.240.0.57"), ("ip-10-240-0-58", "10.240.0.58")):
+        records.write(store, "lo", records.Record(name, f"https://{address}:2380", f"https://{address}:2379", 7))
+    alive = node_ec2.instance_alive(ec2, store, "lo")
+    assert alive("ip-10-240-0-57") is True
+    assert alive("ip-10-240-0-58") is False  # an instance at that address, but not the cluster's
+    assert alive("nobody") is None
+    ec2.terminate_instances(InstanceIds=[iid])
+    assert alive("ip-10-240-0-57") is False
+    assert node_ec2.region_of("us-east-1a") == "us-east-1"

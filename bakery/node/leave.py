@@ -210,7 +210,9 @@ def run(agent: Any, *, imds: str = IMDS, timeout: float = 240.0, shutdown: str |
             log.warning("%s: lifecycle: %s", ident.instance_id, e)
     p = agent.prepare()
     tls = p.etcd_client_tls()
-    region = getattr(p.description.spec.provider_spec, "region", None) or ident.zone[:-1]
+    from bakery.node.ec2 import region_of
+
+    region = getattr(p.description.spec.provider_spec, "region", None) or region_of(ident.zone)
     complete = None
     if state == "Terminated":
         make = autoscaling or _boto3_autoscaling
@@ -220,6 +222,6 @@ def run(agent: Any, *, imds: str = IMDS, timeout: float = 240.0, shutdown: str |
 
 
 def _boto3_autoscaling(region: str) -> Any:
-    from bakery.providers.aws.clients import default_factory, endpoint_url
+    from bakery.node import ec2
 
-    return default_factory(region, endpoint_url(None))("autoscaling")
+    return ec2.clients(region)("autoscaling")

@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ident = identity.load(args.instance_data)
         store = open_store(config.store)
         agent = Agent(config, ident, store, root=args.root, state_dir=args.state_dir)
+        if ident.cloud in ("aws", "ec2"):
+            from bakery.node import ec2
+
+            agent.is_alive = ec2.instance_alive(ec2.clients(ec2.region_of(ident.zone))("ec2"), store, config.cluster)
         if args.command == "backup":
             from bakery.node.backup import scheduled_backup
 
