@@ -196,8 +196,10 @@ def run(agent: Any, *, imds: str = IMDS, timeout: float = 240.0, shutdown: str |
         autoscaling: Callable[[str], Any] | None = None) -> Left:
     """The whole `bakery-node leave` for `agent` (bakery.node.agent.Agent): its identity,
     config and store; `autoscaling(region)` makes the Auto Scaling client (default: boto3
-    with the instance's own credentials)."""
+    with the instance's own credentials). When the cluster description cannot be read,
+    the member stays (the next replacement removes it) and the hook is still completed."""
     from bakery.etcd import Client as EtcdClient
+    from bakery.node.ec2 import region_of
     from bakery.providers.aws import group
 
     ident = agent.identity
@@ -208,15 +210,29 @@ def run(agent: Any, *, imds: str = IMDS, timeout: float = 240.0, shutdown: str |
             state = target_lifecycle_state(imds)
         except NodeError as e:
             log.warning("%s: lifecycle: %s", ident.instance_id, e)
-    p = agent.prepare()
-    tls = p.etcd_client_tls()
-    from bakery.node.ec2 import region_of
-
-    region = getattr(p.description.spec.provider_spec, "region", None) or region_of(ident.zone)
+    try:
+        p = agent.prepare()
+    except BakeryError as e:
+        p = None
+        log.warning("%s: cannot read the cluster description (%s): keeping the etcd member", ident.instance_id, e)
+    region = (getattr(p.description.spec.provider_spec, "region", None) if p else None) or region_of(ident.zone)
     complete = None
     if state == "Terminated":
         make = autoscaling or _boto3_autoscaling
-        complete = lifecycle_completer(make(region), group.name(agent.config.cluster), group.LEAVE_HOOK, ident.instance_id)
+        try:
+            complete = lifecycle_completer(make(region), group.name(agent.config.cluster), group.LEAVE_HOOK, ident.instance_id)
+        except BakeryError as e:  # e.g. no boto3 in the image
+            log.warning("%s: lifecycle: %s", ident.instance_id, e)
+    if p is None:
+        if complete is not None:
+            try:
+                complete()
+                log.info("%s: lifecycle: completed the group's termination hook (CONTINUE)", ident.instance_id)
+                return Left(completed=True, kept="no cluster description")
+            except BakeryError as e:
+                log.warning("%s: lifecycle: %s", ident.instance_id, e)
+        return Left(kept="no cluster description")
+    tls = p.etcd_client_tls()
     return leave(p.me, agent.config.cluster, agent.store, lambda urls: EtcdClient(list(urls), tls, timeout=3.0),
                  lifecycle_state=state, complete=complete, shutdown=kind, timeout=timeout)
 
