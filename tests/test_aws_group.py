@@ -342,6 +342,9 @@ def test_bakery_up_status_down_with_examples_aws_asg(aws_env: Moto, repo: Path, 
     assert cli.main(["status", *args]) == 0
     out = capsys.readouterr().out
     assert out.count("InService") == 3 and "prod-asg-master-0" not in out
+    # `bakery launch-template` writes the same document `up` put in the group's template
+    assert cli.main(["launch-template", *args]) == 0
+    assert f"version {g['LaunchTemplate']['Version']} (default)" in capsys.readouterr().out
     assert cli.main(["down", *args]) == 0
     assert "deleted autoscaling-group prod-asg-masters" in capsys.readouterr().out
     assert all(v == [] for v in group_inventory(aws_env, "prod-asg").values())
