@@ -192,6 +192,18 @@ class AwsSpec(_Model):
     key_name: Text | None = None
     root_volume_gb: int = Field(40, ge=8)
     endpoint_url: Url | None = Field(None, description="Override for local servers; env BAKERY_AWS_ENDPOINT_URL wins")
+    masters: Literal["instances", "asg"] = Field(
+        "asg", description="How the masters run. asg (default): one autoscaling group from the cluster's launch template "
+        "(min = max = desired = masters, across the zones' subnets, in the load balancer's target group): an instance "
+        "that dies is replaced by the group and the replacement joins etcd by itself (bakery-node). A group picks each "
+        "instance's address, so etcd must bootstrap without fixed addresses: etcd.bootstrap store (what asg means "
+        "when etcd.bootstrap is not given), discovery or discovery-v3. instances: one plain instance per master at the "
+        "plan's fixed address (network.first_host / network.addresses); nothing replaces a dead one but a rollout")
+    health_check_grace_seconds: int = Field(
+        900, ge=60, le=7200, description="asg: seconds after an instance starts before the group acts on its health "
+        "checks. The group uses EC2 status checks (HealthCheckType EC2), not the load balancer's: an ELB health check "
+        "would terminate a master whose API server is not serving yet (first boot: image pull, etcd join, "
+        "certificates), and replace it again, forever; the grace covers a slow first boot")
     metadata_hop_limit: Literal[1, 2] = Field(
         1, description="IMDSv2 PUT response hop limit on the masters. 1 (default, as kops does for masters): only the "
         "host itself reaches the instance metadata service, so a pod cannot take the instance role's credentials. "
@@ -343,6 +355,7 @@ class ClusterSpec(_Model):
 
     # Group masters: without an explicit etcd.bootstrap, the one mode that needs no address.
     _gcp_group_bootstrap = model_validator(mode="before")(lambda data: _group_default_bootstrap(data, "gcp", GcpSpec, "mig"))
+    _aws_group_bootstrap = model_validator(mode="before")(lambda data: _group_default_bootstrap(data, "aws", AwsSpec, "asg"))
 
     @field_validator("masters")
     @classmethod
@@ -520,6 +533,7 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
     if e.bootstrap == "discovery-v3" and _version(spec.etcd_version)[:2] < (3, 6):
         out.append((("etcd_version",), f"discovery-v3 needs etcd 3.6 or later, not {spec.etcd_version}"))
     out += _port_problems(spec)
+    out += _group_problems(spec, "aws", "asg")
     if spec.provider == "local" and spec.local is not None and spec.local.runtime == "vm" and spec.user_data == "store":
         out.append((("user_data",), "local.runtime: vm boots QEMU guests, which cannot reach the host's folder store: "
                     "set `user_data: embedded` (README ## Embedded user-data says what it exposes), or use "

@@ -20,6 +20,18 @@ with fixed user-data (no PKI), so they measure the provider alone.
 
 moto accepts duplicate LB names and ignores ClientToken, so what these tests see about
 idempotence is bakery's own doing.
+
+Auto Scaling, where moto is kinder than AWS (`AsgRules`, hooked into every autoscaling
+client `Moto.client` makes): moto's CreateAutoScalingGroup silently replaces a group of
+the same name (AWS: AlreadyExists); its DeleteAutoScalingGroup deletes a group that still
+has instances without ForceDelete (AWS: ResourceInUse); PutLifecycleHook and
+SuspendProcesses take a group that does not exist (AWS: ValidationError) and
+PutLifecycleHook any HeartbeatTimeout (AWS: 30-7200 s); moto has no CompleteLifecycleAction
+and no Terminating:Wait at all. `Lifecycle` plays the group's side of a termination hook:
+`terminate(iid)` holds a hooked group's instance in Terminating:Wait (what
+DescribeAutoScalingGroups/Instances then report, and the fake IMDS's target lifecycle
+state), CompleteLifecycleAction ends it (the instance is terminated and the group starts a
+replacement), one for no such action answers ValidationError as AWS does.
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ from bakery.providers.base import LBAddress, RenderedNode
 from bakery.render.userdata import encode
 
 MUTATING = ("Create", "Run", "Register", "Deregister", "Authorize", "Attach", "Detach", "Modify",
-            "Delete", "Terminate", "Put")
+            "Delete", "Terminate", "Put", "Update", "Suspend", "Resume", "Set", "Complete")
 REGION = "us-east-1"
 
 
@@ -127,6 +139,7 @@ provider: aws
 masters: {masters}
 aws:
   region: us-east-1
+  masters: instances
   zones:
     - {{name: us-east-1a, subnet: 10.240.0.0/24}}
     - {{name: us-east-1b, subnet: 10.240.1.0/24}}
@@ -134,8 +147,27 @@ aws:
 """
 
 
-def make_spec(name: str = "demo", masters: int = 3, extra: str = "") -> spec_mod.ClusterSpec:
-    return spec_mod.parse(SPEC.format(name=name, masters=masters) + extra)
+def make_spec(name: str = "demo", masters: int = 3, extra: str = "", group: bool = False) -> spec_mod.ClusterSpec:
+    """The test cluster: plain instances (today's path), or with `group` an autoscaling group."""
+    text = SPEC.format(name=name, masters=masters)
+    if group:
+        text = text.replace("  masters: instances\n", "  masters: asg\n")
+    return spec_mod.parse(text + extra)
+
+
+def group_render(spec: spec_mod.ClusterSpec, digest: str = "sha256:" + "1" * 64, sink: list[bytes] | None = None):
+    """A render callback giving every node the same small user-data (what a group boots)."""
+    from bakery import render
+    from bakery.node.description import NodeConfig
+
+    def callback(lb: LBAddress) -> dict[str, RenderedNode]:
+        plan = topology.plan(spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
+        ud = render.node_user_data(NodeConfig(spec.name, f"s3://{spec.name}-state", digest).to_json(), "aws")
+        if sink is not None:
+            sink.append(ud.encoded)
+        return {n.name: RenderedNode(n.name, n.address, n.zone, ud) for n in plan.nodes}
+
+    return callback
 
 
 def fixed_render(spec: spec_mod.ClusterSpec, tag: str = "v1", sink: dict[str, bytes] | None = None):
@@ -174,34 +206,168 @@ def tag_problem(service: str, params: dict[str, Any]) -> str | None:
     return None
 
 
-def _error(code: str) -> tuple[Any, dict[str, Any]]:
+def _error(code: str, message: str = "") -> tuple[Any, dict[str, Any]]:
     """A (response, parsed) pair as a before-call handler returns it: botocore raises it as
     the ClientError the service would have sent (the mechanism botocore's Stubber uses)."""
     from botocore.awsrequest import AWSResponse
 
-    return AWSResponse("", 400, {}, None), {"Error": {"Code": code, "Message": f"{code} (injected)"}}
+    return AWSResponse("", 400, {}, None), {"Error": {"Code": code, "Message": message or f"{code} (injected)"}}
+
+
+def _ok() -> tuple[Any, dict[str, Any]]:
+    """A success answered by the harness itself (an operation moto lacks)."""
+    from botocore.awsrequest import AWSResponse
+
+    return AWSResponse("", 200, {}, None), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+
+class Lifecycle:
+    """The instances a hooked group holds in Terminating:Wait: id -> (group, hook name)."""
+
+    def __init__(self, moto: Moto) -> None:
+        self.moto = moto
+        self.waiting: dict[str, tuple[str, str]] = {}
+        self.completed: list[tuple[str, str, str, str]] = []  # (group, hook, instance, result)
+        self._lock = threading.Lock()
+
+    def group_of(self, instance_id: str) -> str | None:
+        found = self.moto.plain("autoscaling").describe_auto_scaling_instances(InstanceIds=[instance_id])["AutoScalingInstances"]
+        return found[0]["AutoScalingGroupName"] if found else None
+
+    def terminate(self, instance_id: str) -> str:
+        """What the group does to a member it terminates (scale-in, instance refresh, a
+        rollout's TerminateInstanceInAutoScalingGroup): with a termination hook the instance
+        waits; without one it goes at once. Returns the lifecycle state it is in."""
+        group = self.group_of(instance_id)
+        assert group is not None, f"{instance_id} is in no group"
+        hooks = [h for h in self.moto.plain("autoscaling").describe_lifecycle_hooks(AutoScalingGroupName=group)["LifecycleHooks"]
+                 if h["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"]
+        if hooks:
+            with self._lock:
+                self.waiting[instance_id] = (group, hooks[0]["LifecycleHookName"])
+            return "Terminating:Wait"
+        self._end(instance_id)
+        return "Terminated"
+
+    def _end(self, instance_id: str) -> None:
+        self.moto.plain("autoscaling").terminate_instance_in_auto_scaling_group(
+            InstanceId=instance_id, ShouldDecrementDesiredCapacity=False)
+
+    def complete(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        iid, group, hook = params.get("InstanceId"), params.get("AutoScalingGroupName"), params.get("LifecycleHookName")
+        result = params.get("LifecycleActionResult")
+        if result not in ("CONTINUE", "ABANDON"):
+            return _error("ValidationError", f"LifecycleActionResult {result!r} is not CONTINUE or ABANDON")
+        with self._lock:
+            held = self.waiting.get(iid or "")
+            if held != (group, hook):
+                return _error("ValidationError", f"No active Lifecycle Action found with instance ID {iid}")
+            del self.waiting[iid]  # type: ignore[arg-type]
+            self.completed.append((group, hook, iid, result))  # type: ignore[arg-type]
+        self._end(iid)  # type: ignore[arg-type]
+        return _ok()
+
+    def state(self, instance_id: str) -> str | None:
+        """The target lifecycle state IMDS reports (autoscaling/target-lifecycle-state)."""
+        with self._lock:
+            if instance_id in self.waiting:
+                return "Terminated"
+        return "InService" if self.group_of(instance_id) else None
+
+    def rewrite(self, parsed: dict[str, Any]) -> None:
+        """Describe* answers as AWS gives them while an instance waits on the hook."""
+        with self._lock:
+            waiting = set(self.waiting)
+        items = [i for g in parsed.get("AutoScalingGroups", []) for i in g.get("Instances", [])]
+        items += parsed.get("AutoScalingInstances", [])
+        for i in items:
+            if i.get("InstanceId") in waiting:
+                i["LifecycleState"] = "Terminating:Wait"
+
+
+class AsgRules:
+    """Auto Scaling's documented errors where moto is kinder (module docstring)."""
+
+    HEARTBEAT = (30, 7200)
+
+    def __init__(self, moto: Moto) -> None:
+        self.moto = moto
+
+    def _group(self, group_name: str | None) -> dict[str, Any] | None:
+        found = self.moto.plain("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[group_name or ""])["AutoScalingGroups"]
+        return found[0] if found else None
+
+    def _stash(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["bakery_asg_params"] = dict(params)  # the API's own parameters, before serializing
+
+    def before(self, model: Any, context: dict[str, Any] | None = None, **_: Any) -> Any:
+        op, body = model.name, (context or {}).get("bakery_asg_params", {})
+        name = body.get("AutoScalingGroupName")
+        if op == "CreateAutoScalingGroup" and self._group(name) is not None:
+            return _error("AlreadyExists", f"AutoScalingGroup by this name already exists - A group with the name {name} already exists")
+        if op in ("PutLifecycleHook", "SuspendProcesses", "ResumeProcesses", "UpdateAutoScalingGroup",
+                  "DeleteAutoScalingGroup", "AttachLoadBalancerTargetGroups") and self._group(name) is None:
+            return _error("ValidationError", f"AutoScalingGroup name not found - AutoScalingGroup '{name}' not found")
+        if op == "DeleteAutoScalingGroup" and not body.get("ForceDelete") and self._group(name)["Instances"]:  # type: ignore[index]
+            return _error("ResourceInUse", "You cannot delete an AutoScalingGroup while there are instances or pending "
+                                           "Spot instance request(s) still in the group.")
+        if op == "PutLifecycleHook":
+            low, high = self.HEARTBEAT
+            if "HeartbeatTimeout" in body and not low <= int(body["HeartbeatTimeout"]) <= high:
+                return _error("ValidationError", f"HeartbeatTimeout must be between {low} and {high} seconds")
+        if op == "CompleteLifecycleAction":
+            return self.moto.lifecycle.complete(body)
+        return None
+
+    def after(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        if model.name in ("DescribeAutoScalingGroups", "DescribeAutoScalingInstances"):
+            self.moto.lifecycle.rewrite(parsed)
+
+    def hook(self, client: Any) -> Any:
+        client.meta.events.register("before-parameter-build.autoscaling.*", self._stash)
+        client.meta.events.register("before-call.autoscaling.*", self.before)
+        client.meta.events.register("after-call.autoscaling.*", self.after)
+        return client
 
 
 class Moto:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
         self._session: Any = None  # one session: its loader caches the service models
+        self._plain: dict[str, Any] = {}
+        self.lifecycle = Lifecycle(self)
+        self.rules = AsgRules(self)
+
+    def plain(self, service: str) -> Any:
+        """A client with no hook at all: what the harness itself uses to look at moto."""
+        if service not in self._plain:
+            self._plain[service] = self._client(service)
+        return self._plain[service]
 
     def reset(self) -> None:
         req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST", data=b"")
         with urllib.request.urlopen(req, timeout=10) as r:
             r.read()
+        self.lifecycle = Lifecycle(self)
 
-    def client(self, service: str, calls: Calls | None = None) -> Any:
+    def _client(self, service: str) -> Any:
         import boto3
         from botocore.config import Config
 
         if self._session is None:
             self._session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
                                                   region_name=REGION)
-        c = self._session.client(service, endpoint_url=self.endpoint,
-                           config=Config(retries={"mode": "adaptive", "max_attempts": 3}))
-        return calls.hook(c) if calls is not None else c
+        return self._session.client(service, endpoint_url=self.endpoint,
+                                    config=Config(retries={"mode": "adaptive", "max_attempts": 3}))
+
+    def client(self, service: str, calls: Calls | None = None) -> Any:
+        c = self._client(service)
+        if calls is not None:
+            calls.hook(c)  # first: a call the fault hook stops never reaches the rules
+        if service == "autoscaling":
+            self.rules.hook(c)
+        return c
 
     def factory(self, calls: Calls | None = None):
         return lambda service: self.client(service, calls)

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 MINIMAL = "name: demo\nprovider: aws\naws: {region: us-east-1}\n"
+FIXED = "name: demo\nprovider: aws\naws: {region: us-east-1, masters: instances}\n"  # plain instances at fixed addresses
 
 
 def problems(text: str) -> list[str]:
@@ -45,7 +46,10 @@ def test_schema_is_json_and_lists_top_level_keys():
 
 def test_defaults_are_filled_in():
     s = spec.parse(MINIMAL)
-    assert (s.masters, s.election, s.etcd.bootstrap, s.key_algorithm) == (3, "builtin", "static", "ecdsa-p256")
+    # aws.masters defaults to an autoscaling group, whose masters bootstrap etcd through the store
+    assert (s.masters, s.election, s.etcd.bootstrap, s.key_algorithm) == (3, "builtin", "store", "ecdsa-p256")
+    assert s.aws is not None and s.aws.masters == "asg" and s.aws.health_check_grace_seconds == 900
+    assert spec.parse(FIXED).etcd.bootstrap == "static"  # fixed addresses keep the static default
     assert s.image_ref("kube-apiserver") == "registry.k8s.io/kube-apiserver:v1.31.4"
     assert s.image_ref("etcd") == "registry.k8s.io/etcd:3.5.17-0"
 
@@ -117,9 +121,9 @@ def test_missing_provider_section_is_reported():
 
 
 def test_mode_specific_requirements():
-    (line,) = problems(MINIMAL + "etcd:\n  bootstrap: dns-srv\n")
+    (line,) = problems(FIXED + "etcd:\n  bootstrap: dns-srv\n")
     assert "etcd.srv_domain" in line and "needs the domain" in line
-    lines = problems(MINIMAL + "etcd:\n  bootstrap: discovery-v3\n")
+    lines = problems(FIXED + "etcd:\n  bootstrap: discovery-v3\n")
     assert any("etcd 3.6" in x for x in lines) and any("discovery_endpoints" in x for x in lines)
 
 

@@ -7,7 +7,8 @@ assumed by EC2 and has one inline policy, derived from bakery.store.layout:
     s3:PutObject, s3:DeleteObject <bucket>/<prefix>/<cluster>/{members,etcd,backups}/*   and only there
     s3:ListBucket                 <bucket>, when s3:prefix is under <prefix>/<cluster>/
     ec2:DescribeInstances         *  (takes no resource-level permissions): is a dead member's machine gone?
-    autoscaling:CompleteLifecycleAction   groups tagged bakery:cluster=<cluster>
+    autoscaling:CompleteLifecycleAction   the cluster's group (aws.masters: asg; else groups tagged
+                                          bakery:cluster=<cluster>): `bakery-node leave` ends its hook
     kms:Decrypt, kms:GenerateDataKey      the store's KMS key, only with store.kms_key_id
 
 Every piece is found before it is created (a second `up` writes nothing) and `down`
@@ -62,14 +63,27 @@ def policy_document(spec: ClusterSpec) -> dict[str, Any]:
          "Condition": {"StringLike": {"s3:prefix": [f"{mine}*"]}}},
         # bakery-node removes the etcd member of an instance EC2 no longer runs.
         {"Sid": "FindMembers", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": ["*"]},
-        # A master an autoscaling group starts (the launch template) tells the group's
-        # lifecycle hook it has joined; only groups tagged with this cluster.
-        {"Sid": "JoinGroup", "Effect": "Allow", "Action": ["autoscaling:CompleteLifecycleAction"], "Resource": ["*"],
-         "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{TAG_CLUSTER}": spec.name}}},
+        # A master leaving its autoscaling group on purpose (`bakery-node leave`) completes
+        # the group's termination hook once its etcd member is gone. With aws.masters: asg
+        # only bakery's group; else (a group of the user's, from `bakery launch-template`)
+        # any group tagged with this cluster.
+        {"Sid": "LeaveGroup", "Effect": "Allow", "Action": ["autoscaling:CompleteLifecycleAction"],
+         "Resource": [_group_arn(spec)], "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{TAG_CLUSTER}": spec.name}}},
     ]
     if spec.store.kms_key_id:
         statements.append(_kms_statement(spec.store.kms_key_id, spec.provider_spec.region))  # type: ignore[union-attr]
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _group_arn(spec: ClusterSpec) -> str:
+    """Auto Scaling groups take resource-level permissions by ARN; the account is left open
+    (bakery does not know it before the first call)."""
+    from bakery.providers.aws import group
+
+    aws = spec.provider_spec
+    if aws.masters != "asg":  # type: ignore[union-attr]
+        return "*"
+    return f"arn:aws:autoscaling:{aws.region}:*:autoScalingGroup:*:autoScalingGroupName/{group.name(spec.name)}"  # type: ignore[union-attr]
 
 
 def _kms_statement(key: str, region: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from bakery.providers.aws.common import cluster_filter, tag_spec, tags
+from bakery.providers.aws.group import INSTANCE_ROLE
 from bakery.providers.aws.instances import Image, root_volume
 from bakery.providers.base import Ledger
 from bakery.render.userdata import UserData
@@ -34,7 +35,7 @@ def template_data(spec: ClusterSpec, user_data: UserData, image: Image, group_id
         "SecurityGroupIds": sorted(group_ids),
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": aws.metadata_hop_limit},
         "BlockDeviceMappings": [root_volume(image.root_device, aws.root_volume_gb)],
-        "TagSpecifications": tag_spec("instance", spec.name, "master-asg", f"{spec.name}-master"),
+        "TagSpecifications": tag_spec("instance", spec.name, INSTANCE_ROLE, f"{spec.name}-master"),
     }
     if profile or aws.instance_profile:
         data["IamInstanceProfile"] = {"Name": profile or aws.instance_profile}

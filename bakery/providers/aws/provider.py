@@ -26,7 +26,16 @@ from typing import Any
 from bakery import state as state_mod
 from bakery import topology
 from bakery.errors import ProviderError
-from bakery.providers.aws import bucket, dag, iam, instances, launch_template, loadbalancer, network
+from bakery.providers.aws import (
+    bucket,
+    dag,
+    group,
+    iam,
+    instances,
+    launch_template,
+    loadbalancer,
+    network,
+)
 from bakery.providers.aws.clients import (
     ClientFactory,
     Clients,
@@ -158,19 +167,61 @@ class AwsProvider:
             dag.Step("targets", ("registered", *[f"master:{n.name}" for n in plan.nodes]),
                      lambda r: loadbalancer.ensure_targets(elbv2, r["target-group"], r["registered"], targets(r), ledger)),
         ]
-        if wait:
+        if spec.provider_spec.masters == "asg":  # type: ignore[union-attr]
+            masters = {f"master:{n.name}" for n in plan.nodes} | {"targets", "registered"}
+            steps = [st for st in steps if st.name not in masters] + self._group_steps(ledger, zones, wait)
+        elif wait:
             steps.append(dag.Step("healthy", ("targets", "listener"), lambda r: loadbalancer.wait_healthy(
                 elbv2, r["target-group"], [r[f"master:{n.name}"] for n in plan.nodes], self.progress,
                 timeout=self.timeout, interval=self.poll)))
         with translated(self.region):
             run = dag.run(steps, workers=self.workers, on_done=self._record)
         self.trace = run.trace
+        for line in run.results.get("group:drift", []):
+            ledger.drifted(line)
         for name, inst in sorted(run.results["existing"].items()):
             if name not in {n.name for n in plan.nodes}:
                 ledger.drifted(f"{name} ({inst['InstanceId']}) is running but not in the plan ({spec.masters} masters): "
                                "remove it with a rollout (etcd member remove first), or `bakery down` the whole cluster")
         lb_plan = topology.plan(spec, lb_dns_names=(run.results["lb"].dns_name,))
         return UpResult(created=ledger.created, existing=ledger.existing, drift=ledger.drift, endpoint=lb_plan.lb.endpoint)
+
+    def _group_steps(self, ledger: Ledger, zones: list[str], wait: bool) -> list[dag.Step]:
+        """aws.masters: asg: the launch template (the one small user-data, the current image),
+        the group from it, its suspended processes and termination hook; then the waits."""
+        spec, ec2, elbv2, asg = self.spec, self.clients.ec2, self.clients.elbv2, self.clients("autoscaling")
+
+        def template(r: Mapping[str, Any]) -> tuple[str, int]:
+            user_data = {n.user_data.encoded: n.user_data for n in r["render"].values()}
+            if len(user_data) != 1:
+                raise ProviderError(f"aws.masters: asg boots every master from one launch template, but the render gave "
+                                    f"{len(user_data)} different user-data documents: use user_data: store")
+            data = launch_template.template_data(spec, next(iter(user_data.values())), r["image"],
+                                                 [r["sg:masters"], r["sg:api"]], r["iam"].instance_profile)
+            return launch_template.ensure(ec2, spec, data, ledger)
+
+        def settings(r: Mapping[str, Any]) -> group.Settings:
+            return group.Settings.of(spec, r["lt"], [r[f"subnet:{z}"] for z in zones], r["target-group"])
+
+        def drift(r: Mapping[str, Any]) -> list[str]:
+            found = group.find(asg, spec.name)
+            plain = next(iter(r["render"].values())).user_data.plain
+            return group.drift(ec2, found, settings(r), r["image"].id, plain) if found else []
+
+        steps = [
+            dag.Step("lt", ("render", "image", "sg:masters", "sg:api", "iam"), template),
+            dag.Step("group", ("lt", "target-group", *[f"subnet:{z}" for z in zones]),
+                     lambda r: group.ensure(asg, spec, settings(r), ledger)),
+            dag.Step("group:processes", ("group",), lambda r: group.ensure_suspended(asg, r["group"], ledger)),
+            dag.Step("group:hook", ("group",), lambda r: group.ensure_hook(asg, r["group"], ledger)),
+            dag.Step("group:in-service", ("group:processes", "group:hook"), lambda r: group.wait_in_service(
+                asg, r["group"], spec.masters, self.progress, timeout=self.timeout, interval=self.poll)),
+            dag.Step("group:drift", ("group:in-service", "render", "image"), drift),
+        ]
+        if wait:
+            steps.append(dag.Step("healthy", ("group:in-service", "listener"), lambda r: loadbalancer.wait_healthy(
+                elbv2, r["target-group"], r["group:in-service"], self.progress, timeout=self.timeout, interval=self.poll)))
+        return steps
 
     def _rendered(self, render: RenderCallback, lb: LBAddress, plan: topology.ClusterPlan) -> dict[str, RenderedNode]:
         self.progress("render", "rendering", ", ".join(lb.dns_names))
@@ -201,6 +252,10 @@ class AwsProvider:
             aws[kind.replace("-", "_")] = result
         elif kind == "image":
             aws["image"] = result.id
+        elif step == "lt":
+            aws["launch_template"] = {"id": result[0], "version": result[1]}
+        elif step == "group":
+            aws["autoscaling_group"] = result
         elif step == "store":
             data["store"] = {"url": result.url, "owned": result.owned}
         elif step == "iam":
@@ -230,6 +285,17 @@ class AwsProvider:
             lb = loadbalancer.by_name(elbv2, "lb", elb_name(spec.name, "api"))
             tg = loadbalancer.by_name(elbv2, "tg", elb_name(spec.name, "api"))
             health = loadbalancer.target_health(elbv2, tg["TargetGroupArn"]) if tg else {}
+        if spec.provider_spec.masters == "asg":  # type: ignore[union-attr]
+            with translated(self.region):
+                nodes = self._group_status(health)
+        else:
+            nodes = self._instance_status(plan, found, health)
+        dns = lb["DNSName"] if lb else None
+        endpoint = topology.plan(spec, lb_dns_names=(dns,) if dns else ()).lb.endpoint
+        return ClusterStatus(spec.name, "aws", endpoint, nodes, extra={"load_balancer": dns, "region": self.region})
+
+    def _instance_status(self, plan: topology.ClusterPlan, found: dict[str, dict[str, Any]],
+                         health: dict[str, str]) -> list[NodeStatus]:
         nodes = []
         for n in plan.nodes:
             inst = found.get(n.name)
@@ -239,9 +305,27 @@ class AwsProvider:
             nodes.append(NodeStatus(
                 n.name, inst["InstanceId"], inst.get("PrivateIpAddress"), inst["Placement"]["AvailabilityZone"],
                 inst["State"]["Name"], health.get(inst["InstanceId"], "unregistered"), inst.get("ImageId")))
-        dns = lb["DNSName"] if lb else None
-        endpoint = topology.plan(spec, lb_dns_names=(dns,) if dns else ()).lb.endpoint
-        return ClusterStatus(spec.name, "aws", endpoint, nodes, extra={"load_balancer": dns, "region": self.region})
+        return nodes
+
+    def _group_status(self, health: dict[str, str]) -> list[NodeStatus]:
+        """The group's instances: named by their hostname (as bakery-node names a group member),
+        state = Auto Scaling's lifecycle state, health = the target's, then the group's own word."""
+        group_name = group.name(self.spec.name)
+        listed = group.members(self.clients("autoscaling"), group_name)
+        ids = [i["InstanceId"] for i in listed]
+        ec2 = {}
+        if ids:
+            described = self.clients.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+            ec2 = {i["InstanceId"]: i for r in described for i in r["Instances"]}
+        nodes = []
+        for i in sorted(listed, key=lambda i: (i["AvailabilityZone"], i["InstanceId"])):
+            inst = ec2.get(i["InstanceId"], {})
+            host = (inst.get("PrivateDnsName") or "").split(".")[0] or i["InstanceId"]
+            nodes.append(NodeStatus(
+                host, i["InstanceId"], inst.get("PrivateIpAddress"), i["AvailabilityZone"], i["LifecycleState"],
+                f"{health.get(i['InstanceId'], 'unregistered')} ({i.get('HealthStatus', '?').lower()})", inst.get("ImageId"),
+                extra={"group": group_name, "launch_template_version": (i.get("LaunchTemplate") or {}).get("Version")}))
+        return nodes
 
     # -- down -----------------------------------------------------------------------------
 
@@ -286,9 +370,15 @@ class AwsProvider:
                 ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
             delete_each("internet-gateway", r["find:igw"], "InternetGatewayId", call)
 
-        cleared = ("delete:lb", "delete:masters")
+        asg = self.clients("autoscaling")
+        cleared = ("delete:lb", "delete:masters", "delete:group")
         steps = [
-            dag.Step("find:masters", (), lambda r: instances.find_masters(ec2, cluster, (*LIVE_STATES, "shutting-down"))),
+            # The group first (with ForceDelete, its instances go with it), waited for: it
+            # uses the launch template, the target group, the subnets and the security groups.
+            dag.Step("delete:group", (), lambda r: group.delete(asg, ec2, cluster, ledger, timeout=self.timeout,
+                                                             interval=self.poll)),
+            dag.Step("find:masters", ("delete:group",),
+                     lambda r: instances.find_masters(ec2, cluster, (*LIVE_STATES, "shutting-down"))),
             dag.Step("find:elb", (), lambda r: loadbalancer.find_tagged(elbv2, cluster)),
             dag.Step("find:sg", (), lambda r: ec2.describe_security_groups(Filters=f)["SecurityGroups"]),
             dag.Step("find:subnet", (), lambda r: ec2.describe_subnets(Filters=f)["Subnets"]),
@@ -296,9 +386,9 @@ class AwsProvider:
             dag.Step("find:vpc", (), lambda r: ec2.describe_vpcs(Filters=f)["Vpcs"]),
             dag.Step("find:lt", (), lambda r: ec2.describe_launch_templates(Filters=f)["LaunchTemplates"]),
             dag.Step("delete:lb", ("find:elb",), delete_lbs),
-            dag.Step("delete:tg", ("find:elb", "delete:lb"), delete_tgs),
+            dag.Step("delete:tg", ("find:elb", "delete:lb", "delete:group"), delete_tgs),
             dag.Step("delete:masters", ("find:masters",), terminate),
-            dag.Step("delete:lt", ("find:lt",), lambda r: delete_each(
+            dag.Step("delete:lt", ("find:lt", "delete:group"), lambda r: delete_each(
                 "launch-template", r["find:lt"], "LaunchTemplateId",
                 lambda t: ec2.delete_launch_template(LaunchTemplateId=t["LaunchTemplateId"]))),
             dag.Step("delete:sg", ("find:sg", *cleared), lambda r: delete_each(
@@ -308,10 +398,10 @@ class AwsProvider:
                 "subnet", r["find:subnet"], "SubnetId", lambda s: ec2.delete_subnet(SubnetId=s["SubnetId"]))),
             dag.Step("delete:vpc", ("find:vpc", "delete:sg", "delete:igw", "delete:subnet"), lambda r: delete_each(
                 "vpc", r["find:vpc"], "VpcId", lambda v: ec2.delete_vpc(VpcId=v["VpcId"]))),
-            dag.Step("delete:iam", ("delete:masters",), lambda r: iam.delete(self.clients("iam"), cluster, ledger)),
+            dag.Step("delete:iam", ("delete:masters", "delete:group"), lambda r: iam.delete(self.clients("iam"), cluster, ledger)),
         ]
         if purge:
-            steps.append(dag.Step("delete:store", ("delete:masters",), lambda r: bucket.purge(self.clients("s3"), self.spec, ledger)))
+            steps.append(dag.Step("delete:store", ("delete:masters", "delete:group"), lambda r: bucket.purge(self.clients("s3"), self.spec, ledger)))
         with translated(self.region):
             run = dag.run(steps, workers=self.workers)
         self.trace = run.trace
