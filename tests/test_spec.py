@@ -88,13 +88,13 @@ def test_even_zero_or_too_many_masters(masters: int):
 
 
 def test_address_outside_subnet():
-    text = MINIMAL + "network:\n  subnet: 10.0.0.0/24\n  addresses: [10.0.0.5, 10.0.0.6, 10.9.9.9]\n"
+    text = FIXED + "network:\n  subnet: 10.0.0.0/24\n  addresses: [10.0.0.5, 10.0.0.6, 10.9.9.9]\n"
     (line,) = problems(text)
     assert line.startswith("cluster.yaml:6: network.addresses[2]: 10.9.9.9 is outside")
 
 
 def test_duplicate_addresses():
-    text = MINIMAL + "network:\n  subnet: 10.0.0.0/24\n  addresses:\n  - 10.0.0.5\n  - 10.0.0.5\n  - 10.0.0.7\n"
+    text = FIXED + "network:\n  subnet: 10.0.0.0/24\n  addresses:\n  - 10.0.0.5\n  - 10.0.0.5\n  - 10.0.0.7\n"
     (line,) = problems(text)
     assert line.startswith("cluster.yaml:8: network.addresses[1]: 10.0.0.5 is given to masters 0 and 1")
 
