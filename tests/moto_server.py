@@ -377,9 +377,33 @@ class Moto:
         return self.client("ec2").register_image(Name="bakery-test", RootDeviceName="/dev/xvda")["ImageId"]
 
 
+def _fix_launch_template_versions() -> None:
+    """A moto defect, not a kindness: CreateLaunchTemplate keeps UserData as moto's
+    Base64EncodedString, CreateLaunchTemplateVersion keeps the raw string, and an
+    autoscaling group that launches from such a version fails with HTTP 500 (an
+    AssertionError in LaunchTemplateVersion.user_data). EC2 launches from any version;
+    so does moto with the string wrapped as CreateLaunchTemplate would have."""
+    from moto.core.types import Base64EncodedString
+    from moto.ec2.models.launch_templates import LaunchTemplateVersion
+
+    original = LaunchTemplateVersion.user_data
+    if getattr(original.fget, "bakery_fixed", False):
+        return
+
+    def user_data(self: Any) -> Any:
+        raw = self.data.get("UserData")
+        if isinstance(raw, str):
+            self.data["UserData"] = Base64EncodedString(raw)
+        return original.fget(self)
+
+    user_data.bakery_fixed = True  # type: ignore[attr-defined]
+    LaunchTemplateVersion.user_data = property(user_data)  # type: ignore[method-assign,assignment]
+
+
 def start() -> tuple[Any, Moto]:
     """Start moto on a free port of 127.0.0.1. Sets MOTO_EC2_LOAD_DEFAULT_AMIS=false for this process."""
     os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
+    _fix_launch_template_versions()
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise

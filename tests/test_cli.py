@@ -34,9 +34,9 @@ BAD = {
     "yaml-syntax": ("name: demo\nprovider: aws\naws: {zones: [}\n", ["cluster.yaml:3: YAML syntax error"]),
     "even-masters": ("name: demo\nprovider: aws\naws: {}\nmasters: 4\n", ["cluster.yaml:4: masters: 4 masters: use 3, 5 or 7"]),
     "zero-masters": ("name: demo\nprovider: aws\naws: {}\nmasters: 0\n", ["cluster.yaml:4: masters: 0 masters"]),
-    "outside-subnet": ("name: demo\nprovider: aws\naws: {}\nnetwork:\n  addresses: [10.240.0.10, 10.240.0.11, 192.168.1.1]\n",
+    "outside-subnet": ("name: demo\nprovider: aws\naws: {masters: instances}\nnetwork:\n  addresses: [10.240.0.10, 10.240.0.11, 192.168.1.1]\n",
                        ["cluster.yaml:5: network.addresses[2]: 192.168.1.1 is outside"]),
-    "duplicate-address": ("name: demo\nprovider: aws\naws: {}\nnetwork:\n  addresses: [10.240.0.10, 10.240.0.10, 10.240.0.12]\n",
+    "duplicate-address": ("name: demo\nprovider: aws\naws: {masters: instances}\nnetwork:\n  addresses: [10.240.0.10, 10.240.0.10, 10.240.0.12]\n",
                           ["cluster.yaml:5: network.addresses[1]: 10.240.0.10 is given to masters 0 and 1"]),
     "old-kubernetes": ("name: demo\nprovider: aws\naws: {}\nkubernetes_version: 1.19.16\n",
                        ["cluster.yaml:4: kubernetes_version: Kubernetes 1.19.16 is older than the supported minimum 1.29"]),
@@ -63,7 +63,8 @@ def test_bad_input_one_line_per_problem_exit_2_nothing_written(case: str, comman
 def test_embedded_user_data_over_the_aws_limit_is_refused_with_a_breakdown(tmp_path: Path):
     rng = random.Random(7)  # random hex does not compress: the gzipped document cannot fit
     args = {f"x-flag-{i}": "".join(rng.choice("0123456789abcdef") for _ in range(400)) for i in range(90)}
-    doc = {"name": "big", "provider": "aws", "user_data": "embedded", "aws": {}, "apiserver": {"extra_args": args}}
+    doc = {"name": "big", "provider": "aws", "user_data": "embedded", "aws": {"masters": "instances"},
+           "apiserver": {"extra_args": args}}
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(doc))
     r = run("render", "-f", "cluster.yaml", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr

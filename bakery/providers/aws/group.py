@@ -139,6 +139,14 @@ def ensure(asg: Any, spec: ClusterSpec, s: Settings, ledger: Ledger) -> str:
         raise ProviderError(f"autoscaling group {group_name} is being deleted (a `bakery down` in progress): "
                             "wait until it is gone, then rerun `bakery up`")
     change = differences(group, s)
+    if group.get("DesiredCapacity", 0) > s.size:
+        # a surge rollout in progress (or a hand-made resize): shrinking would let Auto Scaling
+        # terminate a master whose etcd member nobody removed; `bakery rollout` finishes the surge
+        for key in ("MinSize", "MaxSize", "DesiredCapacity"):
+            change.pop(key, None)
+        ledger.drifted(f"autoscaling group {group_name} wants {group['DesiredCapacity']} instances, the spec {s.size}: "
+                       "a rollout in progress surged it (`bakery rollout` finishes it and shrinks it back); "
+                       "bakery never shrinks a master group by itself")
     if change:
         asg.update_auto_scaling_group(AutoScalingGroupName=group_name, **change)
         ledger.made("autoscaling-group update", f"{group_name}: {', '.join(sorted(change))}")
@@ -258,3 +266,112 @@ def delete(asg: Any, ec2: Any, cluster: str, ledger: Ledger, *, timeout: float, 
         for iid in running:
             ledger.gone("group master", iid)
     wait_terminated(ec2, [i["InstanceId"] for i in left], timeout=timeout, interval=interval)
+
+
+# -- the group for surge rollouts (bakery/surge.py) ------------------------------------------
+
+GONE_STATES = ("Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated", "Detaching", "Detached")
+
+
+class AsgGroup:
+    """The cluster's autoscaling group as a master group for bakery/surge.py. A master is
+    named by its hostname, as bakery-node names its etcd member (the private DNS name's
+    first label). surge points the group at the launch template of the current image and
+    raises max and desired by one; retire terminates one instance through the group
+    (desired back down), completes its termination hook (its member is gone already),
+    waits until it is terminated and puts max back. The etcd endpoints are the private
+    addresses: a rollout runs inside the VPC."""
+
+    def __init__(self, p: Any) -> None:
+        self.p = p
+        self.asg = p.clients("autoscaling")
+        self.ec2 = p.clients.ec2
+        self.group_name = name(p.spec.name)
+
+    def _group(self) -> dict[str, Any]:
+        g = find(self.asg, self.p.spec.name)
+        if g is None:
+            raise ProviderError(f"autoscaling group {self.group_name} does not exist: run `bakery up` first")
+        return g
+
+    def _instances(self) -> dict[str, dict[str, Any]]:
+        """hostname -> {id, address, state, lifecycle} of the group's instances that are not leaving."""
+        listed = {i["InstanceId"]: i for i in self._group().get("Instances", []) if i.get("LifecycleState") not in GONE_STATES}
+        if not listed:
+            return {}
+        out = {}
+        for r in self.ec2.describe_instances(InstanceIds=sorted(listed))["Reservations"]:
+            for inst in r["Instances"]:
+                host = (inst.get("PrivateDnsName") or "").split(".")[0]
+                if host:
+                    out[host] = {"id": inst["InstanceId"], "address": inst.get("PrivateIpAddress"),
+                                 "state": inst["State"]["Name"], "lifecycle": listed[inst["InstanceId"]].get("LifecycleState")}
+        return out
+
+    def members(self) -> list[str]:
+        return sorted(self._instances())
+
+    def etcd_endpoints(self) -> dict[str, str]:
+        port = self.p.spec.etcd.client_port
+        return {n: f"https://{i['address']}:{port}" for n, i in sorted(self._instances().items()) if i["address"]}
+
+    def peer_url(self, host: str) -> str:
+        i = self._instances().get(host)
+        if i is None or not i["address"]:
+            raise ProviderError(f"{host} is not a running master of autoscaling group {self.group_name}")
+        return f"https://{i['address']}:{self.p.spec.etcd.peer_port}"
+
+    def running(self, host: str) -> bool:
+        i = self._instances().get(host)
+        return i is not None and i["state"] in ("pending", "running")
+
+    def surge(self, user_data: Any, like: str | None = None) -> str:
+        """One new master from the launch template of the current image and `user_data`;
+        its hostname once Auto Scaling has it InService. The group picks the zone (it
+        balances them; AZRebalance stays suspended)."""
+        tid, version = self.p.launch_template(user_data)
+        g = self._group()
+        before = set(self._instances())
+        want = g["DesiredCapacity"] + 1
+        self.p.progress(f"autoscaling-group {self.group_name}", "surging", f"{g['DesiredCapacity']} -> {want}")
+        self.asg.update_auto_scaling_group(AutoScalingGroupName=self.group_name, MaxSize=max(g["MaxSize"], want),
+                                           DesiredCapacity=want,
+                                           LaunchTemplate={"LaunchTemplateId": tid, "Version": str(version)})
+        found: list[str] = []
+
+        def new_in_service() -> bool:
+            now = self._instances()
+            found[:] = [h for h, i in now.items() if h not in before and i["lifecycle"] == "InService"]
+            return bool(found)
+
+        poll(new_in_service, f"autoscaling group {self.group_name}: the surged instance in service",
+             timeout=self.p.timeout, interval=self.p.poll)
+        return found[0]
+
+    def retire(self, host: str) -> None:
+        """Terminate master `host` through the group (desired - 1), complete its termination
+        hook (its etcd member is gone already), wait until it is terminated, and put max
+        back to the spec's size once desired is there."""
+        from botocore.exceptions import ClientError
+
+        from bakery.providers.aws.clients import error_code
+
+        i = self._instances().get(host)
+        if i is None:
+            return  # already leaving or gone
+        iid = i["id"]
+        self.p.progress(f"master {host}", "retiring", f"{iid} through {self.group_name}")
+        self.asg.terminate_instance_in_auto_scaling_group(InstanceId=iid, ShouldDecrementDesiredCapacity=True)
+        try:
+            self.asg.complete_lifecycle_action(LifecycleHookName=LEAVE_HOOK, AutoScalingGroupName=self.group_name,
+                                               LifecycleActionResult="CONTINUE", InstanceId=iid)
+        except ClientError as e:
+            # "No active Lifecycle Action found": the instance's bakery-node completed it, or the hook was not hit yet
+            if error_code(e) != "ValidationError":
+                raise
+        wait_terminated(self.ec2, [iid], timeout=self.p.timeout, interval=self.p.poll)
+        g = self._group()
+        size = self.p.spec.masters
+        if g["DesiredCapacity"] <= size and g["MaxSize"] > size:
+            self.asg.update_auto_scaling_group(AutoScalingGroupName=self.group_name, MaxSize=size,
+                                               MinSize=min(g["MinSize"], size), DesiredCapacity=g["DesiredCapacity"])

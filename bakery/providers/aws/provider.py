@@ -414,6 +414,16 @@ class AwsProvider:
             state_mod.save(self.paths, data)
         return ledger.deleted
 
+    # -- the group for rollouts -----------------------------------------------------------
+
+    @property
+    def cattle(self) -> bool:
+        """Masters in an autoscaling group boot one user-data: a rollout surges (bakery/surge.py)."""
+        return self.spec.provider_spec.masters == "asg"  # type: ignore[union-attr]
+
+    def group(self) -> group.AsgGroup:
+        return group.AsgGroup(self)
+
     # -- launch template ----------------------------------------------------------------
 
     def launch_template(self, user_data: UserData) -> tuple[str, int]:
