@@ -5,18 +5,23 @@ The cloud fakes hand their instances addresses from loopback subnets (moto from 
 spec's zone subnets, the fake GCE from its `ephemeral_range`), so every instance the
 cloud says runs can have a real etcd on its own address. `Machines` watches the cloud
 (a `list_instances` callable, polled in a thread, bounded) and, for each instance that
-appears, runs bakery-node's etcd membership step (bakery/node/join.py, the real code) on
-that address with the real store the provider made (moto S3, fake GCS): day 0 in the
-spec's bootstrap mode, a learner join afterwards. An instance that is terminated,
-deleted or replaced (a new id under the same name) loses its etcd at once, as a
-machine does. Certificates: one throwaway CA whose server certificate covers the first
-64 addresses of each subnet.
+appears, boots a machine: an instance-data file built from what the cloud API reports
+(id, hostname, the private address, zone), the node config read out of the instance's
+own user-data (the cluster's one small user-data, as cloud-init would write it), and
+bakery-node's Agent (bakery/node/agent.py, the real code) with the provider's own store
+(moto S3, fake GCS): it fetches the description and CA material, checks their digests,
+issues its own leaves, writes its tree and joins etcd; where the kubelet would start
+the etcd static pod, the harness starts a real etcd from the manifest the agent wrote.
+An instance that is terminated, deleted or replaced (a new id under the same name)
+loses its etcd at once, as a machine does.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import ipaddress
-import shutil
+import json
 import signal
 import threading
 import time
@@ -24,20 +29,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bakery.discovery import Bootstrap
+import yaml
+
 from bakery.etcd import TLS, Client
-from bakery.node.join import Joined, Timing, join
+from bakery.node import identity
+from bakery.node.agent import Agent
+from bakery.node.description import CONFIG, NodeConfig
+from bakery.node.join import Joined, Timing
 from bakery.render import flags
 from bakery.store import Store
-from bakery.topology import ClusterPlan, Node
-from tests.etcd_fixtures import (
-    NODE_ETCD_PKI,
-    Proc,
-    _free_everywhere,
-    free_port_on_all,
-    localize,
-    make_certs,
-)
+from tests.etcd_fixtures import Proc, _free_everywhere, free_port_on_all, localize, manifest_command
 
 FAST = Timing(reach=60, lock_wait=120, lock_ttl=5, quorum=120, promote=90, promote_every=0.2, healthy=90, settle=30,
               poll=0.2, backoff=2.0)
@@ -49,6 +50,19 @@ class Instance:
     hostname: str
     address: str
     zone: str
+    user_data: bytes  # as the cloud keeps it: decoded from base64, maybe gzipped
+    cloud: str = "aws"
+
+
+def node_config(user_data: bytes) -> NodeConfig:
+    """/etc/bakery/node.json out of the small user-data, as cloud-init's write_files writes it."""
+    raw = gzip.decompress(user_data) if user_data[:2] == b"\x1f\x8b" else user_data
+    doc = yaml.safe_load(raw)
+    (f,) = [f for f in doc["write_files"] if f["path"] == str(CONFIG)]
+    content = f["content"]
+    if f.get("encoding") in ("b64", "base64"):
+        content = base64.b64decode(content).decode()
+    return NodeConfig.load_text(content, "the instance's user-data")
 
 
 def ports_free_on(subnets: Sequence[str], hosts_per_subnet: int = 16) -> tuple[int, int] | None:
@@ -62,17 +76,26 @@ def ports_free_on(subnets: Sequence[str], hosts_per_subnet: int = 16) -> tuple[i
     return client, peer
 
 
+class _Etcd:
+    """The start commands' runner on a machine: where the kubelet would start the etcd
+    static pod, start the real etcd from the manifest the agent wrote."""
+
+    def __init__(self, root: Path, binary: Path, data: Path, log: Path, may_start: Callable[[], bool]) -> None:
+        self.root, self.binary, self.data, self.log, self.may_start = root, binary, data, log, may_start
+        self.proc: Proc | None = None
+
+    def __call__(self, argv: Sequence[str]) -> None:
+        if "kubelet.service" in argv and self.may_start():
+            manifest = self.root / "etc/kubernetes/manifests/etcd.manifest"
+            self.proc = Proc(localize(manifest_command(manifest), self.binary, self.root, self.data), self.log)
+
+
 class Machines:
-    def __init__(self, folder: Path, binary: Path, plan: ClusterPlan, subnets: Sequence[str], store: Store,
-                 list_instances: Callable[[], list[Instance]], *, is_alive: Callable[[str], bool | None] | None = None,
-                 poll: float = 0.2) -> None:
-        self.folder, self.binary, self.plan, self.store = folder, binary, plan, store
+    def __init__(self, folder: Path, binary: Path, tls: TLS, store: Store, list_instances: Callable[[], list[Instance]], *,
+                 is_alive: Callable[[str], bool | None] | None = None, poll: float = 0.2) -> None:
+        self.folder, self.binary, self.tls, self.store = folder, binary, tls, store
         self.list_instances, self.is_alive, self.poll = list_instances, is_alive, poll
-        addresses = [str(h) for s in subnets for h in list(ipaddress.IPv4Network(s).hosts())[:64]]
-        self.certs = make_certs(folder / "pki", addresses)
-        self.tls = TLS(self.certs["ca"], self.certs["client_crt"], self.certs["client_key"])
-        self.procs: dict[str, Proc] = {}  # instance id -> its etcd
-        self.joins: dict[str, threading.Thread] = {}
+        self.etcds: dict[str, _Etcd] = {}  # instance id -> its etcd runner
         self.joined: dict[str, Joined] = {}
         self.errors: dict[str, BaseException] = {}
         self.started: list[Instance] = []  # every machine ever booted, in order
@@ -90,7 +113,8 @@ class Machines:
         self._stop.set()
         self._thread.join(30)
         with self._lock:
-            procs = list(self.procs.values())
+            procs = [e.proc for e in self.etcds.values() if e.proc is not None]
+            self._live.clear()
         for p in procs:
             p.signal(signal.SIGTERM)
         for p in procs:
@@ -125,45 +149,42 @@ class Machines:
 
     def _end(self, iid: str) -> None:
         self._live.pop(iid, None)
-        p = self.procs.pop(iid, None)
-        if p is not None and p.alive():
-            p.signal(signal.SIGKILL)
-            p.wait(10)
+        e = self.etcds.get(iid)
+        if e is not None and e.proc is not None and e.proc.alive():
+            e.proc.signal(signal.SIGKILL)
+            e.proc.wait(10)
         self.stopped.append(iid)
 
+    def end(self, iid: str) -> None:
+        """The machine hangs or dies while the cloud still lists its instance."""
+        with self._lock:
+            e = self.etcds.get(iid)
+            if e is not None and e.proc is not None:
+                e.proc.signal(signal.SIGKILL)
+                e.proc.wait(10)
+
     def _boot(self, inst: Instance) -> None:
-        subnet = next((z.subnet for z in self.plan.spec.zones if z.name == inst.zone and z.subnet), None) \
-            or self.plan.spec.network.subnet
-        node = Node(index=-1, name=inst.hostname, address=inst.address, zone=inst.zone, subnet=subnet,
-                    client_port=self.plan.spec.etcd.client_port, peer_port=self.plan.spec.etcd.peer_port)
-        data = self.folder / "data" / inst.id
-        root = self.folder / "nodes" / inst.id
-        pki = root / NODE_ETCD_PKI.lstrip("/")
-        pki.mkdir(parents=True, exist_ok=True)
-        shutil.copy(self.certs["ca"], pki / "ca.crt")
-        for kind in ("server", "peer"):
-            shutil.copy(self.certs["server_crt"], pki / f"{kind}.crt")
-            shutil.copy(self.certs["server_key"], pki / f"{kind}.key")
+        base = self.folder / inst.id
+        base.mkdir(parents=True, exist_ok=True)
+        doc = {"v1": {"instance_id": inst.id, "local_hostname": inst.hostname, "availability_zone": inst.zone,
+                      "cloud_name": inst.cloud}, "ds": {"meta_data": {"local-ipv4": inst.address}}}
+        (base / "instance-data.json").write_text(json.dumps(doc))
+        etcd = _Etcd(base / "root", self.binary, base / "etcd-data", base / "etcd.log", lambda: inst.id in self._live)
+        self.etcds[inst.id] = etcd
 
-        def start(b: Bootstrap) -> None:
-            argv = localize(flags.etcd_command(self.plan, node, b), self.binary, root, data)
-            with self._lock:
-                if inst.id in self._live:  # not ended meanwhile
-                    self.procs[inst.id] = Proc(argv, self.folder / "logs" / f"{inst.id}.log")
-
-        def agent() -> None:
+        def machine() -> None:
             try:
-                self.joined[inst.id] = join(self.plan, node, Bootstrap(mode=self.plan.spec.etcd.bootstrap), self.store,
-                                            self.client, start, is_alive=self.is_alive, data_dir=data, timing=FAST)
+                agent = Agent(node_config(inst.user_data), identity.load(base / "instance-data.json"), self.store,
+                              root=base / "root", state_dir=base / "state", run=etcd, etcd_data_dir=base / "etcd-data",
+                              is_alive=self.is_alive, timing=FAST)
+                self.joined[inst.id] = agent.apply()
             except BaseException as e:  # reported by the test, with the logs
                 if inst.id in self._live:
                     self.errors[inst.id] = e
 
         self._live[inst.id] = inst
         self.started.append(inst)
-        t = threading.Thread(target=agent, name=f"bakery-node-{inst.hostname}", daemon=True)
-        self.joins[inst.id] = t
-        t.start()
+        threading.Thread(target=machine, name=f"bakery-node-{inst.hostname}", daemon=True).start()
 
     # -- for the tests ------------------------------------------------------------------
 
@@ -172,7 +193,7 @@ class Machines:
             return list(self._live.values())
 
     def logs(self) -> str:
-        return "\n---\n".join(f"{iid}:\n{p.tail(15)}" for iid, p in self.procs.items())
+        return "\n---\n".join(f"{iid}:\n{e.proc.tail(15)}" for iid, e in self.etcds.items() if e.proc is not None)
 
 
 class VoterSampler:

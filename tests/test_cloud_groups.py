@@ -1,7 +1,10 @@
 """Master groups for real: the real boto3 against moto's autoscaling group and the real
 google-cloud-compute against the fake GCE's managed instance groups, with one bakery-node
-per instance on the instance's own loopback address (tests/cloud_harness.py), so the
-etcd cluster the cloud's instances form is a real one.
+per instance on the instance's own loopback address (tests/cloud_harness.py: the agent
+reads the node config out of the instance's own user-data, the description and CA
+material from the provider's store, issues its leaves from the cluster's etcd CA), so the
+etcd cluster the cloud's instances form is a real one. The cluster is rendered and
+published by bakery's own pipeline (Cluster.render_callback), as `bakery up` does.
 
 On each cloud: `up` makes the group and its instances assemble etcd by themselves
 (store bootstrap through the provider's own store: moto S3, fake GCS); an instance
@@ -13,6 +16,7 @@ writer that loses nothing, and leaves the group at its size with no journal.
 
 from __future__ import annotations
 
+import base64
 import random
 import threading
 import time
@@ -22,17 +26,17 @@ from typing import Any
 
 import pytest
 
-from bakery import backup, state, topology
-from bakery import spec as spec_mod
+from bakery import backup, surge
 from bakery.errors import EtcdError
+from bakery.etcd import TLS
 from bakery.node import ec2 as node_ec2
+from bakery.pipeline import Cluster
 from bakery.providers.aws.provider import create
-from bakery.providers.base import LBAddress
 from bakery.rollout import Timing
 from bakery.store import layout
 from bakery.surge import heal, load_journal, rollout
 from tests.cloud_harness import Instance, Machines, VoterSampler, ports_free_on, wait_for
-from tests.moto_server import Calls, Moto, group_render, moto, moto_session, record_ami  # noqa: F401
+from tests.moto_server import Calls, Moto, moto, moto_session, record_ami  # noqa: F401
 
 pytestmark = pytest.mark.etcd
 
@@ -78,7 +82,28 @@ def _voters(m: Machines, endpoints: list[str]) -> dict[str, Any]:
 # -- AWS: an autoscaling group in moto --------------------------------------------------------
 
 
-def _aws_spec() -> tuple[spec_mod.ClusterSpec, list[str]]:
+class Env:
+    """The test's cluster as `bakery` sees it: its spec file and build folder."""
+
+    def __init__(self, spec_file: Path, build: Path) -> None:
+        self.spec_file, self.build = spec_file, build
+        self.cluster = Cluster.load(spec_file, build)
+        self.paths = self.cluster.paths
+        self.spec = self.cluster.spec
+
+    def reload(self) -> Cluster:
+        return Cluster.load(self.spec_file, self.build)
+
+    def render_callback(self, **kw: Any) -> Any:
+        return self.reload().render_callback(**kw)
+
+
+def _tls(cluster: Any) -> TLS:
+    pki = cluster.paths.pki / "etcd"
+    return TLS(pki / "ca.crt", pki / "healthcheck-client.crt", pki / "healthcheck-client.key")
+
+
+def _aws_spec_text(masters: int) -> tuple[str, list[str]]:
     for _ in range(20):
         a = random.randint(64, 250)
         subnets = [f"127.{a}.{z}.0/24" for z in (1, 2, 3)]
@@ -88,20 +113,22 @@ def _aws_spec() -> tuple[spec_mod.ClusterSpec, list[str]]:
     else:
         raise AssertionError("no loopback subnets with free etcd ports")
     zones = "\n".join(f"    - {{name: us-east-1{z}, subnet: {s}}}" for z, s in zip("abc", subnets, strict=True))
-    text = (f"name: demo\nprovider: aws\nmasters: 3\nnetwork: {{subnet: 127.{a}.0.0/16}}\n"
+    return (f"name: demo\nprovider: aws\nmasters: {masters}\nnetwork: {{subnet: 127.{a}.0.0/16}}\n"
             f"etcd: {{client_port: {ports[0]}, peer_port: {ports[1]}}}\n"
-            f"aws:\n  region: us-east-1\n  masters: asg\n  zones:\n{zones}\n")
-    return spec_mod.parse(text), subnets
+            f"aws:\n  region: us-east-1\n  masters: asg\n  zones:\n{zones}\n"), subnets
 
 
-@pytest.fixture
-def aws(moto: Moto, tmp_path: Path, etcd_bin: Path) -> Iterator[tuple[Any, Machines, Moto, state.ClusterPaths]]:  # noqa: F811
-    spec, subnets = _aws_spec()
-    paths = state.paths(spec.name, tmp_path / "build")
-    paths.base.mkdir(parents=True, exist_ok=True)
-    record_ami(paths, moto.register_ami())
-    provider = create(spec, paths, lambda *e: None, client_factory=moto.factory(Calls()), poll_interval=0.1, wait_timeout=120)
+@pytest.fixture(params=[3])
+def aws(request: pytest.FixtureRequest, moto: Moto, tmp_path: Path, etcd_bin: Path) -> Iterator[tuple[Any, Machines, Moto, Any]]:  # noqa: F811
+    text, _ = _aws_spec_text(request.param)
+    (tmp_path / "cluster.yaml").write_text(text)
+    cluster = Env(tmp_path / "cluster.yaml", tmp_path / "build")
+    cluster.paths.base.mkdir(parents=True, exist_ok=True)
+    record_ami(cluster.paths, moto.register_ami())
+    provider = create(cluster.spec, cluster.paths, lambda *e: None, client_factory=moto.factory(Calls()),
+                      poll_interval=0.1, wait_timeout=120)
     ec2 = moto.plain("ec2")
+    seen: dict[str, Instance] = {}
 
     def instances() -> list[Instance]:
         g = moto.plain("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=["demo-masters"])["AutoScalingGroups"]
@@ -111,16 +138,21 @@ def aws(moto: Moto, tmp_path: Path, etcd_bin: Path) -> Iterator[tuple[Any, Machi
         out = []
         for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]:
             for i in r["Instances"]:
-                if i["State"]["Name"] in ("pending", "running"):
-                    out.append(Instance(i["InstanceId"], i["PrivateDnsName"].split(".")[0], i["PrivateIpAddress"],
-                                        i["Placement"]["AvailabilityZone"]))
+                if i["State"]["Name"] not in ("pending", "running"):
+                    continue
+                iid = i["InstanceId"]
+                if iid not in seen:
+                    ud = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]["Value"]
+                    seen[iid] = Instance(iid, i["PrivateDnsName"].split(".")[0], i["PrivateIpAddress"],
+                                         i["Placement"]["AvailabilityZone"], base64.b64decode(ud), "aws")
+                out.append(seen[iid])
         return out
 
-    provider.up(group_render(spec))  # the bucket first: the machines read the store
+    provider.up(cluster.render_callback(store=provider.store))  # renders, publishes, then the group starts
     store = provider.store()
-    with Machines(tmp_path / "machines", etcd_bin, topology.plan(spec), subnets, store, instances,
-                  is_alive=node_ec2.instance_alive(ec2, store, spec.name)) as m:
-        yield provider, m, moto, paths
+    with Machines(tmp_path / "machines", etcd_bin, _tls(cluster), store, instances,
+                  is_alive=node_ec2.instance_alive(ec2, store, cluster.spec.name)) as m:
+        yield provider, m, moto, cluster
 
 
 def _formed(provider: Any, m: Machines) -> dict[str, Any]:
@@ -159,15 +191,15 @@ def test_aws_group_assembles_etcd_and_heals_a_terminated_master(aws: tuple[Any, 
 
 def test_aws_surge_rollout_onto_a_new_image_keeps_three_voters_and_every_write(
         aws: tuple[Any, Machines, Moto, Any]) -> None:
-    provider, m, moto, paths = aws  # noqa: F811
+    provider, m, moto, cluster = aws  # noqa: F811
     before = _formed(provider, m)
     new_ami = moto.register_ami()
-    record_ami(paths, new_ami)  # `bakery bake` made a new image
+    record_ami(cluster.paths, new_ami)  # `bakery bake` made a new image
     group = provider.group()
     writer = Writer(m, lambda: list(group.etcd_endpoints().values()))
     sampler = VoterSampler(m, lambda: list(group.etcd_endpoints().values()))
-    data = next(iter(group_render(provider.spec)(LBAddress(ips=("127.0.0.1",))).values())).user_data
-    done = rollout("demo", m.client, group, provider.store(), data, timing=T, workdir=paths.root)
+    data = surge.user_data(cluster.reload(), provider.store())
+    done = rollout("demo", m.client, group, provider.store(), data, timing=T, workdir=cluster.paths.root)
     fewest = sampler.stop()
     writer.stop()
     assert not m.errors, m.errors
@@ -185,14 +217,14 @@ def test_aws_surge_rollout_onto_a_new_image_keeps_three_voters_and_every_write(
     with m.client(list(group.etcd_endpoints().values())) as e:
         stored = {kv.key.decode() for kv in e.range("/w/", prefix=True)}
     assert len(writer.acked) > 20 and not set(writer.acked) - stored
-    assert not provider.up(group_render(provider.spec)).drift  # the group is what `up` makes: nothing to report
+    assert not provider.up(cluster.render_callback(store=provider.store)).drift  # what `up` makes: nothing to report
 
 
 def test_aws_rollout_interrupted_after_the_surge_adopts_it_on_the_rerun(aws: tuple[Any, Machines, Moto, Any]) -> None:
-    provider, m, moto, paths = aws  # noqa: F811
+    provider, m, moto, cluster = aws  # noqa: F811
     _formed(provider, m)
     group = provider.group()
-    data = next(iter(group_render(provider.spec)(LBAddress(ips=("127.0.0.1",))).values())).user_data
+    data = surge.user_data(cluster.reload(), provider.store())
 
     class Interrupt(Exception):
         pass
@@ -202,25 +234,26 @@ def test_aws_rollout_interrupted_after_the_surge_adopts_it_on_the_rerun(aws: tup
             raise Interrupt(step)
 
     with pytest.raises(Interrupt):
-        rollout("demo", m.client, group, provider.store(), data, timing=T, progress=progress, workdir=paths.root)
+        rollout("demo", m.client, group, provider.store(), data, timing=T, progress=progress, workdir=cluster.paths.root)
     g = moto.plain("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=["demo-masters"])["AutoScalingGroups"][0]
     assert g["DesiredCapacity"] == 4  # surged, then interrupted
-    assert any("a rollout in progress surged it" in d for d in provider.up(group_render(provider.spec)).drift)  # up leaves it
+    assert any("a rollout in progress surged it" in d
+               for d in provider.up(cluster.render_callback(store=provider.store)).drift)  # up leaves it
     booted = len(m.started)
-    done = rollout("demo", m.client, group, provider.store(), data, timing=T, workdir=paths.root)
+    done = rollout("demo", m.client, group, provider.store(), data, timing=T, workdir=cluster.paths.root)
     assert len(done) == 3 and len(m.started) == booted + 2, "the rerun adopted the surged master: 2 more, not 3"
     assert _all_voters(m, group) and len(group.members()) == 3
 
 
 def test_aws_heal_through_the_group_when_bakery_is_told_first(aws: tuple[Any, Machines, Moto, Any]) -> None:
     """surge.heal on a group: the dead master's member goes first, then the group replaces it."""
-    provider, m, _, _ = aws
+    provider, m, _, cluster = aws
     before = _formed(provider, m)
     group = provider.group()
     dead = sorted(before)[0]
     dead_id = next(i.id for i in m.live() if i.hostname == dead)
-    m.procs[dead_id].signal(9)  # the machine hangs; the instance still runs
-    data = next(iter(group_render(provider.spec)(LBAddress(ips=("127.0.0.1",))).values())).user_data
+    m.end(dead_id)  # the machine hangs; the instance still runs
+    data = surge.user_data(cluster.reload(), provider.store())
     new = heal("demo", m.client, group, provider.store(), data, dead, timing=T)
     assert dead not in group.members() and new in group.members()
     wait_for("3 healthy voters", lambda: _all_voters(m, group), 120, m)
@@ -232,11 +265,13 @@ def test_aws_heal_through_the_group_when_bakery_is_told_first(aws: tuple[Any, Ma
 GCP_IMAGE, GCP_IMAGE2 = "bakery-k8s-1-31-4-abc123", "bakery-k8s-1-31-4-def456"
 
 
-@pytest.fixture
-def gcp(tmp_path: Path, etcd_bin: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Machines, Any, Any]]:
+@pytest.fixture(params=[3])
+def gcp(request: pytest.FixtureRequest, tmp_path: Path, etcd_bin: Path,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Machines, Any, Any]]:
+    from bakery.providers.gcp import GcpProvider
+    from bakery.render.userdata import decode
     from tests.fake_gce import FakeGCE
     from tests.fake_gcs import FakeGCS
-    from tests.test_gcp_group import Renderer
 
     for _ in range(20):
         subnet = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.0/24"
@@ -252,24 +287,37 @@ def gcp(tmp_path: Path, etcd_bin: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         gce.add_image(GCP_IMAGE)
         gce.add_image(GCP_IMAGE2)
 
-        def make(image: str) -> Any:
-            from bakery.providers.gcp import GcpProvider
+        def write_spec(image: str) -> Env:
+            (tmp_path / "cluster.yaml").write_text(
+                f"name: demo\nprovider: gcp\nmasters: {request.param}\nnetwork: {{subnet: {subnet}}}\n"
+                f"etcd: {{client_port: {ports[0]}, peer_port: {ports[1]}}}\n"
+                f"gcp:\n  project: test-project\n  image: {image}\n  endpoint_url: {gce.url}\n")
+            return Env(tmp_path / "cluster.yaml", tmp_path / "build")
 
-            text = (f"name: demo\nprovider: gcp\nmasters: 3\nnetwork: {{subnet: {subnet}}}\n"
-                    f"etcd: {{client_port: {ports[0]}, peer_port: {ports[1]}}}\n"
-                    f"gcp:\n  project: test-project\n  image: {image}\n  endpoint_url: {gce.url}\n")
-            spec = spec_mod.parse(text)
-            return GcpProvider(spec, state.paths(spec.name, tmp_path / "build"), poll_seconds=0.05)
+        def make(image: str) -> tuple[Any, Env]:
+            env = write_spec(image)
+            return GcpProvider(env.spec, env.paths, poll_seconds=0.05), env
 
-        provider = make(GCP_IMAGE)
-        provider.up(Renderer(provider.spec))
+        provider, env = make(GCP_IMAGE)
+        provider.up(env.render_callback(store=provider.store))
         store = provider.store()
+        seen: dict[str, Instance] = {}
 
         def instances() -> list[Instance]:
-            return [Instance(str(i["id"]), i["name"], i["networkInterfaces"][0]["networkIP"], i["zone"].rsplit("/", 1)[-1])
-                    for i in gce.resources("instances") if i["status"] in ("STAGING", "RUNNING")]
+            out = []
+            for i in gce.resources("instances"):
+                if i["status"] not in ("STAGING", "RUNNING"):
+                    continue
+                iid = str(i["id"])
+                if iid not in seen:
+                    meta = {x["key"]: x["value"] for x in i["metadata"]["items"]}
+                    ud = decode(meta["user-data"].encode(), meta.get("user-data-encoding", "plain"))  # type: ignore[arg-type]
+                    seen[iid] = Instance(iid, i["name"], i["networkInterfaces"][0]["networkIP"], i["zone"].rsplit("/", 1)[-1],
+                                         ud, "gce")
+                out.append(seen[iid])
+            return out
 
-        with Machines(tmp_path / "machines", etcd_bin, topology.plan(provider.spec), [subnet], store, instances) as m:
+        with Machines(tmp_path / "machines", etcd_bin, _tls(env), store, instances) as m:
             yield provider, m, gce, make
 
 
@@ -292,15 +340,13 @@ def test_gcp_migs_assemble_etcd_and_a_deleted_master_rejoins_under_its_name(gcp:
 
 
 def test_gcp_surge_rollout_onto_a_new_image_keeps_three_voters_and_every_write(gcp: tuple[Any, Machines, Any, Any]) -> None:
-    from tests.test_gcp_group import Renderer
-
     provider, m, gce, make = gcp
     before = _formed(provider, m)
-    provider = make(GCP_IMAGE2)  # `bakery bake` made a new image
+    provider, env = make(GCP_IMAGE2)  # `bakery bake` made a new image
     group = provider.group()
     writer = Writer(m, lambda: list(group.etcd_endpoints().values()))
     sampler = VoterSampler(m, lambda: list(group.etcd_endpoints().values()))
-    data = next(iter(Renderer(provider.spec)(LBAddress(ips=("127.0.0.1",))).values())).user_data
+    data = surge.user_data(env.reload(), provider.store())  # the new description, published
     done = rollout("demo", m.client, group, provider.store(), data, timing=T, workdir=provider.paths.root)
     fewest = sampler.stop()
     writer.stop()
