@@ -293,6 +293,12 @@ class Client:
             revision=int(r.get("header", {}).get("revision", 0)),
         )
 
+    def move_leader(self, endpoint: str, target_id: int) -> None:
+        """Hand the leadership to member `target_id` (a started voter); `endpoint` must be the
+        leader's: etcd's MoveLeader (maintenance/transfer-leadership), which elects the target
+        at once instead of after an election timeout without a leader."""
+        self.call("maintenance/transfer-leadership", {"targetID": str(target_id)}, endpoint=endpoint.rstrip("/"))
+
     def health(self, endpoint: str) -> bool:
         """etcd's own /health: true when the member has a leader and serves reads."""
         ep = endpoint.rstrip("/")

@@ -22,6 +22,7 @@ whose member was removed is retired. `plan` says what a run would do (--dry-run)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -217,6 +218,7 @@ def _finish(cluster: str, client: ClientFactory, group: Group, store: Store, jou
         if c["phase"] == "remove":
             gone = _member(etcd, old, c.get("old_peer", ""))
             if gone is not None:
+                _hand_over_leadership(etcd, group, gone, c.get("new_member"), progress, step, timing)
                 progress(step, "removing member", f"{gone.id:x}")
                 # through the others: a member asked to remove itself stops before it answers
                 others = [url for n, url in group.etcd_endpoints().items() if n != old]
@@ -226,6 +228,7 @@ def _finish(cluster: str, client: ClientFactory, group: Group, store: Store, jou
             save(phase="retire")
         if c["phase"] == "retire":
             if old in group.members():
+                progress(step, "retiring", f"{old}'s machine")
                 group.retire(old)
             wait_all_healthy(etcd, group, timing, f"after replacing {old}")
             journal.done.append({"old": old, "new": c["new"], "old_member": int(c.get("old_member") or 0),
@@ -234,6 +237,33 @@ def _finish(cluster: str, client: ClientFactory, group: Group, store: Store, jou
             journal.current = None
             _save(store, name, journal)
             progress(step, "done", f"{c['new']} in its place")
+
+
+def _hand_over_leadership(etcd: Client, group: Group, gone: Member, successor: int | None, progress: Progress,
+                          step: str, timing: Timing) -> None:
+    """When the member about to be removed leads, move the leadership first (to its
+    successor, else another voter): removing a leader leaves the cluster without one for an
+    election timeout, during which every write fails and /health is false everywhere."""
+    if not gone.client_urls:
+        return
+    try:
+        status = etcd.status(gone.client_urls[0])
+    except EtcdError:
+        return  # unreachable: it does not lead a cluster that answers; the removal goes ahead
+    if status.leader != gone.id:
+        return
+    voters = [m for m in etcd.member_list() if m.id != gone.id and m.name and not m.is_learner]
+    target = next((m.id for m in voters if m.id == successor), voters[0].id if voters else None)
+    if target is None:
+        return
+    progress(step, "moving leadership", f"{gone.id:x} -> {target:x}")
+    _settled(lambda: etcd.move_leader(gone.client_urls[0], target), timing)
+    deadline = time.monotonic() + timing.settle
+    while time.monotonic() < deadline:
+        with contextlib.suppress(EtcdError):
+            if etcd.status(gone.client_urls[0]).leader == target:
+                return
+        time.sleep(timing.poll)
 
 
 # -- healing ----------------------------------------------------------------------------------

@@ -19,15 +19,19 @@ loses its etcd at once, as a machine does.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import ipaddress
 import json
+import os
+import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -197,11 +201,13 @@ class Machines:
 
 
 class VoterSampler:
-    """The fewest started voters etcd listed at any sample, until stopped (bounded)."""
+    """The fewest healthy voters at any sample (started, not learners, their /health
+    true), until stopped (bounded)."""
 
     def __init__(self, m: Machines, endpoints: Callable[[], list[str]]) -> None:
         self.fewest = 99
         self.samples = 0
+        self.worst = ""
         self._m, self._endpoints = m, endpoints
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -213,7 +219,10 @@ class VoterSampler:
             try:
                 with self._m.client(self._endpoints()) as e:
                     voters = [m for m in e.member_list() if m.name and not m.is_learner]
-                self.fewest = min(self.fewest, len(voters))
+                    healthy = [m for m in voters if m.client_urls and e.health(m.client_urls[0])]
+                if len(healthy) < self.fewest:
+                    self.worst = f"{len(healthy)} healthy of voters {sorted(m.name for m in voters)} at {time.monotonic():.1f}"
+                self.fewest = min(self.fewest, len(healthy))
                 self.samples += 1
             except Exception:  # no member answered this time
                 pass
@@ -232,3 +241,194 @@ def wait_for(what: str, probe: Callable[[], bool], timeout: float, m: Machines |
             detail = f"\nagent errors: {m.errors}\n{m.logs()}" if m is not None else ""
             raise AssertionError(f"{what}: not within {timeout:.0f}s{detail}")
         time.sleep(0.3)
+
+
+# -- the clusters: an autoscaling group in moto, managed instance groups in the fake GCE ------
+
+
+class Writer:
+    """Puts /w/<i> through whatever members the group has now, until stopped (bounded);
+    keeps what etcd acknowledged and counts what failed."""
+
+    def __init__(self, m: Machines, endpoints: Callable[[], list[str]]) -> None:
+        self.acked: list[str] = []
+        self.failed = 0
+        self._m, self._endpoints = m, endpoints
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        end = time.monotonic() + 900
+        for i in range(50_000):
+            if self._stop.is_set() or time.monotonic() > end:
+                return
+            try:
+                with self._m.client(self._endpoints()) as e:
+                    e.put(f"/w/{i:05d}", str(i))
+                self.acked.append(f"/w/{i:05d}")
+            except Exception:  # a member going away: the next put goes elsewhere
+                self.failed += 1
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(30)
+
+    @property
+    def share(self) -> float:
+        tried = len(self.acked) + self.failed
+        return len(self.acked) / tried if tried else 0.0
+
+
+class Env:
+    """A cluster as `bakery` sees it: its spec file and build folder."""
+
+    def __init__(self, spec_file: Path, build: Path) -> None:
+        from bakery.pipeline import Cluster
+
+        self.spec_file, self.build = spec_file, build
+        self.cluster = Cluster.load(spec_file, build)
+        self.paths = self.cluster.paths
+        self.spec = self.cluster.spec
+
+    def reload(self) -> Any:
+        from bakery.pipeline import Cluster
+
+        return Cluster.load(self.spec_file, self.build)
+
+    def render_callback(self, **kw: Any) -> Any:
+        return self.reload().render_callback(**kw)
+
+    def tls(self) -> TLS:
+        pki = self.paths.pki / "etcd"
+        return TLS(pki / "ca.crt", pki / "healthcheck-client.crt", pki / "healthcheck-client.key")
+
+
+def _loopback_subnets(count: int) -> tuple[int, list[str], tuple[int, int]]:
+    for _ in range(20):
+        a = random.randint(64, 250)
+        subnets = [f"127.{a}.{z}.0/24" for z in range(1, count + 1)]
+        ports = ports_free_on(subnets)
+        if ports:
+            return a, subnets, ports
+    raise AssertionError("no loopback subnets with free etcd ports")
+
+
+@contextlib.contextmanager
+def aws_group(folder: Path, moto: Any, etcd_bin: Path, masters: int = 3, *,
+              latency: float = 0.0) -> Iterator[tuple[Any, Machines, Env]]:
+    """`bakery up` of an `aws.masters: asg` cluster in moto with the real pipeline, and a
+    machine per instance of its group. `latency`: seconds added before every AWS call the
+    provider makes."""
+    from bakery.node import ec2 as node_ec2
+    from bakery.providers.aws.provider import create
+    from tests.moto_server import Calls, record_ami
+
+    a, subnets, ports = _loopback_subnets(3)
+    zones = "\n".join(f"    - {{name: us-east-1{z}, subnet: {s}}}" for z, s in zip("abc", subnets, strict=True))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cluster.yaml").write_text(
+        f"name: demo\nprovider: aws\nmasters: {masters}\nnetwork: {{subnet: 127.{a}.0.0/16}}\n"
+        f"etcd: {{client_port: {ports[0]}, peer_port: {ports[1]}}}\n"
+        f"aws:\n  region: us-east-1\n  masters: asg\n  zones:\n{zones}\n")
+    env = Env(folder / "cluster.yaml", folder / "build")
+    env.paths.base.mkdir(parents=True, exist_ok=True)
+    record_ami(env.paths, moto.register_ami())
+    base = moto.factory(Calls())
+
+    def factory(service: str) -> Any:
+        client = base(service)
+        if latency:
+            client.meta.events.register("before-send.*.*", lambda **_: time.sleep(latency))
+        return client
+
+    provider = create(env.spec, env.paths, lambda *e: None, client_factory=factory, poll_interval=0.1, wait_timeout=180)
+    ec2 = moto.plain("ec2")
+    seen: dict[str, Instance] = {}
+
+    def instances() -> list[Instance]:
+        g = moto.plain("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=["demo-masters"])["AutoScalingGroups"]
+        ids = [i["InstanceId"] for i in g[0]["Instances"]] if g else []
+        if not ids:
+            return []
+        out = []
+        for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]:
+            for i in r["Instances"]:
+                if i["State"]["Name"] not in ("pending", "running"):
+                    continue
+                iid = i["InstanceId"]
+                if iid not in seen:
+                    ud = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]["Value"]
+                    seen[iid] = Instance(iid, i["PrivateDnsName"].split(".")[0], i["PrivateIpAddress"],
+                                         i["Placement"]["AvailabilityZone"], base64.b64decode(ud), "aws")
+                out.append(seen[iid])
+        return out
+
+    provider.up(env.render_callback(store=provider.store))  # renders, publishes, then the group starts
+    store = provider.store()
+    with Machines(folder / "machines", etcd_bin, env.tls(), store, instances,
+                  is_alive=node_ec2.instance_alive(ec2, store, env.spec.name)) as m:
+        yield provider, m, env
+
+
+GCP_IMAGE, GCP_IMAGE2 = "bakery-k8s-1-31-4-abc123", "bakery-k8s-1-31-4-def456"
+
+
+@contextlib.contextmanager
+def gcp_group(folder: Path, etcd_bin: Path, masters: int = 3, *,
+              latency: float = 0.0) -> Iterator[tuple[Any, Machines, Any, Callable[[str], tuple[Any, Env]]]]:
+    """`bakery up` of a `gcp.masters: mig` cluster in the fake GCE (store in the fake GCS)
+    with the real pipeline, and a machine per instance of its groups. Yields (provider,
+    machines, the fake GCE, make(image) -> (a provider for a spec with that image, its Env)).
+    `latency`: seconds the fake GCE adds to every request."""
+    from bakery.providers.gcp import GcpProvider
+    from bakery.render.userdata import decode
+    from tests.fake_gce import FakeGCE
+    from tests.fake_gcs import FakeGCS
+
+    _, (subnet,), ports = _loopback_subnets(1)
+    saved = {k: os.environ.get(k) for k in ("BAKERY_GCS_ENDPOINT_URL", "BAKERY_GCP_IAM_ENDPOINT_URL")}
+    with FakeGCE(project="test-project", ephemeral_range=subnet, latency=latency).running() as gce, \
+            FakeGCS(project="test-project").running() as gcs:
+        os.environ["BAKERY_GCS_ENDPOINT_URL"] = os.environ["BAKERY_GCP_IAM_ENDPOINT_URL"] = gcs.url
+        try:
+            gce.add_image(GCP_IMAGE)
+            gce.add_image(GCP_IMAGE2)
+            folder.mkdir(parents=True, exist_ok=True)
+
+            def make(image: str) -> tuple[Any, Env]:
+                (folder / "cluster.yaml").write_text(
+                    f"name: demo\nprovider: gcp\nmasters: {masters}\nnetwork: {{subnet: {subnet}}}\n"
+                    f"etcd: {{client_port: {ports[0]}, peer_port: {ports[1]}}}\n"
+                    f"gcp:\n  project: test-project\n  image: {image}\n  endpoint_url: {gce.url}\n")
+                env = Env(folder / "cluster.yaml", folder / "build")
+                return GcpProvider(env.spec, env.paths, poll_seconds=0.05), env
+
+            provider, env = make(GCP_IMAGE)
+            provider.up(env.render_callback(store=provider.store))
+            store = provider.store()
+            seen: dict[str, Instance] = {}
+
+            def instances() -> list[Instance]:
+                out = []
+                for i in gce.resources("instances"):
+                    if i["status"] not in ("STAGING", "RUNNING"):
+                        continue
+                    iid = str(i["id"])
+                    if iid not in seen:
+                        meta = {x["key"]: x["value"] for x in i["metadata"]["items"]}
+                        ud = decode(meta["user-data"].encode(), meta.get("user-data-encoding", "plain"))  # type: ignore[arg-type]
+                        seen[iid] = Instance(iid, i["name"], i["networkInterfaces"][0]["networkIP"],
+                                             i["zone"].rsplit("/", 1)[-1], ud, "gce")
+                    out.append(seen[iid])
+                return out
+
+            with Machines(folder / "machines", etcd_bin, env.tls(), store, instances) as m:
+                yield provider, m, gce, make
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
