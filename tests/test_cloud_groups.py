@@ -251,3 +251,29 @@ def test_gcp_surge_rollout_onto_a_new_image_keeps_three_voters_and_every_write(g
     with m.client(list(group.etcd_endpoints().values())) as e:
         stored = {kv.key.decode() for kv in e.range("/w/", prefix=True)}
     assert len(writer.acked) > 20 and not set(writer.acked) - stored
+
+
+def test_aws_bakery_rollout_command_plans_then_surges(aws: tuple[Any, Machines, Moto, Env], monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`bakery rollout --dry-run`, then `bakery rollout`, as a user runs them (inside the VPC:
+    here, beside the loopback machines). The command's AWS clients are the harness's (moto
+    has no lifecycle actions; tests/moto_server.py plays Auto Scaling's side of them)."""
+    from bakery import cli
+    from bakery.providers.aws import provider as aws_provider
+    from tests.moto_server import Calls
+
+    provider, m, moto, env = aws  # noqa: F811
+    before = _formed(provider, m)
+    monkeypatch.setattr(aws_provider, "default_factory", lambda *a, **k: moto.factory(Calls()))
+    args = ["-f", str(env.spec_file), "-o", str(env.build)]
+    capsys.readouterr()
+    assert cli.main(["rollout", *args, "--dry-run"]) == 0
+    plan_lines = capsys.readouterr().out.splitlines()
+    assert len(plan_lines) == 3 and all(f"replace {n}" in " ".join(plan_lines) for n in before)
+    assert "(leader, last)" in plan_lines[-1]
+    assert set(provider.group().members()) == set(before)  # a dry run changes nothing
+    assert cli.main(["rollout", *args, "--timeout", "180"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{n}: replaced in" in out for n in before), out
+    wait_for("3 new healthy voters", lambda: _all_voters(m, provider.group())
+             and not set(provider.group().members()) & set(before), 120, m)

@@ -27,6 +27,8 @@ def config(cluster: str, net: NetPlan, stats_socket: Path, backends: Mapping[str
         "global",
         f"    stats socket {stats_socket} mode 600 level admin",
         "    maxconn 1024",
+        "    # a reload (-sf) lets the old process finish its connections, for at most this long",
+        "    hard-stop-after 15s",
         "",
         "defaults",
         "    mode tcp",
@@ -50,9 +52,11 @@ def config(cluster: str, net: NetPlan, stats_socket: Path, backends: Mapping[str
     return "\n".join(lines) + "\n"
 
 
-def argv(cfg: Path) -> list[str]:
-    """HAProxy in the foreground (-db): bakery records its PID and stops it by PID."""
-    return ["haproxy", "-db", "-f", str(cfg)]
+def argv(cfg: Path, replaces: int | None = None) -> list[str]:
+    """HAProxy in the foreground (-db): bakery records its PID and stops it by PID. With
+    `replaces`, a seamless reload: the new process binds beside the old one (SO_REUSEPORT)
+    and then tells it to stop listening and finish its connections (-sf)."""
+    return ["haproxy", "-db", "-f", str(cfg), *(["-sf", str(replaces)] if replaces else [])]
 
 
 def server_states(stats_socket: Path, timeout: float = 2.0) -> dict[str, str]:

@@ -314,17 +314,40 @@ class LocalProvider:
                    self.layout.lb / "haproxy.log")
 
     def sync_lb(self) -> bool:
-        """Point HAProxy at the masters that exist now: a changed configuration is
-        written and HAProxy restarted (a second or less without the endpoint; clients
-        retry). True when it changed."""
+        """Point HAProxy at the masters that exist now. A changed configuration is
+        checked, written and loaded seamlessly: a new HAProxy takes over the port and the
+        old one finishes its connections (at most hard-stop-after; its PID is kept in
+        lb/old-<pid> so `down` stops it too). True when it changed."""
         text = self._lb_config()
-        cfg = self.layout.haproxy_cfg
-        if not proc.running(self.layout.lb / "pid") or (cfg.exists() and cfg.read_text() == text):
+        cfg, pidfile = self.layout.haproxy_cfg, self.layout.lb / "pid"
+        old = proc.read(pidfile)
+        self._reap_old_lbs()
+        if not proc.alive(old) or (cfg.exists() and cfg.read_text() == text):
             return False
-        proc.stop(self.layout.lb / "pid", timeout=15)
-        self._start_lb(text)
+        assert old is not None
+        check = subprocess.run(["haproxy", "-c", "-q", "-f", "/dev/stdin"], input=text, capture_output=True, text=True,
+                               timeout=30)
+        if check.returncode != 0:
+            raise ProviderError(f"haproxy rejects the new configuration for {cfg}: {check.stderr.strip()[-300:]}")
+        atomic_write(self.layout.lb / f"old-{old.pid}", f'{{"pid": {old.pid}, "marker": "{old.marker}"}}\n')
+        atomic_write(cfg, text)
+        proc.start(lb.argv(cfg, replaces=old.pid), pidfile=pidfile, marker=str(cfg), log=self.layout.lb / "haproxy.log")
+        # it binds within milliseconds, then soft-stops the old one; a config it refused ends it at once
+        settle = time.monotonic() + 0.5
+        proc.until(lambda: time.monotonic() > settle, 10, f"haproxy on {HOST}:{self.net.lb_port} (reload after pid {old.pid})",
+                   pidfile, self.layout.lb / "haproxy.log")
         self.progress("lb", "updated", f"backends {', '.join(n.name for n in self.net.nodes)}")
         return True
+
+    def _reap_old_lbs(self, *, stop: bool = False) -> list[int]:
+        """Forget (or, with `stop`, stop) the HAProxy processes a reload replaced."""
+        stopped = []
+        for f in sorted(self.layout.lb.glob("old-*")) if self.layout.lb.exists() else []:
+            if stop and (pid := proc.stop(f)):
+                stopped.append(pid)
+            elif not proc.alive(proc.read(f)):
+                f.unlink(missing_ok=True)
+        return stopped
 
     def _ensure_supervisor(self, result: UpResult) -> None:
         from bakery.providers.local import supervisor
@@ -575,6 +598,8 @@ class LocalProvider:
             if pid:
                 done.append(f"{self.runtime.kind} {n.name} (pid {pid})")
                 self.progress(f"master {n.name}", "stopped")
+        for pid in self._reap_old_lbs(stop=True):
+            done.append(f"haproxy (pid {pid}, replaced by a reload)")
         for what, folder in (("haproxy", self.layout.lb), ("discovery etcd", self.layout.discovery)):
             pid = proc.stop(folder / "pid")
             if pid:
