@@ -17,6 +17,7 @@ ever out of the cluster, which a 3-, 5- or 7-member etcd survives by design.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ def rejoin(cluster: Cluster, node: Node, etcd: Client, launch: Callable[[Rendere
     its old member must go and a new one join)."""
     step = f"rollout {node.name}"
     if old is not None:
+        hand_over_leadership(etcd, old, None, progress, step, timing)
         progress(step, "removing member", f"{old.id:x}")
         _while_unsettled(lambda: etcd.member_remove(old.id), timing)
     progress(step, "adding learner", node.peer_url)
@@ -132,6 +134,33 @@ def rejoin(cluster: Cluster, node: Node, etcd: Client, launch: Callable[[Rendere
     progress(step, "waiting to promote", "the learner catches up from the leader")
     _promote_when_in_sync(etcd, new, node, timing)
     return new
+
+
+def hand_over_leadership(etcd: Client, gone: Member, successor: int | None, progress: Progress, step: str,
+                         timing: Timing) -> None:
+    """When the member about to be removed leads, move the leadership first (to its
+    successor, else another voter): removing a leader leaves the cluster without one for an
+    election timeout, during which every write fails and /health is false everywhere."""
+    if not gone.client_urls:
+        return
+    try:
+        status = etcd.status(gone.client_urls[0])
+    except EtcdError:
+        return  # unreachable: it does not lead a cluster that answers; the removal goes ahead
+    if status.leader != gone.id:
+        return
+    voters = [m for m in etcd.member_list() if m.id != gone.id and m.name and not m.is_learner]
+    target = next((m.id for m in voters if m.id == successor), voters[0].id if voters else None)
+    if target is None:
+        return
+    progress(step, "moving leadership", f"{gone.id:x} -> {target:x}")
+    _while_unsettled(lambda: etcd.move_leader(gone.client_urls[0], target), timing)
+    deadline = time.monotonic() + timing.settle
+    while time.monotonic() < deadline:
+        with contextlib.suppress(EtcdError):
+            if etcd.status(gone.client_urls[0]).leader == target:
+                return
+        time.sleep(timing.poll)
 
 
 def _while_unsettled(call: Callable[[], T], timing: Timing) -> T:

@@ -22,7 +22,6 @@ whose member was removed is retired. `plan` says what a run would do (--dry-run)
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import time
@@ -37,7 +36,7 @@ from bakery.node import members as records
 from bakery.pipeline import Cluster
 from bakery.providers.base import Progress, no_progress
 from bakery.render.userdata import UserData
-from bakery.rollout import Replaced, Timing
+from bakery.rollout import Replaced, Timing, hand_over_leadership
 from bakery.store import Store, layout
 
 JOURNAL_VERSION = 1
@@ -218,7 +217,7 @@ def _finish(cluster: str, client: ClientFactory, group: Group, store: Store, jou
         if c["phase"] == "remove":
             gone = _member(etcd, old, c.get("old_peer", ""))
             if gone is not None:
-                _hand_over_leadership(etcd, group, gone, c.get("new_member"), progress, step, timing)
+                hand_over_leadership(etcd, gone, c.get("new_member"), progress, step, timing)
                 progress(step, "removing member", f"{gone.id:x}")
                 # through the others: a member asked to remove itself stops before it answers
                 others = [url for n, url in group.etcd_endpoints().items() if n != old]
@@ -237,33 +236,6 @@ def _finish(cluster: str, client: ClientFactory, group: Group, store: Store, jou
             journal.current = None
             _save(store, name, journal)
             progress(step, "done", f"{c['new']} in its place")
-
-
-def _hand_over_leadership(etcd: Client, group: Group, gone: Member, successor: int | None, progress: Progress,
-                          step: str, timing: Timing) -> None:
-    """When the member about to be removed leads, move the leadership first (to its
-    successor, else another voter): removing a leader leaves the cluster without one for an
-    election timeout, during which every write fails and /health is false everywhere."""
-    if not gone.client_urls:
-        return
-    try:
-        status = etcd.status(gone.client_urls[0])
-    except EtcdError:
-        return  # unreachable: it does not lead a cluster that answers; the removal goes ahead
-    if status.leader != gone.id:
-        return
-    voters = [m for m in etcd.member_list() if m.id != gone.id and m.name and not m.is_learner]
-    target = next((m.id for m in voters if m.id == successor), voters[0].id if voters else None)
-    if target is None:
-        return
-    progress(step, "moving leadership", f"{gone.id:x} -> {target:x}")
-    _settled(lambda: etcd.move_leader(gone.client_urls[0], target), timing)
-    deadline = time.monotonic() + timing.settle
-    while time.monotonic() < deadline:
-        with contextlib.suppress(EtcdError):
-            if etcd.status(gone.client_urls[0]).leader == target:
-                return
-        time.sleep(timing.poll)
 
 
 # -- healing ----------------------------------------------------------------------------------

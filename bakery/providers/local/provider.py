@@ -410,14 +410,11 @@ class LocalProvider:
     # -- the group: launch, replace -----------------------------------------------------
 
     def launch_master(self, name: str, user_data: bytes) -> int:
-        """Boot a new machine for master `name` from the current image with `user_data`:
-        a fresh overlay (its etcd data is gone), the same address. Returns its PID.
-
-        This is the one call the supervisor and `bakery rollout` make. With today's
-        per-node user-data the node's name, address and certificates are fixed, so a
-        replacement takes the same slot. With the node agent's small, store-backed
-        user-data (issue 14) the same call can boot at a new address of the subnet.
-        """
+        """Boot a new machine for master `name` in its slot from the current image with
+        `user_data`: a fresh overlay (its etcd data is gone), the same address. Returns its
+        PID. For masters in fixed slots (QEMU guests, embedded per-node user-data, whose
+        name, address and certificates are fixed); masters as cattle take a new slot
+        through `surge` instead."""
         n = self.net.node(name)
         uses_discovery = False  # a replacement joins the running cluster by member add, never through discovery
         pid = self.runtime.launch(n, self.image(), user_data, fresh=True, discovery=uses_discovery)
