@@ -18,6 +18,34 @@ build {
       "${path.root}/scripts/base.sh",
       "${path.root}/scripts/kubernetes.sh",
       "${path.root}/scripts/images.sh",
+    ]
+  }
+
+  # bakery-node and its modules: fetched by the build host's pip (the builder instance
+  # needs no PyPI access), uploaded, installed by the same script as the local image's.
+  provisioner "shell-local" {
+    except           = ["null.local"]
+    environment_vars = ["LIB=${path.root}/work/bakery-lib", "EXTRA=httpx>=0.23 boto3>=1.34 google-cloud-storage>=2.14"]
+    script           = "${path.root}/scripts/lib.sh"
+  }
+
+  provisioner "file" {
+    except      = ["null.local"]
+    sources     = ["${path.root}/files/bakery", "${path.root}/files/local", "${path.root}/work/bakery-lib"]
+    destination = "/tmp/"
+  }
+
+  provisioner "shell" {
+    except          = ["null.local"]
+    execute_command = "sudo -E bash '{{ .Path }}'"
+    environment_vars = [
+      "ROOT=",
+      "BAKERY_SRC=/tmp/bakery",
+      "FILES=/tmp/local",
+      "LIB=/tmp/bakery-lib",
+    ]
+    scripts = [
+      "${path.root}/scripts/bakery.sh",
       "${path.root}/scripts/cleanup.sh",
     ]
   }

@@ -88,9 +88,17 @@ def test_hash_follows_the_podmaster_code_shipped_in_the_local_image(templates: P
     assert stage.content_hash(changed, V) != rec.hash
 
 
-def test_cloud_images_do_not_ship_bakery_code(templates: Path) -> None:
-    rec = stage.recipe(_spec(provider="aws"), "aws", MIRROR, templates, V)
-    assert not [p for p, _, _ in rec.files if p.startswith("files/bakery/")]
+def test_cloud_images_ship_bakery_node_as_the_local_image_does(templates: Path) -> None:
+    local = stage.recipe(_spec(), "local", MIRROR, templates, V)
+    for target in ("aws", "gcp"):
+        rec = stage.recipe(_spec(provider=target), target, MIRROR, templates, V)
+        shipped = sorted(p for p, _, _ in rec.files if p.startswith("files/bakery/"))
+        assert shipped == sorted(p for p, _, _ in local.files if p.startswith("files/bakery/"))
+        assert "files/bakery/node/main.py" in shipped and "files/bakery/store/s3.py" in shipped
+        assert f"{stage.CLOUD_LIB}/.filled-by-lib.sh" in {p for p, _, _ in rec.files}
+    build = (templates / "build.pkr.hcl").read_text()
+    assert build.count("scripts/bakery.sh") == 1 and "scripts/lib.sh" in build  # one installer for every image
+    assert "$SCRIPTS/bakery.sh" in (templates / "scripts/local/configure.sh").read_text()
 
 
 def test_image_name_carries_version_and_hash_and_fits_gce() -> None:

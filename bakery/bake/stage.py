@@ -24,6 +24,7 @@ from bakery.spec import AwsSpec, ClusterSpec, GcpSpec
 # bakery's target name -> the Packer source that builds it (packer/*.pkr.hcl)
 # What runs inside the local image, from bakery's own sources.
 IMAGE_ENTRIES = ("podmaster", "node.main")
+CLOUD_LIB = "work/bakery-lib"  # build.pkr.hcl: where the cloud builds' shell-local puts bakery-node's modules
 
 SOURCES: dict[str, str] = {"aws": "amazon-ebs.bakery", "gcp": "googlecompute.bakery", "local": "null.local"}
 ALIASES: dict[str, str] = {"qemu": "local"}
@@ -136,13 +137,16 @@ def inputs(target: str, values: Mapping[str, Any], templates: Path, packer_versi
     files = _tree(templates, "", skip={"plugins"})
     if packer_version >= (1, 7, 0):
         files.append((PLUGINS_FILE.split("/")[-1], (templates / PLUGINS_FILE).read_bytes(), 0o644))
-    if target == "local":
-        # bakery-podmaster and bakery-node run from these sources inside the image; the
-        # node agent renders with the same templates `bakery render` uses.
-        package = Path(bakery.__file__).resolve().parent
-        files += [(f"files/bakery/{m}", (package / m).read_bytes(), 0o644) for m in shipped_modules(package, IMAGE_ENTRIES)]
-        cloudinit = data_dir("cloudinit")
-        files += [(f"files/bakery/_data/cloudinit/{rel}", data, mode) for rel, data, mode in _tree(cloudinit, "")]
+    # bakery-podmaster and bakery-node run from these sources inside every image
+    # (scripts/bakery.sh); the node agent renders with the templates `bakery render` uses.
+    package = Path(bakery.__file__).resolve().parent
+    files += [(f"files/bakery/{m}", (package / m).read_bytes(), 0o644) for m in shipped_modules(package, IMAGE_ENTRIES)]
+    cloudinit = data_dir("cloudinit")
+    files += [(f"files/bakery/_data/cloudinit/{rel}", data, mode) for rel, data, mode in _tree(cloudinit, "")]
+    if target != "local":
+        # `packer validate` wants the file provisioner's sources to exist; scripts/lib.sh
+        # replaces this folder with the modules it fetches before the upload
+        files.append((f"{CLOUD_LIB}/.filled-by-lib.sh", b"", 0o644))
     files.append((VARS_FILE, hcl_vars(values).encode(), 0o644))
     return sorted(files)
 

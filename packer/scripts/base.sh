@@ -5,7 +5,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-  containerd monit cloud-init ca-certificates curl gpg iproute2 conntrack socat ethtool ebtables
+  containerd monit cloud-init ca-certificates curl gpg iproute2 conntrack socat ethtool ebtables \
+  python3-httpx python3-cffi-backend  # bakery-node's: Debian's httpx; cryptography's wheels load cffi
 # The kubelet needs the systemd cgroup driver that systemd hosts use.
 mkdir -p /etc/containerd
 containerd config default | sed 's/SystemdCgroup = false/SystemdCgroup = true/' > /etc/containerd/config.toml

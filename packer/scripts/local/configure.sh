@@ -12,30 +12,16 @@ printf 'LANG=C.UTF-8\n' > "$ROOT/etc/default/locale"
 
 install -D -m 0644 "$FILES/cloud/90-bakery.cfg" "$ROOT/etc/cloud/cloud.cfg.d/90-bakery.cfg"
 
-# bakery-podmaster: the bakery package on Debian's python3 (httpx from python3-httpx).
-rm -rf "$ROOT/usr/lib/python3/dist-packages/bakery"
-cp -r "$BAKERY_SRC" "$ROOT/usr/lib/python3/dist-packages/bakery"
-find "$ROOT/usr/lib/python3/dist-packages/bakery" -name __pycache__ -prune -exec rm -rf {} +
-install -m 0755 "$FILES/bakery-podmaster" "$ROOT/usr/local/bin/bakery-podmaster"
-in_root python3 -c 'import bakery, httpx'
-# bakery-node needs pydantic 2 and cryptography 44+ (Debian 12 ships 1.10 and 38): wheels for
-# the image's Python 3.11, fetched by the build host's pip into a folder only bakery-node
-# puts on its path (bakery-podmaster keeps Debian's).
-rm -rf "$ROOT/opt/bakery/lib"
-python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-compile --target "$ROOT/opt/bakery/lib" \
-  --python-version 3.11 --implementation cp --only-binary=:all: \
-  --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  'pydantic>=2.6,<3' 'cryptography>=44'
-install -m 0755 "$FILES/bakery-node" "$ROOT/usr/local/bin/bakery-node"
-in_root /usr/local/bin/bakery-node --help > /dev/null
-in_root /usr/bin/python3 -c 'import sys; sys.path.insert(0, "/opt/bakery/lib"); import bakery.node.agent, bakery.pki'
-
+# bakery-podmaster and bakery-node (the shared installer, as in the cloud images).
+LIB="$ROOT/../bakery-lib" EXTRA="" bash "$SCRIPTS/lib.sh"
+ROOT="$ROOT" BAKERY_SRC="$BAKERY_SRC" FILES="$FILES" LIB="$ROOT/../bakery-lib" bash "$SCRIPTS/bakery.sh"
+rm -rf "$ROOT/../bakery-lib"
+in_root python3 -c 'import bakery, httpx'  # bakery-podmaster: Debian's httpx (python3-httpx)
 
 # Units ready at first boot: enabling them from runcmd costs ~33 s under TCG. (monit is
 # enabled by its package, through its init script.)
-install -d -m 0755 "$ROOT/etc/bakery"
-install -m 0644 "$FILES"/systemd/*.service "$ROOT/etc/systemd/system/"
-in_root systemctl enable bakery-etcd.service bakery-podmaster.service bakery-node.service systemd-networkd.service
+install -m 0644 "$FILES"/systemd/bakery-etcd.service "$FILES"/systemd/bakery-podmaster.service "$ROOT/etc/systemd/system/"
+in_root systemctl enable bakery-etcd.service bakery-podmaster.service systemd-networkd.service
 # The seed's addresses are static: waiting for "online" only delayed boot (~25 s seen).
 in_root systemctl disable systemd-networkd-wait-online.service
 
