@@ -15,7 +15,7 @@ DEBIAN_PACKAGES := packer etcd-server etcd-client monit haproxy cloud-init \
 	openssh-client openssl iproute2 python3-venv ca-certificates curl \
 	systemd systemd-container util-linux procps
 
-.PHONY: help setup-system setup test test-fast lint render validate bake up down status nightly golden bench clean
+.PHONY: help setup-system setup binaries test test-fast lint render validate bake up down status nightly golden bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,7 +38,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv with bakery and its dev, aws and gcp extras
 
-test: setup-system setup ## run every test (real etcd, packer, monit, moto, fake GCE, containers and QEMU end-to-end)
+# The real etcd and Kubernetes programs of the default versions (the examples' versions):
+# built once per machine from the Go modules (`go` on PATH), else the official downloads;
+# later runs find them in ~/.cache/bakery and cost a checksum each.
+binaries: setup ## obtain the real etcd and Kubernetes binaries of SPEC's versions into ~/.cache/bakery
+	$(BAKERY) binaries -f $(SPEC)
+
+test: setup-system setup binaries ## run every test (real etcd, packer, monit, moto, fake GCE, containers and QEMU end-to-end)
 	$(VENV)/bin/pytest
 
 test-fast: setup ## the tests that boot no machine (no container, no QEMU)
@@ -53,10 +59,10 @@ render: setup ## render SPEC into BUILD/<cluster>/nodes
 validate: setup ## validate SPEC and everything it renders
 	$(BAKERY) validate -f $(SPEC) -o $(BUILD)
 
-bake: setup-system setup ## build the golden image for SPEC's provider (skipped when an image of the same inputs exists)
+bake: setup-system setup binaries ## build the golden image for SPEC's provider (skipped when an image of the same inputs exists)
 	$(BAKERY) bake -f $(SPEC) -o $(BUILD) --if-changed
 
-up: setup-system setup ## create or converge SPEC's cluster
+up: setup-system setup binaries ## create or converge SPEC's cluster
 	$(BAKERY) up -f $(SPEC) -o $(BUILD)
 
 status: setup ## show SPEC's cluster

@@ -27,6 +27,7 @@ typical use:
   bakery init --provider local > cluster.yaml   write a commented starter spec
   bakery validate -f cluster.yaml               check the spec and everything it renders
   bakery render -f cluster.yaml                 write build/<cluster>/nodes/<node>/{user-data,files/}
+  bakery binaries -f cluster.yaml               the real etcd and Kubernetes programs of the spec's versions
   bakery bake -f cluster.yaml                   build the golden image with Packer
   bakery up -f cluster.yaml                     create (or converge) the load balancer and masters
   bakery status -f cluster.yaml                 what is running, and is it healthy
@@ -38,7 +39,8 @@ typical use:
 
 exit codes: 0 ok, 1 unexpected, 2 bad input, 3 PKI, 4 bake, 5 provider, 6 etcd,
   7 state or build folder (-o not a writable folder, disk full), 8 state store,
-  9 node agent, 10 drift (--fail-on-drift), 130 interrupted
+  9 node agent, 10 drift (--fail-on-drift), 11 binaries (build or download),
+  130 interrupted, 141 stdout closed early (`| head`)
 """
 
 
@@ -97,17 +99,25 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+# The starter each provider's `init` writes: the recommended layout, the one `bakery rollout`
+# and `bakery nightly` replace masters in (AWS: an autoscaling group; GCP: managed groups).
+STARTERS = {"local": "local.yaml", "aws": "aws-asg.yaml", "gcp": "gcp.yaml"}
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from bakery.errors import SpecError
     from bakery.output import atomic_write
     from bakery.render.templates import data_dir
 
-    text = (data_dir("examples") / f"{args.provider}.yaml").read_text()
-    if args.file == "-":
+    text = (data_dir("examples") / STARTERS[args.provider]).read_text()
+    # `bakery init > cluster.yaml` (the shell made the file, empty, before bakery ran) and
+    # `bakery init | head` mean stdout: without -f, a stdout that is not a terminal gets the spec.
+    if args.file == "-" or (args.file is None and not sys.stdout.isatty()):
         out(text.rstrip("\n"))
         return 0
-    target = Path(args.file)
-    if target.exists() and not args.force:
+    target = Path(args.file or "cluster.yaml")
+    # An empty file holds nothing to lose (a redirect's, a `touch`); anything else is the user's.
+    if target.exists() and not args.force and not (target.is_file() and target.stat().st_size == 0):
         raise SpecError(f"{target} exists; not overwriting it (use --force, or -f another path, or -f - for stdout)")
     atomic_write(target, text)
     err(f"wrote {target}: a commented {args.provider} spec. Next: bakery validate -f {target}")
@@ -141,7 +151,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         rows.append((name, r.node.address, r.node.zone, len(r.files), f"{len(ud.plain):,}", f"{len(ud.encoded):,}",
                      ud.encoding, f"{ud.share:.0%}"))
     table(rows, ("NODE", "ADDRESS", "ZONE", "FILES", "PLAIN", "ENCODED", "ENCODING", f"OF {cluster.spec.provider.upper()} LIMIT"))
-    out(f"\nwrote {cluster.paths.nodes}/<node>/{{user-data,files/}} and {cluster.paths.base / 'admin.kubeconfig'}")
+    kubeconfig = cluster.paths.base / "admin.kubeconfig"
+    if rendered.plan.lb.endpoint:
+        out(f"\nwrote {cluster.paths.nodes}/<node>/{{user-data,files/}} and {kubeconfig} ({rendered.plan.lb.endpoint})")
+    else:
+        out(f"\nwrote {cluster.paths.nodes}/<node>/{{user-data,files/}}")
+        err(f"note: {kubeconfig} not written: the load balancer's address is not known yet; `bakery up` writes it "
+            "once the load balancer exists (or set load_balancer.dns_name / load_balancer.ip)")
     return 0
 
 
@@ -234,10 +250,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     result = provider.up(cluster.render_callback(store=provider.store), wait=args.wait or cluster.spec.provider == "local")
     out(f"{cluster.spec.name}: {len(result.created)} created, {len(result.existing)} already there; "
         f"ids in {cluster.paths.state}")
-    if result.endpoint and cluster.spec.provider == "local":  # the local LB fronts etcd: the image has no API server
+    if result.endpoint and cluster.spec.provider == "local":  # the local LB fronts etcd and the API
         pki = cluster.paths.pki / "etcd"
-        out(f"etcd: {result.endpoint}  (client cert {pki / 'healthcheck-client.crt'}, CA {pki / 'ca.crt'}); "
-            f"bakery status | ssh NODE | logs NODE | down")
+        out(f"etcd: {result.endpoint}  (client cert {pki / 'healthcheck-client.crt'}, CA {pki / 'ca.crt'})")
+        if result.api_endpoint:  # `bakery status` says whether it is ready
+            out(f"API:  {result.api_endpoint}  (admin kubeconfig {cluster.paths.base / 'admin.kubeconfig'})")
+        out("bakery status | ssh NODE | logs NODE | down")
     elif result.endpoint:
         out(f"API: {result.endpoint}  (kubectl --kubeconfig {cluster.paths.base / 'admin.kubeconfig'} get nodes)")
     if cluster.spec.provider == "aws" and cluster.spec.provider_spec.instance_profile:
@@ -298,8 +316,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def _rollout(args: argparse.Namespace, cluster: Any, provider: Any, progress: ProgressPrinter) -> list[Any]:
-    from bakery import rollout
-    from bakery.errors import ProviderError
+    from bakery import reach, rollout
+    from bakery.errors import EtcdError, ProviderError
     from bakery.etcd import TLS, Client
 
     if getattr(provider, "cattle", False):
@@ -312,14 +330,21 @@ def _rollout(args: argparse.Namespace, cluster: Any, provider: Any, progress: Pr
                             "(member remove, member add --learner, boot with `bakery render`'s user-data) one at a time")
     etcd_pki = cluster.paths.pki / "etcd"
     tls = TLS(etcd_pki / "ca.crt", etcd_pki / "healthcheck-client.crt", etcd_pki / "healthcheck-client.key")
-    endpoints = dict(args.etcd_endpoint) if args.etcd_endpoint else getattr(provider, "etcd_endpoints", dict)() or None
+    # masters in fixed slots: the plan's names, wherever the provider (or --etcd-endpoint) reaches them
+    members = reach.locate(cluster.spec, provider, None, args.etcd_endpoint or ())
+    found = members.by_name()
+    plan = cluster.render().plan
+    if missing := [n.name for n in plan.nodes if n.name not in found]:
+        raise EtcdError(f"no etcd client URL for {', '.join(missing)}: {members.looked_at()} (give --etcd-endpoint NODE=URL)")
+    endpoints = {n.name: found[n.name] for n in plan.nodes}
     return rollout.rollout(cluster, lambda urls: Client(list(urls), tls), provider, nodes=getattr(args, "node", None) or (),
                            endpoints=endpoints, progress=progress, timing=rollout.Timing(healthy=args.timeout))
 
 
 def _surge_rollout(args: argparse.Namespace, cluster: Any, provider: Any, progress: ProgressPrinter) -> list[Any]:
-    """Masters as cattle: surge one new master per old one, journaled in the store (bakery/surge.py)."""
-    from bakery import rollout, surge
+    """Masters as cattle: surge one new master per old one, journaled in the store (bakery/surge.py);
+    the group's current members are where surge reaches etcd (bakery/reach.py's group source)."""
+    from bakery import reach, rollout, surge
     from bakery.etcd import TLS, Client
 
     etcd_pki = cluster.paths.pki / "etcd"
@@ -330,7 +355,7 @@ def _surge_rollout(args: argparse.Namespace, cluster: Any, provider: Any, progre
     nodes = getattr(args, "node", None) or ()
     if getattr(args, "dry_run", False):
         journal = surge.load_journal(store, cluster.spec.name)
-        with client(list(group.etcd_endpoints().values())) as etcd:
+        with client(reach.locate(cluster.spec, provider, store).require("ask for the leader")) as etcd:
             leader = surge.leader_name(etcd, group)
         for line in surge.plan(group, journal, nodes, leader):
             out(line)
@@ -344,29 +369,23 @@ def _provider_drift(provider: Any) -> list[str]:
     return list(getattr(getattr(provider, "ledger", None), "drift", None) or [])
 
 
-def _etcd_access(args: argparse.Namespace) -> tuple[Any, list[str], Any]:
-    """(Cluster, the etcd client URLs to use from here, bakery's etcd client TLS)."""
+def _etcd_access(args: argparse.Namespace, *, machines: bool = False) -> tuple[Any, Any, Any, Any]:
+    """(Cluster, its store, where its etcd members are (bakery/reach.py), bakery's etcd client TLS)."""
     import ipaddress
 
-    from bakery import providers, topology
+    from bakery import providers, reach, topology
     from bakery.etcd import TLS
     from bakery.pipeline import Cluster
 
     cluster = Cluster.load(args.file, args.build_dir)
-    if args.etcd_endpoint:
-        urls = [url for _, url in args.etcd_endpoint]
-    else:
-        lb = cluster.lb_address()
-        plan = topology.plan(cluster.spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
-        forwards = {}
-        on_loopback = all(ipaddress.ip_address(n.address).is_loopback for n in plan.nodes)
-        if cluster.spec.provider == "local" and not on_loopback:  # how this host reaches the local masters
-            forwards = getattr(providers.get(cluster.spec, cluster.paths, ProgressPrinter(quiet=True)), "etcd_endpoints", dict)()
-        # members on loopback addresses (several on one host, in development) are reached directly
-        urls = [n.client_url if ipaddress.ip_address(n.address).is_loopback else forwards.get(n.name, n.client_url)
-                for n in plan.nodes]
+    plan = topology.plan(cluster.spec, lb_dns_names=cluster.lb_address().dns_names, lb_ips=cluster.lb_address().ips)
+    # members on loopback addresses (several on one host, in development) are reached directly
+    on_loopback = all(ipaddress.ip_address(n.address).is_loopback for n in plan.nodes)
+    provider = None if on_loopback else providers.get(cluster.spec, cluster.paths, ProgressPrinter(quiet=True))
+    store = _store(args, cluster)
+    members = reach.locate(cluster.spec, provider, store, args.etcd_endpoint or (), plan=plan, machines=machines)
     pki = cluster.paths.pki / "etcd"
-    return cluster, urls, TLS(pki / "ca.crt", pki / "healthcheck-client.crt", pki / "healthcheck-client.key")
+    return cluster, store, members, TLS(pki / "ca.crt", pki / "healthcheck-client.crt", pki / "healthcheck-client.key")
 
 
 def _store(args: argparse.Namespace, cluster: Any) -> Any:
@@ -393,8 +412,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
             out(f"deleted backup {i}")
         out(f"{cluster.spec.name}: {len(gone)} backup(s) pruned (kept: hourly for 7 days, daily for 365 days, the newest)")
         return 0
-    cluster, urls, tls = _etcd_access(args)
-    store = _store(args, cluster)
+    cluster, store, members, tls = _etcd_access(args)
+    urls = members.require("take a snapshot through")
     with Client(urls, tls) as c:
         status = backup.healthy_member(c, urls)
         b = backup.take(c, status, store, cluster.spec.name, now=dt.datetime.now(dt.UTC))
@@ -435,14 +454,18 @@ def _backup_list(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from bakery import restore
-    from bakery.etcd import Client
+    from bakery import reach, restore
 
-    cluster, urls, tls = _etcd_access(args)
-    store = _store(args, cluster)
-    with Client(urls, tls, timeout=3.0) as c:
-        healthy = [u for u in urls if c.health(u)]
-    req = restore.request(store, cluster.spec.name, args.backup, healthy=healthy, force=args.force)
+    cluster, store, members, tls = _etcd_access(args, machines=True)
+    restore.check_backup(store, cluster.spec.name, args.backup)  # a bad backup is refused before anything is asked
+    seen = reach.survey(members, tls)
+    lines = reach.restore_allowed(members, seen, force=args.force)
+    for line in lines:
+        err(f"checked: {line}")
+    if args.force and any(s.state not in ("refused", "not running") for s in seen):
+        err("warning: --force: restoring although not every member was seen down")
+    req = restore.request(store, cluster.spec.name, args.backup,
+                          members=[(e.name, e.advertised) for e in members.endpoints])
     out(f"restore of backup {req.backup} (sha256 {req.sha256}) requested in {store.url}; the old cluster's "
         "bootstrapped marker and member records are gone")
     out("next: restart bakery-node on every master (or replace them): the first to start restores the backup as a "
@@ -477,7 +500,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     s = spec.load(args.file)
 
     _warn(s)
-    status = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter(quiet=True)).status()
+    provider = providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter(quiet=True))
+    status = provider.status()
+    if status.provider == "local" and any(n.state == "running" for n in status.nodes):
+        # every member any source knows, and which cluster each serves: two ids are a split brain
+        status.extra["etcd_members"] = _etcd_members(s, provider)
     if args.output == "json":
         out(json.dumps(status_document(status), indent=2, sort_keys=True))
         return 0
@@ -490,11 +517,15 @@ def cmd_status(args: argparse.Namespace) -> int:
                for name, g in sorted(groups.items())], ("GROUP", "ZONE", "TARGET", "TEMPLATE", "STABLE", "INSTANCES"))
     if status.provider == "local":  # ID is the QEMU or nspawn PID, health the node's own etcd member
         backends = status.extra.get("backends") or {}
+        api_backends = status.extra.get("api_backends") or {}
         out()
         table([(n.name, n.extra.get("runtime", "-"), _cell(n.extra.get("cloud-init")),
-                "leader" if n.extra.get("leader") else ("follower" if n.health == "healthy" else "-"),
-                backends.get(n.name, "-"), n.extra.get("etcd", "-"))
-               for n in status.nodes], ("NODE", "RUNTIME", "CLOUD-INIT", "ETCD", "LB BACKEND", "ETCD URL"))
+                "leader" if n.extra.get("leader") else ("follower" if n.health == "healthy" else
+                                                        _cell(" ".join(filter(None, (n.health, n.extra.get("health_detail")))))),
+                backends.get(n.name, "-"), n.extra.get("etcd", "-"), _cell(n.extra.get("api", "-")),
+                api_backends.get(n.name, "-"))
+               for n in status.nodes],
+              ("NODE", "RUNTIME", "CLOUD-INIT", "ETCD", "ETCD LB BACKEND", "ETCD URL", "API SERVER", "API LB BACKEND"))
         services = status.extra.get("services") or {}
         rows = [(name, st) for name, st in services.items()]
         network = status.extra.get("network")
@@ -505,8 +536,33 @@ def cmd_status(args: argparse.Namespace) -> int:
             rows.append(("backends", _cell(status.extra["backends_error"])))
         out()
         table(rows, ("SERVICE", "STATE"))
-    out(f"\n{status.provider} {status.cluster}: API {status.endpoint or '(no load balancer)'}")
+    members = status.extra.get("etcd_members") or []
+    if members:
+        out()
+        table([(m["name"], m["url"], ", ".join(m["sources"]), m["state"], m["cluster_id"] or "-", "yes" if m["leader"] else "")
+               for m in members], ("ETCD MEMBER", "URL", "FOUND IN", "STATE", "CLUSTER", "LEADER"))
+        ids = {m["cluster_id"] for m in members if m["cluster_id"]}
+        if len(ids) > 1:
+            err(f"warning: etcd answers with {len(ids)} cluster ids ({', '.join(sorted(ids))}): two clusters behind one "
+                "load balancer; see `bakery restore --help`")
+    api = status.extra.get("api")
+    if status.provider == "local":  # its LB fronts both: etcd on one port, the API on another
+        ready = "-" if not api else ("ready" if api["ready"] else f"not ready: {_cell(api['detail'])}")
+        out(f"\n{status.provider} {status.cluster}: etcd {status.endpoint}; API {api['endpoint'] if api else '(load balancer stopped)'} "
+            f"({ready})")
+    else:
+        out(f"\n{status.provider} {status.cluster}: API {status.endpoint or '(no load balancer)'}")
     return 0
+
+
+def _etcd_members(s: Any, provider: Any) -> list[dict[str, Any]]:
+    """What each member found anywhere (bakery/reach.py) says: state, cluster and member id, leadership."""
+    from bakery import reach
+
+    seen = reach.survey(reach.locate(s, provider, provider.store()), provider.tls())
+    return [{"name": x.endpoint.name, "url": x.endpoint.url, "sources": list(x.endpoint.sources), "state": x.state,
+             "cluster_id": f"{x.cluster_id:x}" if x.cluster_id else "", "member_id": f"{x.member_id:x}" if x.member_id else "",
+             "leader": x.leader} for x in seen]
 
 
 def _cell(value: object, width: int = 60) -> str:
@@ -586,6 +642,34 @@ def cmd_bake(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_binaries(args: argparse.Namespace) -> int:
+    from bakery import components, spec
+
+    if args.kubernetes_version:
+        k8s, etcd = args.kubernetes_version, args.etcd_version
+        if not etcd:
+            from bakery import versions
+
+            etcd = versions.default_etcd(k8s)
+    else:
+        s = spec.load(args.file)
+        _warn(s)
+        k8s, etcd = s.kubernetes_version, s.etcd_version
+    wanted = args.component or list(components.ALL)
+    if args.cached:
+        rows = [(c, str(p) if p else "(not cached)") for c, p in components.cached(wanted, k8s, etcd).items()]
+        table(rows, ("component", "binary"))
+        return 0
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        err(f"[{time.monotonic() - started:6.1f}s] {line}")
+
+    paths = components.obtain(wanted, k8s, etcd, source=args.source, progress=progress)
+    table([(c, str(p)) for c, p in paths.items()], ("component", "binary"))
+    return 0
+
+
 def _images_rows(data: dict[str, Any]) -> list[tuple[Any, ...]]:
     current = {data[t]["name"] for t in ("aws", "gcp", "local") if isinstance(data.get(t), dict)}
     rows = []
@@ -658,7 +742,7 @@ def _local_provider(args: argparse.Namespace, command: str) -> Any:
 
     _warn(s)
     if s.provider != "local":
-        raise SpecError(f"`bakery {command}` is for the local provider's VMs; {args.file} uses {s.provider} "
+        raise SpecError(f"`bakery {command}` is for the local provider's masters (containers or VMs); {args.file} uses {s.provider} "
                         "(use the cloud's own console and SSH access)")
     return providers.get(s, state.paths(s.name, args.build_dir), ProgressPrinter(quiet=True))
 
@@ -709,9 +793,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("init", help="write a commented starter cluster.yaml",
-                       description="Write a commented starter spec for a provider. Refuses to overwrite a file.")
-    p.add_argument("--provider", choices=("local", "aws", "gcp"), default="local", help="default: %(default)s")
-    p.add_argument("-f", "--file", default="cluster.yaml", help="where to write it; - for stdout (default: %(default)s)")
+                       description="Write a commented starter spec for a provider, in its recommended layout "
+                       "(aws: an autoscaling group; gcp: managed instance groups). Refuses to overwrite a file that is "
+                       "not empty. Without -f, a redirected or piped stdout gets the spec (`bakery init > cluster.yaml`).")
+    p.add_argument("--provider", choices=tuple(STARTERS), default="local", help="default: %(default)s")
+    p.add_argument("-f", "--file", default=None, help="where to write it; - for stdout (default: stdout when it is "
+                   "redirected or piped, else cluster.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_init)
 
@@ -770,7 +857,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_spec_arg(p)
     p.add_argument("--node", action="append", metavar="NAME", help="replace only this master (repeatable; default: all)")
     p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
-                   help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
+                   help="how to reach a master's etcd from here (repeatable; default: where the group, the provider "
+                   "and the store's member records say the masters are)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each new member (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="print what the rollout would do (and where a journaled one "
                    "stopped), change nothing")
@@ -784,7 +872,8 @@ def _parser() -> argparse.ArgumentParser:
                        "if one failed (the exit code is that step's).")
     _add_spec_arg(p)
     p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
-                   help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
+                   help="how to reach a master's etcd from here (repeatable; default: where the group, the provider "
+                   "and the store's member records say the masters are)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each new member (default: %(default)s)")
     p.add_argument("--packer", default=os.environ.get("PACKER", "packer"), help="the packer executable (default: %(default)s, env PACKER)")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 10 when the provider reported drift")
@@ -799,21 +888,26 @@ def _parser() -> argparse.ArgumentParser:
     _add_spec_arg(p)
     _add_store_arg(p)
     p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
-                   help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
+                   help="how to reach a master's etcd from here (repeatable; default: where the group, the provider "
+                   "and the store's member records say the masters are)")
     p.add_argument("--output", choices=("table", "json"), default="table", help="list: default %(default)s")
     p.set_defaults(func=cmd_backup)
 
-    p = sub.add_parser("restore", help="bring etcd back from a backup (refuses while a member is healthy)",
-                       description="Check the backup against its checksum, refuse if any member answers healthy (unless "
-                       "--force), then ask the masters to restore it: the state store gets a restore request and loses "
+    p = sub.add_parser("restore", help="bring etcd back from a backup (refuses unless every member was seen down)",
+                       description="Check the backup against its checksum; look at every member the group, the provider, "
+                       "the plan's fixed slots, the store's records and --etcd-endpoint know, and refuse unless each was seen "
+                       "down (connection refused, or its machine not running): a healthy member always refuses, no answer "
+                       "needs --force. Then ask the masters to restore it: the state store gets a restore request and loses "
                        "the old cluster's bootstrapped marker and member records. At their next start, one master "
                        "restores the snapshot (etcdutl snapshot restore) as a new one-member cluster and the others join it.")
     _add_spec_arg(p)
     _add_store_arg(p)
     p.add_argument("--backup", required=True, metavar="ID", help="a backup id from `bakery backup list`")
-    p.add_argument("--force", action="store_true", help="restore even though members are healthy (their keys are replaced)")
+    p.add_argument("--force", action="store_true", help="restore although not every member was seen down (no answer, "
+                   "or an answer without quorum); never over a healthy member")
     p.add_argument("--etcd-endpoint", action="append", type=_endpoint, metavar="NODE=URL",
-                   help="how to reach a master's etcd from here (repeatable; default: the plan's addresses)")
+                   help="how to reach a master's etcd from here (repeatable; default: where the group, the provider "
+                   "and the store's member records say the masters are)")
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("status", help="the masters, their target health, and the API endpoint")
@@ -829,15 +923,17 @@ def _parser() -> argparse.ArgumentParser:
                    "local: also remove the VMs' disks, console logs and SSH key")
     p.set_defaults(func=cmd_down)
 
-    p = sub.add_parser("ssh", help="local: ssh into a master VM as root with bakery's key",
-                       description="Runs ssh to the master's forwarded port on 127.0.0.1 with the key in "
-                       "build/<cluster>/local/ssh/. Anything after the node name is run as the remote command.")
+    p = sub.add_parser("ssh", help="local: a root shell on a master, a container (nsenter) or a VM (ssh)",
+                       description="A root shell on a local master: in a container (the default runtime) through "
+                       "nsenter into its namespaces; in a VM (local.runtime: vm) through ssh to its forwarded port on "
+                       "127.0.0.1 with the key in build/<cluster>/local/ssh/. Anything after the node name is run as "
+                       "the remote command.")
     _add_spec_arg(p)
     p.add_argument("node", help="master name, e.g. local-master-0")
     p.add_argument("remote", nargs=argparse.REMAINDER, help="command to run (default: a login shell)")
     p.set_defaults(func=cmd_ssh)
 
-    p = sub.add_parser("logs", help="local: a master VM's serial console log (kernel, systemd, cloud-init)")
+    p = sub.add_parser("logs", help="local: a master's console log, a container's or a VM's (kernel, systemd, cloud-init)")
     _add_spec_arg(p)
     p.add_argument("node", help="master name, e.g. local-master-0")
     p.add_argument("-n", "--lines", type=int, default=0, help="only the last N lines (default: all)")
@@ -870,6 +966,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--packer", default=os.environ.get("PACKER", "packer"), help="the packer executable (default: %(default)s, env PACKER)")
     p.add_argument("--templates", metavar="DIR", help="Packer templates to use instead of bakery's own packer/ folder")
     p.set_defaults(func=cmd_bake)
+
+    p = sub.add_parser("binaries", help="obtain the spec's etcd and Kubernetes binaries into this machine's cache",
+                       description="Make sure this machine's cache (BAKERY_CACHE_DIR, default ~/.cache/bakery) holds the "
+                       "real etcd, etcdctl, etcdutl, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and "
+                       "kubectl of the spec's versions, and print where. Missing ones are built from the Go modules the "
+                       "Kubernetes and etcd projects publish when a Go toolchain is on PATH (a cold build takes tens of "
+                       "minutes on 2 cores, once per machine), else downloaded from the official releases and checked "
+                       "against their published sha256. `bake` and `up` call the same code.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  bakery binaries -f cluster.yaml\n  bakery binaries --kubernetes-version 1.36.3 "
+                       "--component kube-apiserver\n  bakery binaries -f cluster.yaml --cached")
+    _add_spec_arg(p)
+    p.add_argument("--kubernetes-version", metavar="V", help="instead of the spec's: this Kubernetes release")
+    p.add_argument("--etcd-version", metavar="V", help="with --kubernetes-version: this etcd release (default: the paired one)")
+    p.add_argument("--component", action="append", choices=("kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                   "kubelet", "kubectl", "etcd", "etcdctl", "etcdutl"), help="only this one (repeatable; default: all)")
+    p.add_argument("--source", choices=("auto", "build", "release"), default=None,
+                   help="build: from the Go modules; release: the official downloads; auto (default, or BAKERY_BINARIES): "
+                   "build when `go` is on PATH")
+    p.add_argument("--cached", action="store_true", help="only show what the cache holds; build and download nothing")
+    p.set_defaults(func=cmd_binaries)
 
     p = sub.add_parser("images", help="list or prune the images bakery built for the cluster")
     images_sub = p.add_subparsers(dest="images_command", metavar="ACTION", required=True)
@@ -914,6 +1031,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err("interrupted; nothing half-written (outputs are replaced atomically)")
         return 130
+    except BrokenPipeError:
+        # `bakery init -f - | head -3`: the reader left. Say nothing (stdout is gone) and keep
+        # Python's exit-time flush from raising again; exit as a program ended by SIGPIPE does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as e:
         import errno
 

@@ -77,6 +77,11 @@ class EtcdError(BakeryError):
     exit_code = 6
 
 
+class EtcdOutcomeUnknown(EtcdError):
+    """A call that changes etcd got no answer after it was sent (a timeout, a dropped
+    connection): it may have been applied. Never resent blindly to another endpoint."""
+
+
 class StoreError(BakeryError):
     """The state store (folder, S3, GCS) refused or failed a call, or holds something unusable."""
 
@@ -111,3 +116,11 @@ class StateError(BakeryError):
 class OutputError(StateError):
     """An output could not be written (disk full, read-only, permissions); what was there
     before is unchanged."""
+
+
+class ComponentError(BakeryError):
+    """A Kubernetes or etcd binary could not be obtained: no source has that version, the Go
+    toolchain is missing or too old, a download failed its checksum, or a build failed (the
+    message names the log)."""
+
+    exit_code = 11

@@ -9,7 +9,10 @@ failure raises EtcdError naming the endpoint and the call, never key material.
     won = c.create(b"/podmaster/scheduler", b"node-1", lease=lease.id)
 
 Requests go to the endpoints in order; a connection failure moves to the next one, an
-answer from etcd (even an error) does not.
+answer from etcd (even an error) does not. A call that changes the cluster (member add,
+remove, promote; txn) moves on only when the connection failed before anything was sent:
+after a timeout it may have been applied, so it is not resent to the next endpoint but
+settled by asking etcd (a linearizable member list) what happened.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from typing import Any, TypeVar
 
 import httpx
 
-from bakery.errors import EtcdError
+from bakery.errors import EtcdError, EtcdOutcomeUnknown
 from bakery.output import atomic_file
 
 T = TypeVar("T")
+
+# how many seconds a member add waits out etcd's refusal of an ID it removed (Client._add_fresh_id)
+ADD_ID_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -73,10 +79,27 @@ class Status:
     raft_term: int
     db_size: int
     revision: int = 0  # the member's current revision when it answered
+    cluster_id: int = 0  # two members with different ids belong to two clusters
 
     @property
     def is_leader(self) -> bool:
         return self.member_id == self.leader
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one endpoint said to /health. `state`: healthy (a leader and a quorum behind
+    it), unhealthy (etcd answered, but not healthy), refused (the host answered that
+    nothing listens on the port: no member there), unreachable (no answer: a timeout, no
+    route, a TLS failure; nothing is known)."""
+
+    endpoint: str
+    state: str
+    detail: str = ""
+
+    @property
+    def answered(self) -> bool:
+        return self.state in ("healthy", "unhealthy")
 
 
 @dataclass(frozen=True)
@@ -190,14 +213,25 @@ class Client:
 
     # -- transport --------------------------------------------------------------------
 
-    def call(self, path: str, body: dict[str, Any], *, endpoint: str | None = None, timeout: float | None = None) -> dict[str, Any]:
-        """POST `body` to `/v3/<path>`; the first endpoint that answers wins."""
+    def call(self, path: str, body: dict[str, Any], *, endpoint: str | None = None, timeout: float | None = None,
+             resend: bool = True) -> dict[str, Any]:
+        """POST `body` to `/v3/<path>`; the first endpoint that answers wins.
+
+        `resend=False` for a call that changes the cluster: it moves to the next endpoint
+        only when the connection failed before the request went out; once sent, no answer
+        raises EtcdOutcomeUnknown (it may have been applied)."""
         targets = [endpoint] if endpoint else list(self.endpoints)
         failures: list[str] = []
         for ep in targets:
             try:
                 r = self._http.post(f"{ep}/v3/{path}", json=body, timeout=self.timeout if timeout is None else timeout)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # no connection: nothing was sent
+                failures.append(f"{ep}: {_reason(e)}")
+                continue
             except httpx.HTTPError as e:
+                if not resend:
+                    raise EtcdOutcomeUnknown(f"{ep}: etcd {path}: no answer ({_reason(e)}); it may have been applied, "
+                                             "so it is not resent to another endpoint") from None
                 failures.append(f"{ep}: {_reason(e)}")
                 continue
             if endpoint is None and ep != self.endpoints[0]:
@@ -240,7 +274,8 @@ class Client:
 
     def txn(self, compare: Iterable[dict[str, Any]], success: Iterable[dict[str, Any]] = (), failure: Iterable[dict[str, Any]] = (), *, timeout: float | None = None) -> TxnResult:
         body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
-        r = self.call("kv/txn", body, timeout=timeout)
+        # not resent: a compare-and-swap applied twice answers "failed" the second time
+        r = self.call("kv/txn", body, timeout=timeout, resend=False)
         return TxnResult(bool(r.get("succeeded", False)), tuple(r.get("responses", ())))
 
     def create(self, key: bytes | str, value: bytes | str, lease: int = 0, *, timeout: float | None = None) -> bool:
@@ -265,18 +300,92 @@ class Client:
 
     # -- cluster ----------------------------------------------------------------------
 
-    def member_list(self) -> list[Member]:
-        return [_member(m) for m in self.call("cluster/member/list", {}).get("members", [])]
+    def member_list(self, *, linearizable: bool = False) -> list[Member]:
+        """etcd's members as the answering member knows them; `linearizable`: as the
+        cluster's leader has committed them (needs a quorum), never a follower's stale view."""
+        body = {"linearizable": True} if linearizable else {}
+        return [_member(m) for m in self.call("cluster/member/list", body).get("members", [])]
 
     def member_add(self, peer_urls: Sequence[str], *, learner: bool = False) -> Member:
-        r = self.call("cluster/member/add", {"peerURLs": list(peer_urls), "isLearner": learner})
+        """Add a member at `peer_urls` (a learner: not voting until promoted). An add that
+        got no answer, or that etcd refuses because a member holds those peer URLs already,
+        is settled by looking that member up: one nobody started yet, of the kind asked
+        for, is the one this add made (or an earlier try of it) and is returned."""
+        body = {"peerURLs": list(peer_urls), "isLearner": learner}
+        try:
+            r = self._add_fresh_id(body)
+        except EtcdOutcomeUnknown:
+            if (m := self._added(peer_urls, learner)) is not None:
+                return m
+            r = self.call("cluster/member/add", body, resend=False)  # not applied: once more
+        except EtcdError as e:
+            # etcd derives a member's ID from its peer URLs and the second: a repeated add
+            # says "member ID already exist" within the second, "Peer URLs already exists" after
+            if "Peer URLs already exists" not in str(e) and "member ID already exist" not in str(e):
+                raise
+            if (m := self._added(peer_urls, learner)) is not None:
+                return m
+            holder = next((m for m in self.member_list(linearizable=True) if set(peer_urls) & set(m.peer_urls)), None)
+            raise EtcdError(f"{e}: member {holder.id:x} ({holder.name or 'not started'}, "
+                            f"{'a learner' if holder.is_learner else 'a voter'}) holds {', '.join(peer_urls)}; "
+                            "not adding a second member there" if holder else str(e)) from None
         return _member(r.get("member", {}))
 
+    def _add_fresh_id(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One member add, again in the next second while etcd refuses it as "member not
+        found". etcd derives the new member's ID from its peer URLs and the current second
+        (membership.NewMember), and refuses an ID it has removed: a member removed and added
+        back at the same peer URLs within one second (a master replaced at its old address,
+        a stale record cleared) collides with itself. The refused add changed nothing, so it
+        is safe to send again once the second has turned."""
+        for _ in range(ADD_ID_RETRIES):
+            try:
+                return self.call("cluster/member/add", body, resend=False)
+            except EtcdError as e:
+                if isinstance(e, EtcdOutcomeUnknown) or "member not found" not in str(e):
+                    raise
+                time.sleep(1.0)  # a full second: a new one on etcd's clock too, whatever its offset
+        return self.call("cluster/member/add", body, resend=False)
+
+    def _added(self, peer_urls: Sequence[str], learner: bool) -> Member | None:
+        return next((m for m in self.member_list(linearizable=True)
+                     if set(m.peer_urls) == set(peer_urls) and not m.client_urls and m.is_learner == learner), None)
+
     def member_promote(self, member_id: int) -> None:
-        self.call("cluster/member/promote", {"ID": str(member_id)})
+        """Promote learner `member_id`; done when a linearizable member list shows it a
+        voter already (an earlier promotion whose answer was lost)."""
+        try:
+            self.call("cluster/member/promote", {"ID": str(member_id)}, resend=False)
+        except EtcdError as e:
+            m = next((m for m in self.member_list(linearizable=True) if m.id == member_id), None)
+            if m is None or m.is_learner:
+                raise e from None
 
     def member_remove(self, member_id: int) -> None:
-        self.call("cluster/member/remove", {"ID": str(member_id)})
+        """Remove member `member_id`; done when a linearizable member list no longer has
+        it, whoever removed it: etcd's "member not found" after another actor (a surge, a
+        heal, a join) removed it first, or after an earlier try whose answer was lost."""
+        body = {"ID": str(member_id)}
+        try:
+            self.call("cluster/member/remove", body, resend=False)
+        except EtcdOutcomeUnknown:
+            if self._listed(member_id):
+                self._remove_again(body, member_id)  # not applied (yet): a second remove is safe
+        except EtcdError as e:
+            if "member not found" not in str(e):
+                raise
+            if self._listed(member_id):
+                raise EtcdError(f"{e}, yet a linearizable member list still has {member_id:x}") from None
+
+    def _remove_again(self, body: dict[str, Any], member_id: int) -> None:
+        try:
+            self.call("cluster/member/remove", body, resend=False)
+        except EtcdError as e:
+            if "member not found" not in str(e) or self._listed(member_id):
+                raise
+
+    def _listed(self, member_id: int) -> bool:
+        return any(m.id == member_id for m in self.member_list(linearizable=True))
 
     # -- maintenance ------------------------------------------------------------------
 
@@ -291,6 +400,7 @@ class Client:
             raft_term=int(r.get("raftTerm", 0)),
             db_size=int(r.get("dbSize", 0)),
             revision=int(r.get("header", {}).get("revision", 0)),
+            cluster_id=int(r.get("header", {}).get("cluster_id", 0)),
         )
 
     def move_leader(self, endpoint: str, target_id: int) -> None:
@@ -301,12 +411,25 @@ class Client:
 
     def health(self, endpoint: str) -> bool:
         """etcd's own /health: true when the member has a leader and serves reads."""
+        return self.probe(endpoint).state == "healthy"
+
+    def probe(self, endpoint: str) -> Probe:
+        """/health of `endpoint`, telling an answer, a refused connection (positively no
+        etcd there) and no answer at all apart."""
         ep = endpoint.rstrip("/")
         try:
             r = self._http.get(f"{ep}/health")
-            return r.status_code == 200 and r.json().get("health") == "true"
-        except (httpx.HTTPError, ValueError):
-            return False
+        except httpx.HTTPError as e:
+            refused = isinstance(e, httpx.ConnectError) and _refused(e)
+            return Probe(ep, "refused" if refused else "unreachable", _reason(e))
+        try:
+            body = r.json()
+            healthy = r.status_code == 200 and body.get("health") == "true"
+        except (ValueError, AttributeError):
+            return Probe(ep, "unhealthy", f"HTTP {r.status_code}, not etcd's /health answer")
+        if healthy:
+            return Probe(ep, "healthy")
+        return Probe(ep, "unhealthy", f"HTTP {r.status_code}: {str(body.get('reason') or body)[:120]}")
 
     def snapshot(self, dest: str | Path, endpoint: str | None = None) -> Path:
         """Stream a snapshot of the backend into `dest` (0600, written atomically)."""
@@ -337,6 +460,18 @@ def _ssl_context(tls: TLS) -> Any:
     if tls.cert:
         ctx.load_cert_chain(str(tls.cert), str(tls.key) if tls.key else None)
     return ctx
+
+
+def _refused(e: BaseException) -> bool:
+    """A connection refused (ECONNREFUSED) somewhere in the exception's causes."""
+    seen: BaseException | None = e
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(e: httpx.HTTPError) -> str:

@@ -109,10 +109,18 @@ def url(text: str, what: str = "URL") -> str:
     return text
 
 
+def _domain_port(text: str, domain: str) -> None:
+    """A registry's port is a TCP port: 1-65535 (the grammar alone lets 99999 through)."""
+    host, _, port = domain.partition(":")
+    if port and not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: port {port} of {host} is not a TCP port (1-65535)")
+
+
 def registry(text: str) -> str:
     """A registry host[:port], optionally with a path prefix (registry.k8s.io, host:5000/team)."""
     if not REGISTRY_RE.match(text) or len(text) > IMAGE_NAME_MAX:
         raise ValueError(f"{text!r} is not a registry: host[:port] optionally followed by /path (lowercase path components), no scheme")
+    _domain_port(text, text.split("/", 1)[0])
     return text
 
 
@@ -126,6 +134,9 @@ def image_ref(text: str) -> str:
         raise ValueError(f"image name is {len(m['name'])} characters; at most {IMAGE_NAME_MAX}")
     if not (m["tag"] or m["digest"]):
         raise ValueError(f"{text!r} has neither a tag nor a digest; pin one (name:tag or name@sha256:...)")
+    first = m["name"].split("/", 1)[0]
+    if "/" in m["name"] and ("." in first or ":" in first or first == "localhost"):
+        _domain_port(text, first)
     return text
 
 
@@ -142,3 +153,99 @@ def flag_value(text: str) -> str:
     if len(text) > FLAG_VALUE_MAX:
         raise ValueError(f"value is {len(text)} characters; at most {FLAG_VALUE_MAX}")
     return text
+
+
+# -- what YAML made of a scalar ------------------------------------------------------
+#
+# PyYAML reads YAML 1.1: yes/no/on/off are booleans like true/false, a leading 0 makes an
+# integer octal, 1:30 is base 60, and digits with a dot are a float. A spec that means a
+# number writes a decimal number; one that means text quotes it. These say which rule read
+# a value, for the one-line error.
+
+YAML11_BOOLEANS = ("yes", "no", "on", "off")  # PyYAML's resolver; y and n stay strings
+DECIMAL_RE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
+
+
+def yaml_reading(written: str | None, value: object) -> str:
+    """`written` (as the file has it) and what YAML made of it: '`yes` is a boolean in YAML 1.1'."""
+    shown = f"`{written}`" if written is not None else repr(value)
+    if isinstance(value, bool):
+        if written is not None and written.lower() in YAML11_BOOLEANS:
+            return f"{shown} is a boolean in YAML 1.1 (yes/no and on/off are booleans, like true/false)"
+        return f"{shown} is a boolean in YAML"
+    if isinstance(value, float):
+        return f"{shown} is a float in YAML (unquoted digits with a dot: {value!r})"
+    if isinstance(value, int):
+        return f"{shown} is an integer in YAML"
+    if value is None:
+        return f"{shown if written else 'an empty value'} is null in YAML"
+    if isinstance(value, str):
+        if written is not None and written[:1] in ("'", '"'):
+            return f"{shown} is a string in YAML (it is quoted)"
+        return f"{shown} is a string in YAML"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return shown
+
+
+def yaml_int_form(written: str, value: int) -> str | None:
+    """Why an integer written other than in plain decimal is refused, or None when it is plain."""
+    text = written.strip()
+    if DECIMAL_RE.match(text):
+        return None
+    bare = text.lstrip("+-")
+    if ":" in bare:
+        rule = "base 60 in YAML 1.1 (1:30 reads as 90)"
+    elif bare[:2].lower() == "0x":
+        rule = "hexadecimal in YAML"
+    elif bare[:2].lower() == "0b":
+        rule = "binary in YAML 1.1"
+    elif bare[:2].lower() == "0o" or (bare.startswith("0") and len(bare) > 1):
+        rule = "octal in YAML 1.1 (a leading 0)"
+    elif "_" in bare:
+        rule = "read with its underscores dropped in YAML 1.1"
+    else:
+        rule = "not a plain decimal number in YAML"
+    return f"`{written}` is {rule}: it reads as {value}; write numbers in plain decimal, or quote a string"
+
+
+# -- address ranges -------------------------------------------------------------------
+#
+# IANA's special-purpose IPv4 ranges (RFC 6890) that are not unicast host addresses on a
+# network. Which of them a cloud refuses for a subnet is per cloud (spec.py).
+
+THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
+MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
+RESERVED = ipaddress.IPv4Network("240.0.0.0/4")
+BROADCAST = ipaddress.IPv4Network("255.255.255.255/32")
+SPECIAL_RANGES: dict[ipaddress.IPv4Network, str] = {
+    THIS_NETWORK: "'this network' (RFC 1122: never a host's address)",
+    LOOPBACK: "loopback (RFC 1122: it never leaves a host)",
+    LINK_LOCAL: "link-local (RFC 3927: never routed; the clouds serve instance metadata, DNS and time there)",
+    MULTICAST: "multicast (RFC 5771: a group address, never a host's)",
+    BROADCAST: "the limited broadcast address (RFC 919)",
+    RESERVED: "reserved for future use (RFC 1112, the former class E)",
+}
+
+
+def special_range(net: ipaddress.IPv4Network, refused: tuple[ipaddress.IPv4Network, ...], *, within: bool = False) -> str | None:
+    """The first range of `refused` that `net` overlaps (or, with `within`, lies inside), named."""
+    for special in refused:
+        if (net.subnet_of(special) if within else net.overlaps(special)):
+            return f"{special} {SPECIAL_RANGES.get(special, '')}".rstrip()
+    return None
+
+
+# -- file paths in component flags ------------------------------------------------------
+
+
+def managed_path(text: str, roots: tuple[str, ...], files: tuple[str, ...]) -> bool:
+    """Whether `text` is an absolute path, without '..' or '.', inside one of `roots`
+    (folders, ending in '/') or one of `files`."""
+    if not text.startswith("/") or "//" in text or any(part in (".", "..") for part in text.split("/")):
+        return False
+    return text in files or any(text.startswith(root) and len(text) > len(root) for root in roots)

@@ -49,7 +49,7 @@ class Cluster:
     def lb_address(self) -> LBAddress:
         """The load balancer's names as the provider recorded them in state.json."""
         lb = self.state.get("lb", {})
-        return LBAddress(tuple(lb.get("dns_names", ())), tuple(lb.get("ips", ())))
+        return LBAddress(tuple(lb.get("dns_names", ())), tuple(lb.get("ips", ())), lb.get("port"))
 
     def render(self, lb: LBAddress | None = None, *, provider: str | None = None, ssh_authorized_keys: Sequence[str] = (),
                keep_pki: bool = True) -> Rendered:
@@ -62,7 +62,7 @@ class Cluster:
         the PKI as it was.
         """
         lb = lb or self.lb_address()
-        plan = topology.plan(self.spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips)
+        plan = topology.plan(self.spec, lb_dns_names=lb.dns_names, lb_ips=lb.ips, lb_port=lb.port)
         bootstrap = discovery.bootstrap_for(self.spec, self.state)
         keys = pki.ensure(plan, self.paths.pki, write=False)
         small = None
@@ -110,7 +110,8 @@ class Cluster:
         provider's own view of the state store, before any master boots."""
 
         def callback(lb: LBAddress) -> dict[str, RenderedNode]:
-            self.state = state.update(self.paths, lb={"dns_names": list(lb.dns_names), "ips": list(lb.ips)})
+            self.state = state.update(self.paths, lb={"dns_names": list(lb.dns_names), "ips": list(lb.ips),
+                                                      **({"port": lb.port} if lb.port else {})})
             rendered = self.render(lb, ssh_authorized_keys=ssh_authorized_keys)
             write_nodes(self.paths, rendered)
             if self.spec.user_data == "store":
@@ -125,7 +126,7 @@ class Cluster:
 
 def write_nodes(paths: state.ClusterPaths, rendered: Rendered) -> list[Path]:
     """Write build/<cluster>/nodes/<node>/{user-data, user-data.encoded, files/...} and
-    the admin kubeconfig. Each node's tree is swapped in whole (bakery.output), folders
+    the admin kubeconfig (once the load balancer's address is known). Each node's tree is swapped in whole (bakery.output), folders
     0700 (they hold private keys)."""
     state.prepare(paths)
     output.make_dirs(paths.nodes, NODES_MODE)
@@ -142,5 +143,7 @@ def write_nodes(paths: state.ClusterPaths, rendered: Rendered) -> list[Path]:
     if rendered.save_pki:
         pki.saved(rendered.pki)
         written = written[1:]
-    output.atomic_write(paths.base / "admin.kubeconfig", rendered.pki.admin_kubeconfig(), 0o600)
+    admin = rendered.pki.admin_kubeconfig()
+    if admin is not None:  # the LB's address known (`up` renders again once it is)
+        output.atomic_write(paths.base / "admin.kubeconfig", admin, 0o600)
     return written

@@ -45,7 +45,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bakery import output
 from bakery.errors import PKIError, Problem
-from bakery.topology import ClusterPlan, Node
+from bakery.topology import ClusterPlan, Node, local_host
 
 CA_DAYS = 3650
 LEAF_DAYS = 365  # as kubeadm; `bakery pki renew` before they run out
@@ -257,7 +257,8 @@ class PKI:
         ]
         files = [(dest, *self.files[src]) for dest, src in pairs]
         files.append((NODE_ENCRYPTION_CONFIG, encryption_config(self.cas.encryption_secret), KEY_MODE))
-        local = f"https://127.0.0.1:{self.plan.lb.port}"
+        # each master's own API server (the same host the static pods' flags use)
+        local = f"https://{local_host(node)}:{self.plan.lb.port}"
         for user, rel in (("scheduler", "kube-scheduler"), ("controller-manager", "kube-controller-manager"), ("kubelet", f"{n}/kubelet")):
             files.append((f"/etc/kubernetes/{user}.conf", self.kubeconfig(rel, local, user), KEY_MODE))
         files.append((NODE_SUPER_ADMIN, self.kubeconfig("super-admin", local, "super-admin"), KEY_MODE))
@@ -277,10 +278,11 @@ class PKI:
         }
         return yaml.safe_dump(cfg, sort_keys=False).encode()
 
-    def admin_kubeconfig(self) -> bytes:
-        """For people: points at the load balancer (127.0.0.1 until its address is known)."""
-        server = self.plan.lb.endpoint or f"https://127.0.0.1:{self.plan.lb.port}"
-        return self.kubeconfig("admin", server, "admin")
+    def admin_kubeconfig(self) -> bytes | None:
+        """For people: points at the load balancer; None until its address is known (a
+        kubeconfig for 127.0.0.1 would reach nothing, or the wrong API server)."""
+        server = self.plan.lb.endpoint
+        return self.kubeconfig("admin", server, "admin") if server else None
 
 
 def encryption_config(secret: bytes) -> bytes:
@@ -369,7 +371,7 @@ def ensure(plan: ClusterPlan, folder: str | Path, *, seed: bytes | None = None, 
         issued += issue_node_leaves(plan, n, pki.cas, key_for=key_for, now=issuer.now, seed=seed,
                                     which=lambda leaf, done=done: leaf.path in todo and leaf.path not in done)
     for leaf in operator_leaves(plan):
-        if leaf.path in todo:
+        if leaf.path in todo and leaf.path not in {i.leaf.path for i in issued}:  # admin is the nodes' too
             key = key_for(leaf)
             issued.append(Issued(leaf, issuer.leaf(leaf, key, pki.cas.certs[leaf.ca], pki.cas.keys[leaf.ca]), key))
     for i in sorted(issued, key=lambda i: list(wanted).index(i.leaf.path)):

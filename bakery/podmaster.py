@@ -31,6 +31,7 @@ import logging
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +58,18 @@ class Config:
     source: Path
     dest: Path
     request_timeout: float = 5.0
+    unit: str | None = None  # runtime: systemd: the unit run while the lock is held
+
+
+def systemctl(argv: Sequence[str]) -> None:
+    """Run one systemctl call (bounded); a failure is logged, and the next round tries again."""
+    try:
+        done = subprocess.run(["systemctl", *argv], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.error("systemctl %s: %s", " ".join(argv), e)
+        return
+    if done.returncode != 0:
+        log.error("systemctl %s: exit %s: %s", " ".join(argv), done.returncode, done.stderr.strip()[-300:])
 
 
 class Stop(Exception):
@@ -66,10 +79,12 @@ class Stop(Exception):
 class Podmaster:
     """The election loop. `step()` does one round; `run()` loops until Stop."""
 
-    def __init__(self, client: Client, cfg: Config, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, client: Client, cfg: Config, clock: Callable[[], float] = time.monotonic,
+                 units: Callable[[Sequence[str]], None] = systemctl) -> None:
         self.client = client
         self.cfg = cfg
         self.clock = clock
+        self.units = units
         self.lease: int | None = None
         self.deadline = 0.0  # clock() value after which a holder must consider the lock lost
 
@@ -92,7 +107,7 @@ class Podmaster:
             self._try_acquire()
 
     def run(self) -> None:
-        self._remove_dest()  # a fresh process holds nothing
+        self._remove_dest(stop_unit=True)  # a fresh process holds nothing
         while True:
             started = self.clock()
             try:
@@ -106,7 +121,7 @@ class Podmaster:
 
     def release(self) -> None:
         """Give the lock up now: dest first, then the lease (so a successor never overlaps)."""
-        self._remove_dest()
+        self._remove_dest(stop_unit=True)
         lease, self.lease = self.lease, None
         if lease is not None:
             try:
@@ -176,6 +191,9 @@ class Podmaster:
             return
         atomic_write(self.cfg.dest, content)
         log.info("wrote %s", self.cfg.dest)
+        if self.cfg.unit:
+            self.units(["start", "--no-block", self.cfg.unit])
+            log.info("started %s", self.cfg.unit)
 
     def _lose(self, why: str) -> None:
         self._remove_dest()
@@ -184,12 +202,18 @@ class Podmaster:
         if lease is not None:
             self._revoke_quietly(lease)
 
-    def _remove_dest(self) -> None:
+    def _remove_dest(self, *, stop_unit: bool = False) -> None:
+        """dest gone and, with a unit, the unit stopped when dest was there (or when
+        `stop_unit`): waited for, since the lease is given up only after, so two masters
+        never run the component at once."""
         try:
             self.cfg.dest.unlink()
             log.info("removed %s", self.cfg.dest)
+            stop_unit = True
         except FileNotFoundError:
             pass
+        if self.cfg.unit and stop_unit:
+            self.units(["stop", self.cfg.unit])
 
     def _revoke_quietly(self, lease: int) -> None:
         with contextlib.suppress(EtcdError):  # it expires by itself within the TTL
@@ -224,6 +248,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sleep", type=parse_duration, default=5.0, help="time between rounds, e.g. 5s or 500ms (default: 5s)")
     p.add_argument("--source-file", type=Path, required=True, help="manifest to copy while holding the lock")
     p.add_argument("--dest-file", type=Path, required=True, help="where the copy goes (the kubelet's manifest folder)")
+    p.add_argument("--unit", help="runtime: systemd: also start this systemd unit while holding the lock, and stop it "
+                   "(waiting) before giving the lock up")
     # TLS flags named like kube-apiserver's (--key is the lock's key, as in 2015)
     p.add_argument("--etcd-cafile", help="CA bundle that signed the etcd server certificates")
     p.add_argument("--etcd-certfile", help="client certificate for etcd")
@@ -256,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source=args.source_file,
         dest=args.dest_file,
         request_timeout=args.request_timeout,
+        unit=args.unit,
     )
     try:
         client = Client(args.etcd_servers, TLS(args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile), timeout=args.request_timeout)

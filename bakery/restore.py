@@ -4,8 +4,10 @@ from one snapshot, and a new cluster starts from it.
 
     operator (bakery restore)              masters (bakery-node, at their next start)
     fetch + check the checksum             no bootstrapped marker, a restore request:
-    refuse if a member is healthy          move a data dir of the old cluster aside
-      (unless --force)                     win the bootstrap claim -> fetch + check the
+    refuse unless every member was seen    a member of the old cluster still healthy ->
+      down (bakery/reach.py; no answer       not acted on: join that cluster instead
+      needs --force)                       move a data dir of the old cluster aside
+                                           win the bootstrap claim -> fetch + check the
     write <cluster>/etcd/restore.json        checksum, `snapshot restore` with only this
     then drop the bootstrapped marker,       member in --initial-cluster, start a one-member
       the bootstrap claim, the member        cluster from it
@@ -34,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bakery import backup
-from bakery.errors import EtcdError, NodeError, StoreError, StoreNotFound
+from bakery.errors import NodeError, StoreError, StoreNotFound
+from bakery.node import members as records
 from bakery.store import Store, layout
 from bakery.topology import Node
 
@@ -47,35 +50,42 @@ class Request:
     sha256: str
     token: str  # the restored cluster's --initial-cluster-token: new ids, never the old cluster's
     requested_at: str
+    # the old cluster's members ({name, client_url}) as the operator found them: the store's
+    # records go with the request, and a master checks these before it acts on it
+    members: tuple[dict[str, str], ...] = ()
 
     def to_json(self) -> bytes:
         return (json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True) + "\n").encode()
+
+    def old_members(self) -> list[records.Record]:
+        """The old cluster's members as records to join through (no peer URL: not known here)."""
+        return [records.Record(m["name"], "", m["client_url"]) for m in self.members]
 
 
 # -- operator side -------------------------------------------------------------------------
 
 
-def request(store: Store, cluster: str, backup_id: str, *, healthy: Sequence[str], force: bool = False,
-            now: dt.datetime | None = None) -> Request:
-    """Ask the masters to restore `backup_id`. The backup's bytes are checked against its
-    checksum first, and `healthy` (the members that answered /health) must be empty unless
-    `force`: either refusal changes nothing."""
+def check_backup(store: Store, cluster: str, backup_id: str) -> str:
+    """The sha256 of backup `backup_id` once its bytes match its checksum object (StoreError otherwise)."""
     with tempfile.TemporaryDirectory(prefix="bakery-restore-") as tmp:
-        data = backup.fetch(store, cluster, backup_id, Path(tmp) / "snapshot.db").read_bytes()
-    if healthy and not force:
-        raise EtcdError(f"refusing to restore over a running cluster: {', '.join(healthy)} healthy; "
-                        "a restore replaces every key with the backup's (use --force to do it anyway)")
+        return hashlib.sha256(backup.fetch(store, cluster, backup_id, Path(tmp) / "snapshot.db").read_bytes()).hexdigest()
+
+
+def request(store: Store, cluster: str, backup_id: str, *, members: Sequence[tuple[str, str]] = (),
+            now: dt.datetime | None = None) -> Request:
+    """Ask the masters to restore `backup_id`, whose bytes are checked against its checksum
+    first (a refusal changes nothing). The caller has seen the old cluster gone
+    (bakery/reach.py restore_allowed); `members` ((name, client URL) of its members, as
+    they advertise themselves) go into the request, for the masters to check again."""
+    sha = check_backup(store, cluster, backup_id)
     now = now or dt.datetime.now(dt.UTC)
     stamp = now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    req = Request(backup_id, hashlib.sha256(data).hexdigest(), f"{cluster}-restore-{stamp}",
-                  now.astimezone(dt.UTC).isoformat(timespec="seconds"))
+    old = tuple({"name": n, "client_url": u} for n, u in dict.fromkeys((n, u) for n, u in members if u))
+    req = Request(backup_id, sha, f"{cluster}-restore-{stamp}", now.astimezone(dt.UTC).isoformat(timespec="seconds"), old)
     # The request first: a crash after it leaves the marker, and masters keep ignoring the
     # request (day 2) until a rerun; the other order could start an empty cluster.
     store.put(layout.restore_request(cluster), req.to_json())
-    store.delete(layout.bootstrapped(cluster))
-    store.delete(layout.bootstrap_claim(cluster))
-    for key in store.list(layout.members_prefix(cluster)):
-        store.delete(key)
+    records.forget_cluster(store, cluster)
     return req
 
 
@@ -88,8 +98,9 @@ def pending(store: Store, cluster: str) -> Request | None:
         return None
     try:
         doc = json.loads(raw)
-        req = Request(str(doc["backup"]), str(doc["sha256"]), str(doc["token"]), str(doc["requested_at"]))
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+        old = tuple({"name": str(m["name"]), "client_url": str(m["client_url"])} for m in doc.get("members") or ())
+        req = Request(str(doc["backup"]), str(doc["sha256"]), str(doc["token"]), str(doc["requested_at"]), old)
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise StoreError(f"store {store.url}: {key} is not a restore request ({e}); fix or delete it") from None
     if backup.parse_id(req.backup) is None or len(req.sha256) != 64:
         raise StoreError(f"store {store.url}: {key} names no valid backup id and sha256; fix or delete it")

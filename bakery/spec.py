@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,15 +29,14 @@ from pydantic import (
     model_validator,
 )
 
-from bakery import grammar, specfile
+from bakery import grammar, specfile, versions
 from bakery.errors import Problem, SpecError
 
-# Oldest releases whose flags and APIs the rendered manifests use (KubeletConfiguration
-# v1beta1 with staticPodPath, --service-account-issuer required since 1.20, the
-# components' --authentication-kubeconfig, --enable-admission-plugins). We support
-# releases still in their upstream maintenance window or one behind it.
-MIN_KUBERNETES = (1, 29)
-MIN_ETCD = (3, 5)
+# Oldest releases whose flags and APIs the rendered manifests use at all (KubeletConfiguration
+# v1beta1 with staticPodPath, the components' --authentication-kubeconfig); what is
+# *supported* is the table in bakery/versions.py.
+MIN_KUBERNETES = versions.OLDEST_RENDERABLE_KUBERNETES
+MIN_ETCD = versions.OLDEST_RENDERABLE_ETCD
 
 # Options of the 2015 guide (and the flags behind them) that current Kubernetes removed.
 # Keyed by flag name; the value says when it went and what replaces it. Used for the
@@ -65,7 +65,8 @@ REMOVED_SPEC_KEYS: dict[str, str] = {
 }
 
 NAME_RE = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$"
-VERSION_RE = r"^v?([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,4})$"  # ASCII digits; pydantic's (Rust) `$` is the end of text
+# ASCII digits without leading zeros (semver 2.0.0: 1.031.4 is refused, not read as 1.31.4); pydantic's (Rust) `$` is the end of text
+VERSION_RE = r"^v?(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,3})$"
 # etcd: "8 GiB is a suggested maximum size for normal environments and etcd warns at
 # startup if the configured value exceeds it" (etcd.io/docs/v3.5/dev-guide/limit/).
 ETCD_QUOTA_MAX = 8 * 1024**3
@@ -74,7 +75,9 @@ EXTENSION_PREFIX = "x-"  # top-level keys bakery ignores: a place for YAML ancho
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: a number is a number, a string a string. No "3" or 3.0 for 3, no `yes` (a YAML
+    # 1.1 boolean) for 1, no 1.37 (a YAML float) for "1.37": parse() names the YAML rule.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 # Every string that reaches a rendered file has its own grammar (bakery/grammar.py).
@@ -174,6 +177,9 @@ class ComponentArgs(_Model):
 
     extra_args: dict[FlagName, FlagValue] = Field(
         default_factory=dict, description="Flag name without dashes -> value; flags removed since 2015 (REMOVED_FLAGS) are refused")
+    hardening_overrides: list[FlagName] = Field(
+        default_factory=list, description="Flags of extra_args that undo bakery's hardening on purpose (e.g. [anonymous-auth]): "
+        "without its name here such a flag is refused; with it, every run warns")
 
 
 class Zone(_Model):
@@ -204,8 +210,8 @@ class AwsSpec(_Model):
         "checks. The group uses EC2 status checks (HealthCheckType EC2), not the load balancer's: an ELB health check "
         "would terminate a master whose API server is not serving yet (first boot: image pull, etcd join, "
         "certificates), and replace it again, forever; the grace covers a slow first boot")
-    metadata_hop_limit: Literal[1, 2] = Field(
-        1, description="IMDSv2 PUT response hop limit on the masters. 1 (default, as kops does for masters): only the "
+    metadata_hop_limit: int = Field(
+        1, ge=1, le=2, description="IMDSv2 PUT response hop limit on the masters. 1 (default, as kops does for masters): only the "
         "host itself reaches the instance metadata service, so a pod cannot take the instance role's credentials. "
         "2 only if a pod on a master must reach IMDS through the container network (e.g. a cloud controller or CSI "
         "driver without host networking); that lets every pod on the masters read the instance's credentials")
@@ -328,8 +334,14 @@ class ClusterSpec(_Model):
     name: str = Field(pattern=NAME_RE, description="Cluster name: lowercase letters, digits and '-', at most 32 characters")
     provider: Literal["local", "aws", "gcp"]
     masters: int = Field(3, description="Number of masters: 3, 5 or 7")
-    kubernetes_version: str = Field("1.31.4", pattern=VERSION_RE)
-    etcd_version: str = Field("3.5.17", pattern=VERSION_RE)
+    kubernetes_version: str = Field(versions.DEFAULT_KUBERNETES, pattern=VERSION_RE,
+                                    description="A Kubernetes release of a minor upstream supports: "
+                                    + ", ".join(versions.SUPPORTED_MINORS) + " (bakery/versions.py)")
+    etcd_version: str = Field("", pattern=r"^$|" + VERSION_RE,
+                              description="etcd release; default: the one bakery pairs with kubernetes_version, as kubeadm does")
+    allow_unsupported_versions: bool = Field(
+        False, description="true: accept a Kubernetes or etcd release outside bakery/versions.py (past upstream end of "
+        "life, or not yet run by bakery); warned about on every run")
     election: Literal["builtin", "podmaster"] = Field("builtin", description="builtin: --leader-elect; podmaster: the 2015 lease-holding copier")
     runtime: Literal["static-pods", "systemd"] = Field("static-pods", description="How etcd (and podmaster) run on the node")
     user_data: Literal["store", "embedded"] = Field(
@@ -353,6 +365,16 @@ class ClusterSpec(_Model):
     # prints them on stderr. Not part of the file's schema.
     _warnings: tuple[Problem, ...] = PrivateAttr(default=())
 
+    def __eq__(self, other: object) -> bool:
+        """Two specs are equal when their fields are: the warnings name the file and line they
+        were read from, so the spec inside a published description (re-parsed on a node) equals
+        the operator's cluster.yaml although its warnings point elsewhere. (pydantic's own
+        __eq__ also compares private attributes.)"""
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+    # (unhashable, as before: its lists never hashed)
+
     # Group masters: without an explicit etcd.bootstrap, the one mode that needs no address.
     _gcp_group_bootstrap = model_validator(mode="before")(lambda data: _group_default_bootstrap(data, "gcp", GcpSpec, "mig"))
     _aws_group_bootstrap = model_validator(mode="before")(lambda data: _group_default_bootstrap(data, "aws", AwsSpec, "asg"))
@@ -372,7 +394,14 @@ class ClusterSpec(_Model):
     @field_validator("etcd_version")
     @classmethod
     def _etcd(cls, v: str) -> str:
-        return _at_least(v, MIN_ETCD, "etcd")
+        return _at_least(v, MIN_ETCD, "etcd") if v else v
+
+    @model_validator(mode="after")
+    def _paired_etcd(self) -> ClusterSpec:
+        """Without etcd_version, the release bakery pairs with the Kubernetes minor."""
+        if not self.etcd_version:
+            object.__setattr__(self, "etcd_version", versions.default_etcd(self.kubernetes_version))
+        return self
 
     # -- derived, read-only views -------------------------------------------------
 
@@ -436,6 +465,58 @@ FIXED_PORTS = {
 }
 # etcd's IANA ports; a spec that swaps them is a typo waiting to confuse every tool.
 ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
+# RFC 6335: ports 0-1023 are IANA's system ports, each assigned to a service that a master
+# may run (22 ssh in the cloud images, 53 DNS for systemd-resolved, 123 NTP): no component
+# bakery renders listens there, except the API on 443, the HTTPS port (the kubernetes
+# Service's own port, and what managed clusters serve).
+SYSTEM_PORTS_END = 1024
+SYSTEM_PORT_NAMES = {22: "ssh", 25: "SMTP", 53: "DNS", 67: "DHCP", 68: "DHCP", 80: "HTTP", 111: "rpcbind", 123: "NTP", 323: "chrony"}
+API_SYSTEM_PORTS = (443,)
+
+# Host numbers of a subnet a master may not take: (first usable, reserved at the end, why).
+RESERVED_HOSTS: dict[str, tuple[int, int, str]] = {
+    # EC2 CreateSubnet: "AWS reserves both the first four and the last IPv4 address in each subnet's CIDR block"
+    "aws": (4, 1, "AWS reserves the first four addresses of every subnet (network, VPC router, DNS, future use) and the last"),
+    # VPC "Unusable addresses in IPv4 subnet ranges": network, default gateway, second-to-last, broadcast
+    "gcp": (2, 2, "GCP reserves the first two addresses of every subnet (network, default gateway) and the last two"),
+    "local": (1, 1, "the network and broadcast addresses"),
+}
+# Prefix lengths a cloud subnet may have: AWS CreateSubnet and CreateVpc take /16 to /28;
+# a GCE subnet's primary range is /8 to /29.
+SUBNET_PREFIXES: dict[str, tuple[int, int, str]] = {
+    "aws": (16, 28, "an AWS VPC or subnet is a /16 to a /28"),
+    "gcp": (8, 29, "a GCE subnet's primary range is a /8 to a /29"),
+}
+# Ranges a masters' subnet may not use, per cloud. AWS takes RFC 1918 or a publicly routable
+# range (VPC User Guide, "VPC CIDR blocks"), and puts its instance metadata, DNS and time
+# service at 169.254.169.x; GCP lists its "prohibited IPv4 subnet ranges" (0.0.0.0/8,
+# 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4, 255.255.255.255/32, and its Private Google Access
+# addresses) and accepts 240.0.0.0/4. Local masters live on one machine: loopback and
+# link-local work there (tests use 127.0.0.x).
+_GOOGLE_ACCESS = (ipaddress.IPv4Network("199.36.153.4/30"), ipaddress.IPv4Network("199.36.153.8/30"))
+grammar.SPECIAL_RANGES.update({n: "(Private Google Access's addresses, prohibited in a GCP subnet)" for n in _GOOGLE_ACCESS})
+SUBNET_REFUSED: dict[str, tuple[ipaddress.IPv4Network, ...]] = {
+    "aws": (grammar.THIS_NETWORK, grammar.LOOPBACK, grammar.LINK_LOCAL, grammar.MULTICAST, grammar.RESERVED, grammar.BROADCAST),
+    "gcp": (grammar.THIS_NETWORK, grammar.LOOPBACK, grammar.LINK_LOCAL, grammar.MULTICAST, grammar.BROADCAST, *_GOOGLE_ACCESS),
+    "local": (grammar.THIS_NETWORK, grammar.MULTICAST, grammar.RESERVED, grammar.BROADCAST),
+}
+# Pod and Service addresses are endpoints, which Kubernetes validates: "May not be loopback
+# (127.0.0.0/8), link-local (169.254.0.0/16), or link-local multicast (224.0.0.0/24)"
+# (core/v1 EndpointAddress.ip); a Service range in any of these, or in 0.0.0.0/8 or the
+# multicast block, gives ClusterIPs the kernel treats specially.
+K8S_REFUSED = (grammar.THIS_NETWORK, grammar.LOOPBACK, grammar.LINK_LOCAL, grammar.MULTICAST, grammar.BROADCAST)
+# Sources a load balancer never sees a packet from.
+SOURCE_REFUSED = (grammar.THIS_NETWORK, grammar.LOOPBACK, grammar.LINK_LOCAL, grammar.MULTICAST, grammar.RESERVED, grammar.BROADCAST)
+# kube-apiserver refuses a --service-cluster-ip-range of more than 20 host bits ("for
+# 32-bit addresses, the mask must be >= 12"). The smallest range bakery can use holds the
+# kubernetes Service (its first address) and cluster DNS (its tenth, as bakery renders the
+# kubelet's clusterDNS): a /28, 14 usable addresses (kubernetes.io's "Extend Service IP
+# Ranges" starts from one).
+SERVICE_PREFIX_MIN, SERVICE_PREFIX_MAX = 12, 28
+# kube-controller-manager --allocate-node-cidrs gives every Node, each master included, a
+# --node-cidr-mask-size(-ipv4) slice of --cluster-cidr (default /24), and exits when the
+# cluster CIDR is smaller than one slice.
+NODE_CIDR_MASK = 24
 
 
 def _removed_flag_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
@@ -449,6 +530,21 @@ def _removed_flag_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
             name = str(flag).lstrip("-")
             if name in REMOVED_FLAGS:
                 out.append(((component, "extra_args", flag), f"--{name} is {REMOVED_FLAGS[name]}"))
+    return out
+
+
+def _number_problems(lines: specfile.LineMap) -> list[tuple[Loc, str]]:
+    """Integers written other than in plain decimal (06443 is octal in YAML 1.1, 64:43 base 60)."""
+    out: list[tuple[Loc, str]] = []
+    for path, written in lines.scalars("tag:yaml.org,2002:int"):
+        if path and isinstance(path[0], str) and path[0].startswith(EXTENSION_PREFIX):
+            continue
+        try:
+            value = yaml.safe_load(written)  # the same resolver: what the loader made of it
+        except yaml.YAMLError:
+            continue
+        if isinstance(value, int) and (problem := grammar.yaml_int_form(written, value)) is not None:
+            out.append((path, problem))
     return out
 
 
@@ -478,9 +574,21 @@ def _single_line(text: str, path: Loc, what: str) -> list[tuple[Loc, str]]:
     return []
 
 
+def _version_verdicts(spec: ClusterSpec) -> list[tuple[Loc, str]]:
+    """Versions outside bakery/versions.py: problems, or warnings with allow_unsupported_versions."""
+    out: list[tuple[Loc, str]] = []
+    for loc, verdict in ((("kubernetes_version",), versions.check_kubernetes(spec.kubernetes_version)),
+                         (("etcd_version",), versions.check_etcd(spec.etcd_version, spec.kubernetes_version))):
+        if not verdict.supported:
+            out.append((loc, verdict.problem))
+    return out
+
+
 def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
     """Checks that need several fields at once. Returns (location, message) pairs."""
     out: list[tuple[Loc, str]] = []
+    if not spec.allow_unsupported_versions:
+        out += [(loc, f"{m}; to run it anyway, set allow_unsupported_versions: true") for loc, m in _version_verdicts(spec)]
     net = spec.network
     zones = spec.zones
     section = spec.provider  # where the zones are: aws.zones, gcp.zones, local.zones
@@ -494,6 +602,7 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
         out.append(
             (("network", "addresses"), f"{len(net.addresses)} addresses for {spec.masters} masters: give one per master or none")
         )
+    low, high, reserves = RESERVED_HOSTS[spec.provider]
     seen: dict[str, int] = {}
     for i in range(spec.masters):
         zone = zones[i % len(zones)]
@@ -503,12 +612,16 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
             addr = ipaddress.IPv4Address(net.addresses[i])
         else:
             loc = ("network", "first_host")
-            if net.first_host + i >= subnet.num_addresses - 1:
+            if net.first_host + i >= subnet.num_addresses - high:
                 out.append((loc, f"master {i} would get host number {net.first_host + i}, beyond {subnet}"))
                 continue
             addr = subnet.network_address + net.first_host + i
-        if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
+        host = int(addr) - int(subnet.network_address)
+        if addr not in subnet:
             out.append((loc, f"{addr} is outside the usable range of master {i}'s subnet {subnet} (zone {zone.name})"))
+        elif host < low or host >= subnet.num_addresses - high:
+            fix = f"first_host must be at least {low}" if loc[-1] == "first_host" else f"use an address from host number {low} on"
+            out.append((loc, f"{addr} (host number {host} of master {i}'s subnet {subnet}) is not usable: {reserves}; {fix}"))
         if str(addr) in seen:
             out.append((loc, f"{addr} is given to masters {seen[str(addr)]} and {i}: addresses must be distinct"))
         seen.setdefault(str(addr), i)
@@ -525,14 +638,20 @@ def _semantic_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
             if subnet.overlaps(other):
                 out.append((("network", key), f"{other} overlaps the masters' subnet {subnet} ({_dotted(loc)}): "
                              "Service and Pod ranges must be apart from node addresses"))
+    out += _range_problems(spec, section)
     e = spec.etcd
     if e.bootstrap == "discovery-v3" and not e.discovery_endpoints:
         out.append((("etcd", "discovery_endpoints"), "discovery-v3 needs the discovery etcd's client URLs"))
     if e.bootstrap == "dns-srv" and not e.srv_domain:
         out.append((("etcd", "srv_domain"), "dns-srv needs the domain that holds the SRV records"))
+    if e.bootstrap == "discovery" and _version(spec.etcd_version)[:2] >= (3, 7):
+        out.append((("etcd", "bootstrap"), f"discovery (the v2 discovery URL) is gone from etcd 3.7: etcd "
+                    f"{spec.etcd_version} refuses --discovery. Use store (no external service), discovery-v3 (a "
+                    "discovery etcd cluster), static or dns-srv; or etcd_version 3.6 (Kubernetes 1.35 and 1.36 pair with it)"))
     if e.bootstrap == "discovery-v3" and _version(spec.etcd_version)[:2] < (3, 6):
         out.append((("etcd_version",), f"discovery-v3 needs etcd 3.6 or later, not {spec.etcd_version}"))
     out += _port_problems(spec)
+    out += _hardening(spec)[0]
     out += _group_problems(spec, "aws", "asg")
     if spec.provider == "local" and spec.local is not None and spec.local.runtime == "vm" and spec.user_data == "store":
         out.append((("user_data",), "local.runtime: vm boots QEMU guests, which cannot reach the host's folder store: "
@@ -574,6 +693,59 @@ def _zone_problems(spec: ClusterSpec, section: str) -> list[tuple[Loc, str]]:
     return out
 
 
+def _range_problems(spec: ClusterSpec, section: str) -> list[tuple[Loc, str]]:
+    """Ranges that cannot work: sizes the cloud or Kubernetes refuse, and addresses that are not unicast."""
+    out: list[tuple[Loc, str]] = []
+    net = spec.network
+    subnets: list[tuple[Loc, str]] = [(("network", "subnet"), net.subnet)]
+    subnets += [((section, "zones", i, "subnet"), z.subnet) for i, z in enumerate(spec.zones) if z.subnet]
+    who = {"aws": "AWS", "gcp": "GCP", "local": "the local provider"}[spec.provider]
+    low, high, reserves = RESERVED_HOSTS[spec.provider]
+    masters_in = {loc: 0 for loc, _ in subnets}  # master i lives in zone i mod len(zones)
+    for i in range(spec.masters):
+        z = i % len(spec.zones)
+        masters_in[(section, "zones", z, "subnet") if spec.zones[z].subnet else ("network", "subnet")] += 1
+    for loc, text in subnets:
+        subnet = ipaddress.IPv4Network(text)
+        if (special := grammar.special_range(subnet, SUBNET_REFUSED[spec.provider])) is not None:
+            out.append((loc, f"{subnet} overlaps {special}: {who} needs a unicast range for the masters' subnet "
+                        "(RFC 1918: 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"))
+        elif spec.provider in SUBNET_PREFIXES and not (
+                SUBNET_PREFIXES[spec.provider][0] <= subnet.prefixlen <= SUBNET_PREFIXES[spec.provider][1]):
+            out.append((loc, f"{subnet} is a /{subnet.prefixlen}: {SUBNET_PREFIXES[spec.provider][2]}"))
+        elif (usable := subnet.num_addresses - low - high) < (count := masters_in[loc]):
+            out.append((loc, f"{subnet} holds {max(usable, 0)} usable host address(es) ({reserves}), "
+                        f"too few for the {count} master(s) it holds"))
+    for key, text in (("service_cidr", net.service_cidr), ("pod_cidr", net.pod_cidr)):
+        cidr = ipaddress.IPv4Network(text)
+        if (special := grammar.special_range(cidr, K8S_REFUSED)) is not None:
+            out.append((("network", key), f"{cidr} overlaps {special}: Kubernetes needs unicast addresses for "
+                        f"{'Services' if key == 'service_cidr' else 'Pods'}"))
+    service = ipaddress.IPv4Network(net.service_cidr)
+    if service.prefixlen > SERVICE_PREFIX_MAX:
+        out.append((("network", "service_cidr"), f"{service} holds {service.num_addresses} addresses, too few: the kubernetes "
+                    f"Service takes its first and cluster DNS its tenth (.10); at least a /{SERVICE_PREFIX_MAX}"))
+    elif service.prefixlen < SERVICE_PREFIX_MIN:
+        out.append((("network", "service_cidr"), f"{service} is larger than kube-apiserver accepts: "
+                    f"--service-cluster-ip-range must be a /{SERVICE_PREFIX_MIN} or smaller"))
+    cm = spec.controller_manager.extra_args
+    if cm.get("allocate-node-cidrs", "true").strip().lower() not in ("false", "0", "f"):
+        mask_arg = cm.get("node-cidr-mask-size-ipv4", cm.get("node-cidr-mask-size", str(NODE_CIDR_MASK)))
+        mask = int(mask_arg) if mask_arg.isdigit() and int(mask_arg) <= 32 else NODE_CIDR_MASK
+        pods = ipaddress.IPv4Network(net.pod_cidr)
+        nodes = 2 ** (mask - pods.prefixlen) if pods.prefixlen <= mask else 0
+        if nodes < spec.masters:
+            out.append((("network", "pod_cidr"), f"{pods} holds {nodes} node range(s) of /{mask} (kube-controller-manager "
+                        f"--node-cidr-mask-size), too few for {spec.masters} masters, each a Node: at least a "
+                        f"/{mask - (spec.masters - 1).bit_length()}"))
+    for i, text in enumerate(spec.load_balancer.allowed_cidrs):
+        cidr = ipaddress.IPv4Network(text)
+        if (special := grammar.special_range(cidr, SOURCE_REFUSED, within=True)) is not None:
+            out.append((("load_balancer", "allowed_cidrs", i), f"{cidr} lies in {special}: no client reaches the "
+                        "load balancer from there"))
+    return out
+
+
 def _port_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
     """The API, etcd client and peer ports differ from each other and from the ports the
     kubelet, scheduler, controller-manager and etcd's metrics listen on."""
@@ -589,7 +761,24 @@ def _port_problems(spec: ClusterSpec) -> list[tuple[Loc, str]]:
             used[port] = what
     if (e.client_port, e.peer_port) == (ETCD_PEER_PORT, ETCD_CLIENT_PORT):
         out.append((("etcd", "client_port"), f"client and peer ports are swapped: etcd's are {ETCD_CLIENT_PORT} (client) and {ETCD_PEER_PORT} (peer)"))
+    for loc, port, allowed in ((("load_balancer", "port"), spec.load_balancer.port, API_SYSTEM_PORTS),
+                               (("etcd", "client_port"), e.client_port, ()), (("etcd", "peer_port"), e.peer_port, ())):
+        if port < SYSTEM_PORTS_END and port not in allowed:
+            name = f" ({SYSTEM_PORT_NAMES[port]}'s)" if port in SYSTEM_PORT_NAMES else ""
+            others = f"{', '.join(map(str, allowed))} or " if allowed else ""
+            out.append((loc, f"port {port}{name} is an IANA system port (0-1023, RFC 6335), assigned to a service a master "
+                        f"may run; use {others}a port from 1024 (the conventional: 6443 for the API, 2379/2380 for etcd)"))
     return out
+
+
+def _port_warnings(spec: ClusterSpec) -> list[tuple[Loc, str]]:
+    """etcd's two ports far from any convention: accepted, with a note."""
+    e = spec.etcd
+    if (e.client_port, e.peer_port) == (ETCD_CLIENT_PORT, ETCD_PEER_PORT) or e.peer_port == e.client_port + 1:
+        return []
+    return [(("etcd", "peer_port"), f"etcd's ports {e.client_port} (client) and {e.peer_port} (peer) follow no convention. "
+             f"Note: etcd's IANA ports are {ETCD_CLIENT_PORT} and {ETCD_PEER_PORT}, and tools, firewall rules and runbooks "
+             "expect those or a pair one apart (peer = client + 1, e.g. 12379/12380)")]
 
 
 # -- extra_args that undo a hardening (warnings, not errors) ---------------------------
@@ -633,14 +822,77 @@ WEAKENING: tuple[tuple[tuple[str, ...], str, Any, str], ...] = (
 )
 
 
-def _weakening_warnings(spec: ClusterSpec) -> list[tuple[Loc, str]]:
-    out: list[tuple[Loc, str]] = []
+# Flags that name a file or folder a component reads or writes (from each component's
+# reference page, bakery/reference). Their values must be files bakery manages: a path
+# elsewhere on the host (`tls-cert-file: /etc/shadow`) is an override of bakery's hardening.
+PATH_FLAGS = frozenset({
+    "admission-control-config-file", "audit-log-path", "audit-policy-file", "audit-webhook-config-file",
+    "authentication-config", "authentication-kubeconfig", "authentication-token-webhook-config-file",
+    "authorization-config", "authorization-kubeconfig", "authorization-policy-file", "authorization-webhook-config-file",
+    "cert-dir", "client-ca-file", "cloud-config", "cluster-signing-cert-file", "cluster-signing-key-file",
+    "cluster-signing-kube-apiserver-client-cert-file", "cluster-signing-kube-apiserver-client-key-file",
+    "cluster-signing-kubelet-client-cert-file", "cluster-signing-kubelet-client-key-file",
+    "cluster-signing-kubelet-serving-cert-file", "cluster-signing-kubelet-serving-key-file",
+    "cluster-signing-legacy-unknown-cert-file", "cluster-signing-legacy-unknown-key-file", "config",
+    "debug-socket-path", "egress-selector-config-file", "encryption-provider-config", "etcd-cafile", "etcd-certfile",
+    "etcd-keyfile", "flex-volume-plugin-dir", "kubeconfig", "kubelet-certificate-authority", "kubelet-client-certificate",
+    "kubelet-client-key", "leader-migration-config", "oidc-ca-file", "peer-ca-file", "proxy-client-cert-file",
+    "proxy-client-key-file", "pv-recycler-pod-template-filepath-hostpath", "pv-recycler-pod-template-filepath-nfs",
+    "requestheader-client-ca-file", "root-ca-file", "service-account-key-file", "service-account-private-key-file",
+    "service-account-signing-key-file", "tls-cert-file", "tls-private-key-file", "tls-sni-cert-key", "token-auth-file",
+    "tracing-config-file", "write-config-to",
+})
+# What bakery renders and mounts for the control plane (bakery/render): its folder and the audit log.
+MANAGED_ROOTS = ("/etc/kubernetes/",)
+MANAGED_FILES = ("/var/log/kube-apiserver-audit.log",)
+
+
+def _paths(flag: str, value: str) -> list[str]:
+    """The paths in a path flag's value: tls-sni-cert-key is certfile,keyfile[:domains]."""
+    if flag == "tls-sni-cert-key":
+        value = value.split(":", 1)[0]
+    if flag == "audit-log-path" and value.strip() == "-":  # "-" is standard out
+        return []
+    return [v.strip() for v in value.split(",")] if flag in ("tls-sni-cert-key", "service-account-key-file") else [value.strip()]
+
+
+def _undone(component: str, flag: str, value: str) -> str | None:
+    """The hardening `--flag=value` undoes on `component`, or None."""
+    for components, name, weakens, hardening in WEAKENING:
+        if component in components and flag == name and weakens(value):
+            return hardening
+    if flag in PATH_FLAGS:
+        outside = [p for p in _paths(flag, value) if not grammar.managed_path(p, MANAGED_ROOTS, MANAGED_FILES)]
+        if outside:
+            return (f"every file a component reads is one bakery renders under {', '.join(MANAGED_ROOTS)} "
+                    f"({_short(outside[0], 60)} is not)")
+    return None
+
+
+def _hardening(spec: ClusterSpec) -> tuple[list[tuple[Loc, str]], list[tuple[Loc, str]]]:
+    """(problems, warnings): an extra_arg that undoes bakery's hardening is refused unless its
+    component's hardening_overrides names it, and then warned about on every run; an override
+    that overrides nothing is refused (it would silently allow a later change)."""
+    problems: list[tuple[Loc, str]] = []
+    warnings: list[tuple[Loc, str]] = []
     for component in ("apiserver", "scheduler", "controller_manager"):
-        args: dict[str, str] = getattr(spec, component).extra_args
-        for components, flag, weakens, hardening in WEAKENING:
-            if component in components and flag in args and weakens(args[flag]):
-                out.append(((component, "extra_args", flag), f"--{flag}={args[flag]} undoes the hardening: {hardening}"))
-    return out
+        section: ComponentArgs = getattr(spec, component)
+        overrides = set(section.hardening_overrides)
+        for flag, value in section.extra_args.items():
+            hardening = _undone(component, flag, value)
+            if hardening is None:
+                continue
+            loc: Loc = (component, "extra_args", flag)
+            head = f"--{flag}={_cut(value, 80)} undoes bakery's hardening: {hardening}"
+            if flag in overrides:
+                warnings.append((loc, f"{head} (overridden on purpose: {component}.hardening_overrides)"))
+            else:
+                problems.append((loc, f"{head}; to do it on purpose, list it: {component}.hardening_overrides: [{flag}]"))
+        for i, flag in enumerate(section.hardening_overrides):
+            if flag not in section.extra_args or _undone(component, flag, section.extra_args[flag]) is None:
+                problems.append(((component, "hardening_overrides", i), f"{flag} is listed but {component}.extra_args "
+                                 f"does not undo a hardening with it; drop it from the list"))
+    return problems, warnings
 
 
 def _model_for(path: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -690,7 +942,7 @@ def parse(text: str, filename: str = "cluster.yaml") -> ClusterSpec:
         key = _dotted(path)
         found.setdefault(key, Problem(message, filename, lines.line(path), key))  # one line per key: the first reason
 
-    for path, message in _text_problems(data) + _removed_flag_problems(data):
+    for path, message in _text_problems(data) + _removed_flag_problems(data) + _number_problems(lines):
         add(path, message)
     # Top-level keys starting with "x-" are free for YAML anchors that merge keys reuse
     # (`x-defaults: &d {...}` then `<<: *d`), as in Compose files; bakery ignores them.
@@ -700,14 +952,17 @@ def parse(text: str, filename: str = "cluster.yaml") -> ClusterSpec:
     except ValidationError as e:
         for err in e.errors():
             path = tuple(err["loc"])
-            add(path, _explain(err, path))
+            add(path, _explain(err, path, lines))
         _raise(filename, found)
         raise AssertionError("unreachable") from None
     _raise(filename, found)
     for path, message in _semantic_problems(spec):
         add(path, message)
     _raise(filename, found)
-    spec._warnings = tuple(Problem(m, filename, lines.line(p), _dotted(p)) for p, m in _weakening_warnings(spec))
+    warnings = _hardening(spec)[1] + _port_warnings(spec)
+    if spec.allow_unsupported_versions:
+        warnings += [(loc, f"{m} (accepted: allow_unsupported_versions is true)") for loc, m in _version_verdicts(spec)]
+    spec._warnings = tuple(Problem(m, filename, lines.line(p), _dotted(p)) for p, m in warnings)
     return spec
 
 
@@ -725,9 +980,63 @@ def _by_line(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.line or 0, p.key or ""))
 
 
-def _explain(err: Any, path: tuple[Any, ...]) -> str:
+# pydantic's strict type errors -> what the key takes.
+TYPE_WORDS = {
+    "int_type": "a whole number", "string_type": "a string", "bool_type": "true or false", "float_type": "a number",
+    "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+
+
+def _printable(written: str | None) -> str | None:
+    """The text as written when it fits on one short line, else None (the value's repr is shown)."""
+    if written is None or len(written) > 60 or not written.isprintable():
+        return None
+    return written
+
+
+def _field(path: tuple[Any, ...]) -> Any:
+    if not path or not isinstance(path[-1], str):
+        return None
+    model = _model_for(path[:-1])
+    return model.model_fields.get(path[-1]) if model is not None else None
+
+
+def _takes(path: tuple[Any, ...], expected: str) -> str:
+    """'a whole number from 1 to 65535': the kind, with the field's bounds when it has any."""
+    field = _field(path)
+    lo = next((m.ge for m in getattr(field, "metadata", ()) if hasattr(m, "ge")), None)
+    hi = next((m.le for m in getattr(field, "metadata", ()) if hasattr(m, "le")), None)
+    if lo is not None and hi is not None:
+        return f"{expected} from {lo} to {hi}"
+    if lo is not None:
+        return f"{expected} of at least {lo}"
+    return expected
+
+
+def _type_problem(err: Any, path: tuple[Any, ...], lines: specfile.LineMap) -> str | None:
+    """A value of the wrong YAML type: what was written, the YAML rule that read it, what the key takes."""
+    kind, value = err["type"], err.get("input")
+    if kind == "literal_error" and not isinstance(value, str) and not isinstance(value, list | dict):
+        return f"{grammar.yaml_reading(_printable(lines.written(path)), value)}; expected {err['ctx']['expected']}"
+    expected = TYPE_WORDS.get(kind)
+    if expected is None:
+        return None
+    written = _printable(lines.written(path))
+    message = f"{grammar.yaml_reading(written, value)}; expected {_takes(path, expected)}"
+    if kind == "int_type" and isinstance(value, str) and grammar.DECIMAL_RE.match(value.strip()):
+        message += f": write it without quotes, {value.strip()}"
+    elif kind == "int_type" and isinstance(value, float) and value.is_integer():
+        message += f": write {int(value)}"
+    elif kind == "string_type" and isinstance(value, bool | int | float) and written is not None:
+        message += f": quote it, \"{written}\""
+    return message
+
+
+def _explain(err: Any, path: tuple[Any, ...], lines: specfile.LineMap) -> str:
     kind = err["type"]
     key = path[-1] if path else None
+    if (typed := _type_problem(err, path, lines)) is not None:
+        return typed
     if kind == "extra_forbidden" and isinstance(key, str):
         if key in REMOVED_SPEC_KEYS:
             return f"unknown key {key!r}: {REMOVED_SPEC_KEYS[key]}"
@@ -743,7 +1052,9 @@ def _explain(err: Any, path: tuple[Any, ...]) -> str:
     if kind == "string_pattern_mismatch":
         if key == "name":
             return f"{_short(err['input'])} is not a valid name: lowercase letters, digits and '-', starting with a letter, at most 32 characters"
-        return f"{_short(err['input'])} is not a version like 1.31.4"
+        zeros = " (MAJOR.MINOR.PATCH in decimal without leading zeros, as semver writes them)"
+        leading = isinstance(err["input"], str) and re.search(r"(?:^v?|\.)0[0-9]", err["input"])
+        return f"{_short(err['input'])} is not a version like {versions.DEFAULT_KUBERNETES}" + (zeros if leading else "")
     if kind == "less_than_equal" and key == "quota_backend_bytes":
         return f"{err['input']} is over {ETCD_QUOTA_MAX} (8 GiB), etcd's suggested maximum backend size"
     if kind == "too_short" and isinstance(err.get("input"), list):

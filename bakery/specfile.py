@@ -188,7 +188,7 @@ def compose(text: str, filename: str) -> Document:
     finally:
         if loader is not None:
             loader.dispose()
-    return Document(data, LineMap(node))
+    return Document(data, LineMap(node, text))
 
 
 def _one_line(text: str) -> str:
@@ -196,10 +196,14 @@ def _one_line(text: str) -> str:
 
 
 class LineMap:
-    """Maps a key path ('network', 'addresses', 1) to the line where YAML had it."""
+    """Maps a key path ('network', 'addresses', 1) to the line where YAML had it, and a
+    scalar's path to its text as written (`yes`, `"3"`, `3.0`) and the tag YAML resolved
+    it to, so that an error can show what the user wrote and which YAML rule read it."""
 
-    def __init__(self, node: yaml.Node | None) -> None:
+    def __init__(self, node: yaml.Node | None, text: str = "") -> None:
         self.lines: dict[tuple[Any, ...], int] = {}
+        self._text = text
+        self._scalars: dict[tuple[Any, ...], tuple[int, int, str]] = {}  # path -> (start, end, tag)
         if node is not None:
             self._walk(node, ())
 
@@ -207,7 +211,9 @@ class LineMap:
         if path in self.lines and len(path) > 0:
             return  # an alias used twice: the first place is the one to name
         self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, yaml.ScalarNode):
+            self._scalars[path] = (node.start_mark.index, node.end_mark.index, node.tag)
+        elif isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 if not isinstance(k, yaml.ScalarNode):
                     continue
@@ -218,10 +224,27 @@ class LineMap:
             for i, v in enumerate(node.value):
                 self._walk(v, (*path, i))
 
+    @staticmethod
+    def _key(path: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(str(p) if not isinstance(p, int) else p for p in path)
+
     def line(self, path: tuple[Any, ...]) -> int | None:
-        path = tuple(str(p) if not isinstance(p, int) else p for p in path)
+        path = self._key(path)
         while path:
             if path in self.lines:
                 return self.lines[path]
             path = path[:-1]
         return self.lines.get(())
+
+    def written(self, path: tuple[Any, ...]) -> str | None:
+        """The scalar at `path` exactly as the file has it (quotes included), or None when
+        the path holds no scalar of this file (a default, a merged key, a list)."""
+        found = self._scalars.get(self._key(path))
+        if found is None or not self._text:
+            return None
+        start, end, _ = found
+        return self._text[start:end]
+
+    def scalars(self, tag: str) -> list[tuple[tuple[Any, ...], str]]:
+        """(path, text as written) of every scalar YAML resolved to `tag`."""
+        return [(p, self._text[s:e]) for p, (s, e, t) in self._scalars.items() if t == tag]

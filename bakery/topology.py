@@ -35,9 +35,10 @@ class Node:
 
 @dataclass(frozen=True)
 class LoadBalancer:
-    port: int
+    port: int  # the API servers' port
     dns_names: tuple[str, ...]
     ips: tuple[str, ...]
+    client_port: int | None = None  # where clients reach the LB, if not `port`
 
     @property
     def host(self) -> str | None:
@@ -46,7 +47,7 @@ class LoadBalancer:
 
     @property
     def endpoint(self) -> str | None:
-        return f"https://{self.host}:{self.port}" if self.host else None
+        return f"https://{self.host}:{self.client_port or self.port}" if self.host else None
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,10 @@ def node_name(cluster: str, index: int) -> str:
     return f"{cluster}-master-{index}"
 
 
-def plan(spec: ClusterSpec, *, lb_dns_names: tuple[str, ...] = (), lb_ips: tuple[str, ...] = ()) -> ClusterPlan:
-    """The cluster's plan. `lb_*` are names the provider learnt when it created the LB."""
+def plan(spec: ClusterSpec, *, lb_dns_names: tuple[str, ...] = (), lb_ips: tuple[str, ...] = (),
+         lb_port: int | None = None) -> ClusterPlan:
+    """The cluster's plan. `lb_*` are what the provider learnt when it created the LB (its
+    names; the port clients reach it on, when not load_balancer.port)."""
     net = spec.network
     zones = spec.zones
     nodes = []
@@ -107,8 +110,18 @@ def plan(spec: ClusterSpec, *, lb_dns_names: tuple[str, ...] = (), lb_ips: tuple
     dns = _unique(((lb_spec.dns_name,) if lb_spec.dns_name else ()) + tuple(lb_dns_names))
     ips = _unique(((lb_spec.ip,) if lb_spec.ip else ()) + tuple(lb_ips))
     service_ip = str(ipaddress.IPv4Network(net.service_cidr).network_address + 1)
-    return ClusterPlan(spec=spec, nodes=tuple(nodes), lb=LoadBalancer(lb_spec.port, dns, ips), service_ip=service_ip)
+    return ClusterPlan(spec=spec, nodes=tuple(nodes), lb=LoadBalancer(lb_spec.port, dns, ips, lb_port), service_ip=service_ip)
 
 
 def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
+
+
+def local_host(node: Node) -> str:
+    """Where a node's own components reach its etcd and API server.
+
+    127.0.0.1 on a real node. When the node's address is itself a loopback address
+    (several nodes sharing one host in tests and local development), that address,
+    so that the members do not all bind 127.0.0.1.
+    """
+    return node.address if ipaddress.ip_address(node.address).is_loopback else "127.0.0.1"

@@ -1,6 +1,9 @@
 """Prints what hostile specs cost `bakery validate`: CPU seconds and peak memory of a child
 process per input, next to a valid example (the tests hold the same inputs to 2 s of CPU
-and 200 MB as a pass/fail limit; this prints the figures).
+and 200 MB as a pass/fail limit; this prints the figures). Then the corpus the hostile tests
+hold (tests/test_spec_hostile.py: the named classes and the family generated from the model,
+issue 23): its size, the time spec.parse takes per spec and the peak memory of the process
+that parses them all (figures printed, never asserted; the corpus needs the dev extra).
 
     .venv/bin/python bench/hostile.py
 """
@@ -50,6 +53,38 @@ def measure(path: str, build: str) -> tuple[int, float, float]:
     return r.returncode, float(cpu), int(rss_kb) / 1024
 
 
+# One child parses the whole corpus, so that its peak memory is the corpus's, not the bench's.
+CORPUS_CHILD = ("import sys, time\n"
+                "from bakery import spec\n"
+                "from tests import test_spec_hostile as t\n"
+                "texts = [text for text, _ in t.HOSTILE.values()]\n"
+                "texts += [t._spec_with(path, raw) for path, raw in t.GENERATED.values()]\n"
+                "times, refused = [], 0\n"
+                "for text in texts:\n"
+                "    start = time.perf_counter()\n"
+                "    try:\n"
+                "        spec.parse(text)\n"
+                "    except spec.SpecError:\n"
+                "        refused += 1\n"
+                "    times.append(time.perf_counter() - start)\n"
+                "hwm = next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+                "times.sort()\n"
+                "print(len(t.HOSTILE), len(t.GENERATED), refused, sum(times) / len(times), times[len(times) // 2], times[-1], hwm)\n")
+
+
+def corpus() -> None:
+    r = subprocess.run([sys.executable, "-c", CORPUS_CHILD], capture_output=True, text=True, timeout=300,
+                       check=False, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if r.returncode != 0:
+        print(f"corpus: not measured ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode})")
+        return
+    named, generated, refused, mean, median, worst, hwm = r.stdout.split()
+    total = int(named) + int(generated)
+    print(f"\ncorpus: {total} specs ({named} named classes, {generated} generated from the model), {refused} refused")
+    print(f"spec.parse per spec: mean {float(mean) * 1000:.2f} ms, median {float(median) * 1000:.2f} ms, "
+          f"slowest {float(worst) * 1000:.2f} ms; peak RSS {int(hwm) / 1024:.0f} MB")
+
+
 def main() -> None:
     print(f"{'input':<30} {'exit':>4} {'cpu s':>6} {'peak RSS MB':>12}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,6 +96,7 @@ def main() -> None:
                 Path(path).write_bytes(data)
             code, cpu, rss = measure(path, os.path.join(tmp, "build"))
             print(f"{name:<30} {code:>4} {cpu:>6.2f} {rss:>12.0f}")
+    corpus()
 
 
 if __name__ == "__main__":

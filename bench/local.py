@@ -28,7 +28,7 @@ from pathlib import Path
 from bakery.bake import images
 from bakery.pipeline import Cluster
 from bakery.providers.local import bridge
-from bakery.providers.local.net import listening_ports
+from bakery.providers.local.net import free_port_base
 from bakery.providers.local.provider import LocalProvider
 
 PHASES = ("setup", "boot", "cloud-init", "assembly", "total")
@@ -50,11 +50,10 @@ class Recorder:
 
 
 def _free_base() -> int:
-    taken = {p for _, p in listening_ports()}
-    for base in range(27000, 60000, 100):
-        if not taken & set(range(base, base + 60)):
-            return base
-    raise SystemExit("no free port range on 127.0.0.1")
+    base = free_port_base(27000)
+    if base is None:
+        raise SystemExit("no free port range on 127.0.0.1")
+    return base
 
 
 def _free_subnet() -> str:

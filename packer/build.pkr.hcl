@@ -63,6 +63,8 @@ build {
       "SCRIPTS=${path.root}/scripts",
       "OUTPUT_DIR=${var.local_output_dir}",
       "DISK_SIZE=${var.local_disk_size}",
+      "BINARIES=${join(" ", var.local_binary_paths)}",
+      "BINARY_SUMS=${join(",", var.local_binaries)}",
     ]
     scripts = [
       "${path.root}/scripts/local/rootfs.sh",

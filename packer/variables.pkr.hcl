@@ -148,13 +148,25 @@ variable "debian_packages" {
   description = "Packages debootstrap adds to the minbase root of the local image."
   default = [
     "systemd-sysv", "linux-image-cloud-amd64", "cloud-init", "openssh-server", "monit",
-    "etcd-server", "etcd-client", "iproute2", "ca-certificates", "python3-httpx",
+    "iproute2", "ca-certificates", "python3-httpx",
     "python3-cffi-backend",
   ]
   validation {
     condition     = contains(var.debian_packages, "cloud-init") && contains(var.debian_packages, "linux-image-cloud-amd64")
     error_message = "The debian_packages must include cloud-init and linux-image-cloud-amd64 (the VMs boot its kernel directly)."
   }
+}
+
+variable "local_binaries" {
+  type        = list(string)
+  description = "sha256 and name of each real program the local image carries (etcd, kube-apiserver, ...): part of the image's hash."
+  default     = []
+}
+
+variable "local_binary_paths" {
+  type        = list(string)
+  description = "Where bakery's cache holds those programs on the build host (not hashed: the sums are)."
+  default     = []
 }
 
 variable "local_disk_size" {

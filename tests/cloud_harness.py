@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from bakery.errors import StoreError
 from bakery.etcd import TLS, Client
 from bakery.node import identity
 from bakery.node.agent import Agent
@@ -94,10 +95,124 @@ class _Etcd:
             self.proc = Proc(localize(manifest_command(manifest), self.binary, self.root, self.data), self.log)
 
 
+class Unreachable:
+    """The store as an instance without a network path sees it: every call times out
+    (quickly: the harness does not wait a real connect timeout)."""
+
+    def __init__(self, store: Store, why: str) -> None:
+        self.url, self.why = store.url, why
+
+    def _fail(self, key: str) -> Any:
+        time.sleep(0.05)
+        raise StoreError(f"{self.url}/{key}: connect timeout ({self.why})")
+
+    def get(self, key: str) -> bytes:
+        return self._fail(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        self._fail(key)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._fail(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return self._fail(prefix)
+
+    def delete(self, key: str) -> None:
+        self._fail(key)
+
+
+def aws_path(ec2: Any, region: str) -> Callable[[Instance], str | None]:
+    """Why an EC2 instance cannot reach S3 and the EC2/Auto Scaling APIs, or None when it can,
+    from the cloud's own state, by AWS's rules: an internet gateway serves only an instance
+    with a public IPv4 address; a NAT gateway (or NAT instance) default route serves any; S3
+    also through a gateway endpoint's prefix-list route in the subnet's route table; EC2 and
+    Auto Scaling through interface endpoints with private DNS in the VPC whose security group
+    admits HTTPS from the instance."""
+
+    def why(inst: Instance) -> str | None:
+        i = ec2.describe_instances(InstanceIds=[inst.id])["Reservations"][0]["Instances"][0]
+        vpc, subnet, public = i["VpcId"], i["SubnetId"], i.get("PublicIpAddress")
+        tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]
+        table = next((t for t in tables for a in t.get("Associations", []) if a.get("SubnetId") == subnet), None) \
+            or next((t for t in tables for a in t.get("Associations", []) if a.get("Main")), {})
+        routes = table.get("Routes", [])
+        default = [r for r in routes if r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("State", "active") == "active"]
+        out = any(r.get("NatGatewayId") or r.get("InstanceId") for r in default) or \
+            (public is not None and any(str(r.get("GatewayId", "")).startswith("igw-") for r in default))
+        if out:
+            return None
+        endpoints = [e for e in ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["VpcEndpoints"]
+                     if e.get("State", "").lower() == "available"]
+        s3 = {e["VpcEndpointId"] for e in endpoints if e["ServiceName"] == f"com.amazonaws.{region}.s3"
+              and e["VpcEndpointType"] == "Gateway"}
+        if not any(r.get("DestinationPrefixListId") and r.get("GatewayId") in s3 for r in routes):
+            return f"{inst.id} in {subnet}: no public address behind an internet gateway, no NAT, no S3 gateway endpoint route"
+        groups = {g["GroupId"] for g in i.get("SecurityGroups", [])}
+        addr = ipaddress.IPv4Address(inst.address)
+        for svc in ("ec2", "autoscaling"):
+            ok = False
+            for e in endpoints:
+                if e["ServiceName"] != f"com.amazonaws.{region}.{svc}" or e["VpcEndpointType"] != "Interface" \
+                        or not e.get("PrivateDnsEnabled"):
+                    continue
+                sgs = ec2.describe_security_groups(GroupIds=[g["GroupId"] for g in e.get("Groups", [])])["SecurityGroups"]
+                for sg in sgs:
+                    for p in sg.get("IpPermissions", []):
+                        if p.get("IpProtocol") not in ("tcp", "-1") or not (p.get("FromPort", 0) <= 443 <= p.get("ToPort", 65535)):
+                            continue
+                        ok = ok or any(addr in ipaddress.IPv4Network(r["CidrIp"]) for r in p.get("IpRanges", [])) \
+                            or any(g["GroupId"] in groups for g in p.get("UserIdGroupPairs", []))
+            if not ok:
+                return f"{inst.id} in {subnet}: no NAT and no {svc} interface endpoint admitting HTTPS from it"
+        return None
+
+    return why
+
+
+def gce_path(gce: Any) -> Callable[[Instance], str | None]:
+    """Why a GCE instance cannot reach Cloud Storage and the Compute API, or None when it can,
+    from the fake's state, by Google's rules: an external address (an accessConfig) reaches
+    them; without one, its subnetwork's Private Google Access or a Cloud NAT on a router of the
+    region covering the subnetwork."""
+    from bakery.providers.gcp.path import NAT_ALL
+
+    def same(a: str, b: str) -> bool:
+        return a[a.find("projects/"):] == b[b.find("projects/"):]
+
+    def why(inst: Instance) -> str | None:
+        found = [i for i in gce.resources("instances") if str(i["id"]) == inst.id]
+        if not found:
+            return f"{inst.id}: no such instance"
+        nic = found[0]["networkInterfaces"][0]
+        if nic.get("accessConfigs"):
+            return None
+        link = nic.get("subnetwork", "")
+        subnet = next((s for s in gce.resources("subnetworks") if same(s["selfLink"], link)), None) if link else None
+        if subnet is None:
+            return f"{inst.hostname}: no subnetwork"
+        if subnet.get("privateIpGoogleAccess"):
+            return None
+        for r in gce.resources("routers"):
+            if r.get("region") != subnet.get("region") or not same(r["network"], subnet["network"]):
+                continue
+            for nat in r.get("nats", []):
+                scope = nat.get("sourceSubnetworkIpRangesToNat")
+                if scope in NAT_ALL or (scope == "LIST_OF_SUBNETWORKS"
+                                        and any(same(x.get("name", ""), link) for x in nat.get("subnetworks", []))):
+                    return None
+        return f"{inst.hostname}: no external address, subnetwork {subnet['name']} has no Private Google Access and no Cloud NAT"
+
+    return why
+
+
 class Machines:
     def __init__(self, folder: Path, binary: Path, tls: TLS, store: Store, list_instances: Callable[[], list[Instance]], *,
-                 is_alive: Callable[[str], bool | None] | None = None, poll: float = 0.2) -> None:
+                 is_alive: Callable[[str], bool | None] | None = None, poll: float = 0.2,
+                 path: Callable[[Instance], str | None] | None = None) -> None:
         self.folder, self.binary, self.tls, self.store = folder, binary, tls, store
+        self.path = path  # why an instance cannot reach the store, from the cloud's state (None: it can)
+        self.unreachable: dict[str, str] = {}
         self.list_instances, self.is_alive, self.poll = list_instances, is_alive, poll
         self.etcds: dict[str, _Etcd] = {}  # instance id -> its etcd runner
         self.joined: dict[str, Joined] = {}
@@ -178,7 +293,12 @@ class Machines:
 
         def machine() -> None:
             try:
-                agent = Agent(node_config(inst.user_data), identity.load(base / "instance-data.json"), self.store,
+                store: Any = self.store
+                why = self.path(inst) if self.path else None
+                if why is not None:
+                    self.unreachable[inst.id] = why
+                    store = Unreachable(self.store, why)
+                agent = Agent(node_config(inst.user_data), identity.load(base / "instance-data.json"), store,
                               root=base / "root", state_dir=base / "state", run=etcd, etcd_data_dir=base / "etcd-data",
                               is_alive=self.is_alive, timing=FAST)
                 self.joined[inst.id] = agent.apply()
@@ -305,6 +425,23 @@ class Env:
         return TLS(pki / "ca.crt", pki / "healthcheck-client.crt", pki / "healthcheck-client.key")
 
 
+@contextlib.contextmanager
+def loopback_clouds() -> Iterator[None]:
+    """While it lasts, AWS and GCP specs may put their masters on loopback. The harness runs
+    every cloud instance as processes on this host, each on its own 127.x address, which is
+    the one thing the real clouds refuse (bakery/spec.py SUBNET_REFUSED; the refusal itself
+    is tested in tests/test_spec_grammar.py). Only the loopback rule is lifted, only here."""
+    from bakery import grammar, spec
+
+    saved = {c: spec.SUBNET_REFUSED[c] for c in ("aws", "gcp")}
+    for c, refused in saved.items():
+        spec.SUBNET_REFUSED[c] = tuple(r for r in refused if r != grammar.LOOPBACK)
+    try:
+        yield
+    finally:
+        spec.SUBNET_REFUSED.update(saved)
+
+
 def _loopback_subnets(count: int) -> tuple[int, list[str], tuple[int, int]]:
     for _ in range(20):
         a = random.randint(64, 250)
@@ -321,6 +458,11 @@ def aws_group(folder: Path, moto: Any, etcd_bin: Path, masters: int = 3, *,
     """`bakery up` of an `aws.masters: asg` cluster in moto with the real pipeline, and a
     machine per instance of its group. `latency`: seconds added before every AWS call the
     provider makes."""
+    with loopback_clouds():
+        yield from _aws_group(folder, moto, etcd_bin, masters, latency=latency)
+
+
+def _aws_group(folder: Path, moto: Any, etcd_bin: Path, masters: int, *, latency: float) -> Iterator[tuple[Any, Machines, Env]]:
     from bakery.node import ec2 as node_ec2
     from bakery.providers.aws.provider import create
     from tests.moto_server import Calls, record_ami
@@ -368,7 +510,7 @@ def aws_group(folder: Path, moto: Any, etcd_bin: Path, masters: int = 3, *,
     provider.up(env.render_callback(store=provider.store))  # renders, publishes, then the group starts
     store = provider.store()
     with Machines(folder / "machines", etcd_bin, env.tls(), store, instances,
-                  is_alive=node_ec2.instance_alive(ec2, store, env.spec.name)) as m:
+                  is_alive=node_ec2.instance_alive(ec2, store, env.spec.name), path=aws_path(ec2, "us-east-1")) as m:
         yield provider, m, env
 
 
@@ -389,7 +531,7 @@ def gcp_group(folder: Path, etcd_bin: Path, masters: int = 3, *,
 
     _, (subnet,), ports = _loopback_subnets(1)
     saved = {k: os.environ.get(k) for k in ("BAKERY_GCS_ENDPOINT_URL", "BAKERY_GCP_IAM_ENDPOINT_URL")}
-    with FakeGCE(project="test-project", ephemeral_range=subnet, latency=latency).running() as gce, \
+    with loopback_clouds(), FakeGCE(project="test-project", ephemeral_range=subnet, latency=latency).running() as gce, \
             FakeGCS(project="test-project").running() as gcs:
         os.environ["BAKERY_GCS_ENDPOINT_URL"] = os.environ["BAKERY_GCP_IAM_ENDPOINT_URL"] = gcs.url
         try:
@@ -424,7 +566,7 @@ def gcp_group(folder: Path, etcd_bin: Path, masters: int = 3, *,
                     out.append(seen[iid])
                 return out
 
-            with Machines(folder / "machines", etcd_bin, env.tls(), store, instances) as m:
+            with Machines(folder / "machines", etcd_bin, env.tls(), store, instances, path=gce_path(gce)) as m:
                 yield provider, m, gce, make
         finally:
             for k, v in saved.items():

@@ -53,7 +53,7 @@ def local_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
         need_binary(tool)
     tmp = tmp_path_factory.mktemp("local-image")
     spec = tmp / "cluster.yaml"
-    spec.write_text('name: demo\nprovider: local\nkubernetes_version: "1.31.4"\n')
+    spec.write_text('name: demo\nprovider: local\nkubernetes_version: "1.37.2"\n')
     r = subprocess.run([sys.executable, "-m", "bakery.cli", "bake", "-f", str(spec), "-o", str(tmp / "build")],
                        capture_output=True, text=True, timeout=1800, check=False)
     assert r.returncode == 0, f"bake failed:\n{r.stdout}\n{r.stderr[-3000:]}"

@@ -14,11 +14,13 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -184,6 +186,36 @@ class Proc:
             return ""
 
 
+class LoseAnswers(httpx.BaseTransport):
+    """An httpx transport that sends every request to etcd for real, then loses etcd's
+    answer to the first calls of some paths, as a timeout after the request went out
+    does: etcd applied the call, the caller never hears. `budget` maps a call's path
+    ("cluster/member/remove") to how many answers to lose; clients may share one budget."""
+
+    def __init__(self, tls: TLS, budget: dict[str, int]) -> None:
+        ctx = ssl.create_default_context(cafile=str(tls.ca))
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        self.inner = httpx.HTTPTransport(verify=ctx)
+        self.budget = budget
+        self.sent: dict[str, int] = {}  # requests that reached etcd, per path
+        self.lost: dict[str, int] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        path = request.url.path.removeprefix("/v3/")
+        self.sent[path] = self.sent.get(path, 0) + 1
+        if self.budget.get(path, 0) > 0:
+            self.budget[path] -= 1
+            self.lost[path] = self.lost.get(path, 0) + 1
+            response.read()
+            response.close()
+            raise httpx.ReadTimeout(f"the answer to {path} was lost", request=request)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def wait_healthy(client: Client, endpoints: Sequence[str], timeout: float, procs: Sequence[Proc] = ()) -> float:
     """Seconds until every endpoint's /health is true; raises with the logs on timeout."""
     start = time.monotonic()
@@ -303,6 +335,8 @@ class RenderedCluster:
         self.spec_file = folder / "cluster.yaml"
         lines = [
             "name: lo", "provider: local", f"masters: {masters}", f"election: {election}",
+            # the v2 discovery URL needs etcd 3.6, which Kubernetes 1.36 pairs with
+            *(['kubernetes_version: "1.36.3"'] if bootstrap == "discovery" else []),
             "network:", f"  subnet: {prefix}0/24", f"  addresses: [{', '.join(self.addresses)}]",
             "etcd:", f"  bootstrap: {bootstrap}", f"  client_port: {self.client_port}", f"  peer_port: {self.peer_port}",
         ]  # fmt: skip

@@ -16,6 +16,9 @@ rules, instance templates, images) and behaves as GCE does where bakery depends 
 - label keys `[a-z][a-z0-9_-]{0,62}`, values `[a-z0-9_-]{0,63}`, at most 64 labels;
   descriptions up to 2,048 characters; an instance without machineType, a boot disk or
   a network interface: 400 `invalid` / `required`; firewall sourceRanges that are not CIDRs: 400;
+- addresses and forwarding rules do not keep `labels` given to insert: Google's reference says
+  they "can only be added or modified by the setLabels method". Their insert drops them (the
+  resource starts with no labels and a labelFingerprint), setLabels sets them;
 - setMetadata / setLabels need the current fingerprint (`metadata.fingerprint`,
   `labelFingerprint`, as a get returns them): without it or with a stale one, 412
   `conditionNotMet` ("Supplied fingerprint does not match current metadata fingerprint");
@@ -73,6 +76,8 @@ METADATA_VALUE_LIMIT = 262_144
 METADATA_TOTAL_LIMIT = 512 * 1024
 PAGE_MAX = 500
 
+# Collections whose insert ignores `labels`: set only by setLabels (Compute API reference).
+LABELS_BY_SET_LABELS = ("addresses", "forwardingRules")
 # collection -> scope kind ("global", "regions", "zones") and the resource's `kind`
 COLLECTIONS = {
     "addresses": ("regions", "compute#address"),
@@ -85,7 +90,10 @@ COLLECTIONS = {
     "instanceTemplates": ("global", "compute#instanceTemplate"),
     "images": ("global", "compute#image"),
     "instanceGroupManagers": ("zones", "compute#instanceGroupManager"),
+    "subnetworks": ("regions", "compute#subnetwork"),
+    "routers": ("regions", "compute#router"),
 }
+DEFAULT_REGIONS = ("us-central1", "us-east1", "europe-west1", "asia-east1")
 # GCE's `created-by` metadata names the project by number (projects/NUMBER/zones/Z/instanceGroupManagers/M)
 PROJECT_NUMBER = "123456789012"
 SUFFIX_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -168,6 +176,9 @@ class FakeGCE:
         self._ops: dict[str, _Op] = {}
         self._server: ThreadingHTTPServer | None = None
         self._random = random.Random(self.seed)
+        # the project's auto-mode `default` network: a subnetwork per region, Private Google Access off
+        for i, region in enumerate(DEFAULT_REGIONS):
+            self.add_subnetwork(region, cidr=self.ephemeral_range if i == 0 else f"10.{132 + i}.0.0/20")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -187,6 +198,23 @@ class FakeGCE:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # -- test helpers ------------------------------------------------------------------
+
+    def add_subnetwork(self, region: str, name: str = "default", network: str = "default", cidr: str | None = None,
+                       private_ip_google_access: bool = False) -> dict[str, Any]:
+        """A subnetwork as the project has it (an auto-mode `default` network has one per region,
+        with privateIpGoogleAccess false)."""
+        with self._lock:
+            return self._create(self.project, f"regions/{region}", "subnetworks", {
+                "name": name, "network": f"{BASE}projects/{self.project}/global/networks/{network}",
+                "ipCidrRange": cidr or self.ephemeral_range, "privateIpGoogleAccess": private_ip_google_access,
+                "fingerprint": "AAAAAAAAAAA="})
+
+    def add_router(self, region: str, name: str, network: str = "default", nats: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A Cloud Router, with `nats` as routers.insert takes them (name, sourceSubnetworkIpRangesToNat,
+        subnetworks[{name, sourceIpRangesToNat}], natIpAllocateOption)."""
+        with self._lock:
+            return self._create(self.project, f"regions/{region}", "routers", {
+                "name": name, "network": f"{BASE}projects/{self.project}/global/networks/{network}", "nats": nats or []})
 
     def add_image(self, name: str) -> str:
         with self._lock:
@@ -212,7 +240,7 @@ class FakeGCE:
             self._reconcile()
             out: dict[str, list[str]] = {}
             for (_, _, col), items in self.store.items():
-                if col != "images":
+                if col not in ("images", "subnetworks", "routers"):  # the project's, not a cluster's
                     out.setdefault(col, []).extend(items)
             return {k: sorted(v) for k, v in out.items() if v}
 
@@ -378,6 +406,8 @@ class FakeGCE:
         if len(body.get("description", "")) > DESCRIPTION_MAX:
             raise GceError(400, "invalid", f"Invalid value for field 'resource.description': must be at most {DESCRIPTION_MAX} characters")
         getattr(self, f"_check_{collection}", lambda s, b: None)(scope, body)
+        if collection in LABELS_BY_SET_LABELS:
+            body = {**body, "labels": {}}
         res = self._create(project, scope, collection, body)
         getattr(self, f"_fill_{collection}", lambda r: None)(res)
         _fingerprint(res)
@@ -483,6 +513,14 @@ class FakeGCE:
             res["metadata"] = {k: v for k, v in body.items() if k != "fingerprint"}
             _fingerprint(res)
             return self._new_op(key[0], key[1], "setMetadata", res["selfLink"], fault)
+        if key[2] == "subnetworks" and verb == "setPrivateIpGoogleAccess":
+            value = body.get("privateIpGoogleAccess")
+            if not isinstance(value, bool):
+                raise GceError(400, "required", "Required field 'privateIpGoogleAccess' not specified")
+            before = res.get("privateIpGoogleAccess", False)
+            res["privateIpGoogleAccess"] = value
+            return self._new_op(key[0], key[1], "setPrivateIpGoogleAccess", res["selfLink"], fault,
+                                rollback=lambda: res.update(privateIpGoogleAccess=before))
         if verb == "setLabels" and "labels" in res:
             if body.get("labelFingerprint") != res.get("labelFingerprint"):
                 raise GceError(412, "conditionNotMet", "Labels fingerprint either invalid or resource labels have changed")
@@ -580,6 +618,12 @@ class FakeGCE:
         for i, nic in enumerate(res.get("networkInterfaces", [])):
             nic.setdefault("name", f"nic{i}")
             nic.setdefault("network", f"{BASE}projects/{project}/global/networks/default")  # GCE's default
+            if not nic.get("subnetwork"):  # an auto-mode network: its subnetwork in the instance's region
+                region = "regions/" + _last(res["zone"]).rsplit("-", 1)[0]
+                sub = next((x for x in self.store.get((project, region, "subnetworks"), {}).values()
+                            if _same(x["network"], nic["network"])), None)
+                if sub is not None:
+                    nic["subnetwork"] = sub["selfLink"]
             if not nic.get("networkIP"):
                 nic["networkIP"] = self._free_ip()
 

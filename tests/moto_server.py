@@ -331,6 +331,38 @@ class AsgRules:
         return client
 
 
+class Ec2Rules:
+    """What EC2 refuses and moto does not check. An interface endpoint with private DNS (the
+    default for an AWS service) needs the VPC's enableDnsSupport and enableDnsHostnames both
+    true (EC2 API reference, CreateVpcEndpoint PrivateDnsEnabled); a VPC that CreateVpc made
+    has enableDnsHostnames false, and EC2 answers InvalidParameter."""
+
+    def __init__(self, moto: Moto) -> None:
+        self.moto = moto
+
+    def _stash(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["bakery_ec2_params"] = dict(params)
+
+    def before(self, model: Any, context: dict[str, Any] | None = None, **_: Any) -> Any:
+        params = (context or {}).get("bakery_ec2_params") or {}
+        if model.name != "CreateVpcEndpoint" or params.get("VpcEndpointType") != "Interface":
+            return None
+        if not params.get("PrivateDnsEnabled", True):
+            return None
+        ec2, vpc = self.moto.plain("ec2"), params.get("VpcId", "")
+        for attribute in ("enableDnsSupport", "enableDnsHostnames"):
+            key = attribute[0].upper() + attribute[1:]
+            if not ec2.describe_vpc_attribute(VpcId=vpc, Attribute=attribute)[key]["Value"]:
+                return _error("InvalidParameter", "Enabling private DNS requires both enableDnsSupport and "
+                              f"enableDnsHostnames VPC attributes set to true for {vpc}")
+        return None
+
+    def hook(self, client: Any) -> Any:
+        client.meta.events.register("before-parameter-build.ec2.*", self._stash)
+        client.meta.events.register("before-call.ec2.*", self.before)
+        return client
+
+
 class Moto:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
@@ -338,6 +370,7 @@ class Moto:
         self._plain: dict[str, Any] = {}
         self.lifecycle = Lifecycle(self)
         self.rules = AsgRules(self)
+        self.ec2_rules = Ec2Rules(self)
 
     def plain(self, service: str) -> Any:
         """A client with no hook at all: what the harness itself uses to look at moto."""
@@ -367,6 +400,8 @@ class Moto:
             calls.hook(c)  # first: a call the fault hook stops never reaches the rules
         if service == "autoscaling":
             self.rules.hook(c)
+        if service == "ec2":
+            self.ec2_rules.hook(c)
         return c
 
     def factory(self, calls: Calls | None = None):

@@ -17,7 +17,7 @@ import pytest
 
 from bakery import spec as spec_mod
 from bakery import state, topology
-from bakery.errors import ProviderError, RenderError
+from bakery.errors import ProviderError, RenderError, SpecError
 from bakery.providers.aws import create
 from bakery.providers.aws.common import TAG_CLUSTER
 from bakery.providers.base import LBAddress, RenderedNode
@@ -82,6 +82,8 @@ def inventory(moto: Moto, cluster_name: str) -> dict[str, list[str]]:  # noqa: F
         "load-balancer": sorted(ours_lb),
         "target-group": sorted(x["TargetGroupArn"] for x in tgs if x["TargetGroupArn"] in tagged),
         "listener": sorted(li["ListenerArn"] for a in ours_lb for li in elbv2.describe_listeners(LoadBalancerArn=a)["Listeners"]),
+        "vpc-endpoint": sorted(e["VpcEndpointId"] for e in ec2.describe_vpc_endpoints(Filters=f)["VpcEndpoints"]
+                               if e["State"].lower() not in ("deleted", "deleting")),
         "launch-template": sorted(t["LaunchTemplateId"] for t in ec2.describe_launch_templates(Filters=f)["LaunchTemplates"]),
         **iam_inventory(moto, cluster_name),
     }
@@ -102,7 +104,8 @@ def counts(inv: dict[str, list[str]]) -> dict[str, int]:
     return {k: len(v) for k, v in inv.items()}
 
 
-EXPECTED_3 = {"instance": 3, "vpc": 1, "subnet": 3, "security-group": 2, "internet-gateway": 1,
+# security groups: masters, api, the interface endpoints'; endpoints: s3 (gateway), ec2, autoscaling, sts
+EXPECTED_3 = {"instance": 3, "vpc": 1, "subnet": 3, "security-group": 3, "internet-gateway": 1, "vpc-endpoint": 4,
               "load-balancer": 1, "target-group": 1, "listener": 1, "launch-template": 0, "iam-role": 1,
               "instance-profile": 1}
 
@@ -277,9 +280,9 @@ def test_layout_aws_cannot_hold_is_refused_before_any_call(moto: Moto, cluster: 
     shared = spec_mod.parse(SPEC.format(name="demo", masters=3).split("  zones:")[0])  # default zones share one subnet
     with pytest.raises(ProviderError, match="own `subnet:`"):
         provider(shared).up(fixed_render(shared))
-    low = make_spec(extra="network: {first_host: 2}\n")
-    with pytest.raises(ProviderError, match="reserved by AWS"):
-        provider(low).up(fixed_render(low))
+    with pytest.raises(SpecError) as e:  # the addresses AWS reserves: refused at parse, naming the key
+        make_spec(extra="network: {first_host: 2}\n")
+    assert "network.first_host" in str(e.value.problems) and "first_host must be at least 4" in str(e.value.problems)
     assert calls.log == []
 
 
@@ -310,18 +313,110 @@ def test_permission_and_quota_errors_say_what_to_do() -> None:
     assert "Service Quotas" in describe(quota, "eu-west-1")
 
 
-def test_existing_vpc_and_subnets_are_used_and_never_deleted(moto: Moto, cluster: Any) -> None:  # noqa: F811
-    _, _, calls, provider, _ = cluster
-    ec2 = moto.client("ec2")
+def user_vpc(ec2: Any, extra: str = "") -> tuple[str, dict[str, str], spec_mod.ClusterSpec]:
+    """A VPC and three subnets of the user's (no path out yet), and a spec naming them."""
     vpc = ec2.create_vpc(CidrBlock="10.240.0.0/16")["Vpc"]["VpcId"]
     subnets = {z: ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.240.{i}.0/24", AvailabilityZone=z)["Subnet"]["SubnetId"]
                for i, z in enumerate(("us-east-1a", "us-east-1b", "us-east-1c"))}
     given = f"aws:\n  vpc_id: {vpc}\n  subnet_ids: {json.dumps(subnets)}\n"
-    spec = spec_mod.parse(SPEC.format(name="demo", masters=3).replace("aws:\n", given))
+    return vpc, subnets, spec_mod.parse(SPEC.format(name="demo", masters=3).replace("aws:\n", given) + extra)
+
+
+def main_table(ec2: Any, vpc: str) -> str:
+    return ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                              {"Name": "association.main", "Values": ["true"]}])["RouteTables"][0]["RouteTableId"]
+
+
+def give_path(ec2: Any, vpc: str, subnets: dict[str, str], services: tuple[str, ...] = ("ec2", "autoscaling")) -> None:
+    """What the user's VPC needs: an S3 gateway endpoint on the subnets' table, interface
+    endpoints with private DNS (which EC2 only creates once the VPC resolves DNS hostnames)."""
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway",
+                            RouteTableIds=[main_table(ec2, vpc)])
+    for svc in services:
+        ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.us-east-1.{svc}", VpcEndpointType="Interface",
+                                SubnetIds=list(subnets.values()), PrivateDnsEnabled=True)
+
+
+def test_user_vpc_without_a_path_is_refused_naming_the_subnet_and_what_is_missing(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    _, _, calls, provider, _ = cluster
+    ec2 = moto.client("ec2")
+    vpc, subnets, spec = user_vpc(ec2)
+    with pytest.raises(ProviderError) as e:
+        provider(spec).up(fixed_render(spec))
+    assert e.value.exit_code == ProviderError.exit_code
+    for zone, sid in subnets.items():
+        assert f"aws.subnet_ids.{zone} {sid}" in e.value.message
+    assert "S3" in e.value.message and "ec2" in e.value.message and "autoscaling" in e.value.message
+    assert "RunInstances" not in calls.mutating
+    give_path(ec2, vpc, subnets, services=("ec2",))  # Auto Scaling still unreachable
+    with pytest.raises(ProviderError) as e:
+        provider(spec).up(fixed_render(spec))
+    assert "autoscaling" in e.value.message and "S3" not in e.value.message and "(no interface endpoint" in e.value.message
+    assert "RunInstances" not in calls.mutating
+    give_path(ec2, vpc, subnets, services=("autoscaling",))
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": False})  # the endpoints' names stop resolving
+    with pytest.raises(ProviderError) as e:
+        provider(spec).up(fixed_render(spec))
+    assert f"private DNS does not resolve: {vpc} has enableDnsHostnames false" in e.value.message
+    assert "RunInstances" not in calls.mutating
+
+
+def test_user_vpc_with_a_nat_default_route_is_accepted_and_discovery_needs_it(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    _, _, calls, provider, _ = cluster
+    ec2 = moto.client("ec2")
+    vpc, subnets, spec = user_vpc(ec2, "kubernetes_version: \"1.36.3\"\netcd:\n  bootstrap: discovery\n  discovery_url: https://discovery.etcd.io/abc\n")
+    give_path(ec2, vpc, subnets)
+    with pytest.raises(ProviderError, match="discovery service"):
+        provider(spec).up(fixed_render(spec))
+    eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    nat = ec2.create_nat_gateway(SubnetId=subnets["us-east-1a"], AllocationId=eip)["NatGateway"]["NatGatewayId"]
+    ec2.create_route(RouteTableId=main_table(ec2, vpc), DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    provider(spec).up(fixed_render(spec))
+    assert "RunInstances" in calls.mutating
+
+
+def test_discovery_in_bakerys_vpc_is_refused_before_any_call(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    _, _, calls, provider, _ = cluster
+    spec = make_spec(extra="kubernetes_version: \"1.36.3\"\netcd:\n  bootstrap: discovery\n  discovery_url: https://discovery.etcd.io/abc\n")
+    with pytest.raises(ProviderError, match=r"etcd\.bootstrap: discovery.*store"):
+        provider(spec).up(fixed_render(spec))
+    assert calls.mutating == []
+
+
+def test_bakerys_vpc_gives_masters_a_path_and_down_removes_it(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    from tests.cloud_harness import Instance, aws_path
+
+    spec, _, _, provider, _ = cluster
+    provider().up(fixed_render(spec))
+    ec2 = moto.client("ec2")
+    why = aws_path(ec2, "us-east-1")
+    inv = inventory(moto, spec.name)
+    insts = [i for r in ec2.describe_instances(InstanceIds=inv["instance"])["Reservations"] for i in r["Instances"]]
+    assert insts and all(why(Instance(i["InstanceId"], "x", i["PrivateIpAddress"], "z", b"")) is None for i in insts)
+    gateway = [e for e in ec2.describe_vpc_endpoints(VpcEndpointIds=inv["vpc-endpoint"])["VpcEndpoints"]
+               if e["VpcEndpointType"] == "Gateway"]
+    assert [e["ServiceName"] for e in gateway] == ["com.amazonaws.us-east-1.s3"]
+    (vpc,) = inv["vpc"]
+    for attribute in ("EnableDnsSupport", "EnableDnsHostnames"):  # the interface endpoints' private DNS resolves
+        assert ec2.describe_vpc_attribute(VpcId=vpc, Attribute=attribute[0].lower() + attribute[1:])[attribute]["Value"] is True
+    assert provider().up(fixed_render(spec)).drift == []  # found, reused
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": False})
+    drift = provider().up(fixed_render(spec)).drift
+    assert drift == [f"vpc {vpc}: enableDnsHostnames was false (the API endpoints' private DNS needs it): set to true"]
+    provider().down()
+    assert counts(inventory(moto, spec.name)) == dict.fromkeys(EXPECTED_3, 0)
+
+
+def test_existing_vpc_and_subnets_are_used_and_never_deleted(moto: Moto, cluster: Any) -> None:  # noqa: F811
+    _, _, calls, provider, _ = cluster
+    ec2 = moto.client("ec2")
+    vpc, subnets, spec = user_vpc(ec2)
+    give_path(ec2, vpc, subnets)
     provider(spec).up(fixed_render(spec))
     assert not any(op in calls.mutating for op in ("CreateVpc", "CreateSubnet", "CreateInternetGateway"))
     inv = inventory(moto, spec.name)
-    assert counts(inv) == {**EXPECTED_3, "vpc": 0, "subnet": 0, "internet-gateway": 0}
+    assert counts(inv) == {**EXPECTED_3, "vpc": 0, "subnet": 0, "internet-gateway": 0, "vpc-endpoint": 0, "security-group": 2}
     instances = [i for r in ec2.describe_instances(InstanceIds=inv["instance"])["Reservations"] for i in r["Instances"]]
     assert sorted(i["SubnetId"] for i in instances) == sorted(subnets.values())
     provider(spec).down()

@@ -36,7 +36,7 @@ from tests.moto_server import (  # noqa: F401
 from tests.test_aws import counts, fresh, inventory
 from tests.test_aws_cli import aws_env  # noqa: F401
 
-EXPECTED = {"instance": 3, "vpc": 1, "subnet": 3, "security-group": 2, "internet-gateway": 1, "load-balancer": 1,
+EXPECTED = {"instance": 3, "vpc": 1, "subnet": 3, "security-group": 3, "internet-gateway": 1, "vpc-endpoint": 4, "load-balancer": 1,
             "target-group": 1, "listener": 1, "launch-template": 1, "iam-role": 1, "instance-profile": 1}
 
 
@@ -284,9 +284,16 @@ def test_down_deletes_the_group_first_and_everything_else(moto: Moto, cluster: A
     provider().up(group_render(spec))
     deleted = provider(c=calls).down()
     assert all(v == [] for v in group_inventory(moto).values())
-    assert deleted[0] == "autoscaling-group demo-masters (3 instances)"
-    deletes = [op for op in calls.mutating if op.startswith("Delete")]
-    assert deletes[0] == "DeleteAutoScalingGroup"  # before the template, target group and groups it uses
+    assert "autoscaling-group demo-masters (3 instances)" in deleted
+    # The group goes first of what it uses (launch template, target group, security
+    # groups, subnets): its deletion is waited for before any of them is asked to go. The
+    # load balancer does not depend on the group and is deleted alongside it, in any order.
+    ops = calls.mutating
+    group_deleted = ops.index("DeleteAutoScalingGroup")
+    used = [i for i, op in enumerate(ops)
+            if op in ("DeleteLaunchTemplate", "DeleteTargetGroup", "DeleteSecurityGroup", "DeleteSubnet")]
+    assert used and min(used) > group_deleted, ops
+    assert ops.index("DeleteLoadBalancer") < ops.index("DeleteTargetGroup")  # a target group in use cannot go
     assert "aws" not in state.load(paths)
     calls.clear()
     assert provider(c=calls).down() == [] and calls.mutating == []

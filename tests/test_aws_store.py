@@ -207,11 +207,15 @@ def test_up_attaches_the_profile_and_down_keeps_the_bucket_unless_purge(moto: Mo
     assert len(found) == 3
     assert all(i["IamInstanceProfile"]["Arn"].endswith("instance-profile/bakery/demo-bakery-master") for i in found)
 
-    S3Store(name, client=s3).put("demo/members/demo-master-0.json", b"{}")
+    kept = S3Store(name, client=s3)
+    for key in ("demo/members/demo-master-0.json", "demo/etcd/bootstrapped", "demo/backups/b1.db", "demo/pki/ca.crt"):
+        kept.put(key, b"{}")
     deleted = provider().down()
     assert "iam-role demo-bakery-master" in deleted and not any(d.startswith("bucket") for d in deleted)
     assert name in [b["Name"] for b in s3.list_buckets()["Buckets"]]
-    assert S3Store(name, client=s3).list("demo/") == ["demo/members/demo-master-0.json"]
+    # the masters' disks went with them: what said their etcd runs goes too, the rest stays
+    assert f"etcd records etcd/bootstrapped, members/demo-master-0.json in s3://{name}" in deleted
+    assert kept.list("demo/") == ["demo/backups/b1.db", "demo/pki/ca.crt"]
 
     deleted = provider().down(purge=True)
     assert f"bucket {name}" in deleted

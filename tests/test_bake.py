@@ -34,9 +34,32 @@ def packer() -> str:
     return need_binary("packer")
 
 
+@pytest.fixture(autouse=True)
+def binaries_cache(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about images.json, not the programs: a cache of this machine's
+    layout (bakery/components/cache.py) holds small stand-ins for the versions they bake,
+    so no Kubernetes release is built for them. Their sums still enter the image hash.
+    Never for the real image (the session's `local_image`, which the containers boot)."""
+    if "local_image" in request.fixturenames:
+        return
+    from bakery.bake.stage import LOCAL_BINARIES
+    from bakery.components import ETCD, cache
+
+    root = tmp_path / "binaries"
+    monkeypatch.setenv("BAKERY_CACHE_DIR", str(root))
+    for project, version, names in [*(("kubernetes", v, [c for c in LOCAL_BINARIES if c not in ETCD]) for v in ("1.31.3", "1.31.4", "1.31.5")),
+                                    ("etcd", "3.7.4", [c for c in LOCAL_BINARIES if c in ETCD])]:
+        slot = cache.Slot(root, project, version)
+        with slot.locked(), slot.staging() as work:
+            for name in names:
+                (work / name).write_text(f"#!/bin/sh\necho {name} {version}\n")
+                slot.install(name, work / name)
+
+
 def _spec(tmp_path: Path, version: str = "1.31.4") -> Path:
     path = tmp_path / f"cluster-{version}.yaml"
-    path.write_text(f"name: demo\nprovider: local\nkubernetes_version: \"{version}\"\n")
+    # 1.31 is past upstream support: accepted on purpose, these tests only record images
+    path.write_text(f"name: demo\nprovider: local\nallow_unsupported_versions: true\nkubernetes_version: \"{version}\"\n")
     return path
 
 

@@ -65,14 +65,20 @@ def test_hash_changes_when_a_script_becomes_executable_or_not(templates: Path) -
 
 def test_hash_changes_with_each_variable_and_version(templates: Path) -> None:
     base = _hash(_spec(), "local", templates)
-    assert _hash(_spec('kubernetes_version: "1.31.5"\n'), "local", templates) != base
-    assert _hash(_spec('etcd_version: "3.5.18"\n'), "local", templates) != base
+    assert _hash(_spec('kubernetes_version: "1.36.3"\n'), "local", templates) != base
+    assert _hash(_spec('etcd_version: "3.7.3"\n'), "local", templates) != base
     assert _hash(_spec(), "local", templates, mirror="http://mirror.example/debian") != base
     assert _hash(_spec(), "local", templates, version=(1, 6, 7)) != base
     aws = _spec("aws:\n  region: eu-west-1\n", provider="aws")
     assert _hash(aws, "aws", templates) != _hash(_spec("aws:\n  region: us-east-1\n", provider="aws"), "aws", templates)
     images = _spec("images:\n  podmaster: ghcr.io/me/podmaster:0.2.0\n", provider="aws")
     assert _hash(images, "aws", templates) != _hash(_spec(provider="aws"), "aws", templates)
+
+
+def test_the_local_image_hash_follows_its_binaries(templates: Path) -> None:
+    one = stage.recipe(_spec(), "local", MIRROR, templates, V, {"etcd": "a" * 64})
+    other = stage.recipe(_spec(), "local", MIRROR, templates, V, {"etcd": "b" * 64})
+    assert one.variables["local_binaries"] == ["a" * 64 + "  etcd"] and one.hash != other.hash
 
 
 def test_hash_follows_the_podmaster_code_shipped_in_the_local_image(templates: Path) -> None:
@@ -117,8 +123,8 @@ def test_variables_file_is_hcl_with_template_sequences_escaped() -> None:
 def test_cloud_variables_pin_the_control_plane_images() -> None:
     values = stage.variables(_spec(provider="gcp"), "gcp", MIRROR)
     assert values["control_plane_images"] == [
-        "registry.k8s.io/etcd:3.5.17-0", "registry.k8s.io/kube-apiserver:v1.31.4",
-        "registry.k8s.io/kube-scheduler:v1.31.4", "registry.k8s.io/kube-controller-manager:v1.31.4",
+        "registry.k8s.io/etcd:3.7.4-0", "registry.k8s.io/kube-apiserver:v1.37.2",
+        "registry.k8s.io/kube-scheduler:v1.37.2", "registry.k8s.io/kube-controller-manager:v1.37.2",
         "registry.k8s.io/pause:3.10", "ghcr.io/bakery-k8s/podmaster:0.1.0",
     ]
 

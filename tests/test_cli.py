@@ -102,14 +102,80 @@ def test_validate_passes_on_local_example_and_writes_nothing(tmp_path: Path):
 
 
 def test_init_writes_a_valid_spec_and_refuses_to_overwrite(tmp_path: Path):
-    assert run("init", "--provider", "gcp", cwd=tmp_path).returncode == 0
+    assert run("init", "--provider", "gcp", "-f", "cluster.yaml", cwd=tmp_path).returncode == 0
     first = (tmp_path / "cluster.yaml").read_text()
     assert "provider: gcp" in first
-    again = run("init", "--provider", "aws", cwd=tmp_path)
+    again = run("init", "--provider", "aws", "-f", "cluster.yaml", cwd=tmp_path)
     assert again.returncode == 2 and "exists; not overwriting" in again.stderr
     assert (tmp_path / "cluster.yaml").read_text() == first
-    assert run("init", "--provider", "aws", "--force", cwd=tmp_path).returncode == 0
+    assert run("init", "--provider", "aws", "-f", "cluster.yaml", "--force", cwd=tmp_path).returncode == 0
     assert run("validate", cwd=tmp_path).returncode == 0
+
+
+def test_init_redirected_as_the_help_shows_writes_the_spec(tmp_path: Path):
+    """`bakery init --provider local > cluster.yaml`: the shell makes cluster.yaml, empty, first."""
+    r = subprocess.run(f"{sys.executable} -m bakery.cli init --provider local > cluster.yaml", shell=True, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    text = (tmp_path / "cluster.yaml").read_text()
+    assert "provider: local" in text
+    assert run("validate", cwd=tmp_path).returncode == 0
+    # an empty file named with -f (a `touch`) holds nothing to lose; a spec with content stays refused
+    (tmp_path / "other.yaml").write_text("")
+    assert run("init", "--provider", "aws", "-f", "other.yaml", cwd=tmp_path).returncode == 0
+    assert "provider: aws" in (tmp_path / "other.yaml").read_text()
+    assert run("init", "--provider", "gcp", "-f", "other.yaml", cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.parametrize("provider", ["local", "gcp"])
+def test_init_piped_into_head_exits_quietly(provider: str, tmp_path: Path):
+    (tmp_path / "cluster.yaml").write_text("name: mine\n")  # the user's spec: a pipe never touches it
+    for file_arg in ("-f -", ""):
+        r = subprocess.run(f"{sys.executable} -m bakery.cli init --provider {provider} {file_arg} | head -3; "
+                           "echo status=${PIPESTATUS[0]}", shell=True, executable="/bin/bash", cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr and r.stderr == "", r.stderr
+        lines = r.stdout.splitlines()
+        assert len(lines) == 4 and lines[0].startswith("# bakery cluster spec"), lines
+        assert lines[-1] in ("status=0", "status=141"), lines[-1]
+    assert (tmp_path / "cluster.yaml").read_text() == "name: mine\n"
+
+
+@pytest.mark.parametrize(("provider", "layout"), [("aws", "asg"), ("gcp", "mig")])
+def test_init_starters_use_the_layout_rollout_replaces(provider: str, layout: str, tmp_path: Path):
+    from bakery import providers, spec, state
+
+    assert run("init", "--provider", provider, "-f", "cluster.yaml", cwd=tmp_path).returncode == 0
+    s = spec.load(tmp_path / "cluster.yaml")
+    assert s.provider_spec.masters == layout
+    # what `bakery rollout` asks of the provider: masters as cattle, surged one at a time
+    assert providers.get(s, state.paths(s.name, tmp_path / "build"), lambda *a: None).cattle
+    assert run("validate", cwd=tmp_path).returncode == 0
+
+
+def test_render_without_a_known_load_balancer_writes_no_localhost_kubeconfig(tmp_path: Path):
+    r = run("render", "-f", str(REPO / "examples" / "gcp.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    kubeconfig = tmp_path / "build" / "prod-gcp" / "admin.kubeconfig"
+    assert not kubeconfig.exists()
+    assert f"{kubeconfig.relative_to(tmp_path)} not written: the load balancer's address is not known yet" in r.stderr
+    assert r.stderr.count("pki: issued admin.crt") == 1
+    # once the LB is known (as `bakery up` records it), render writes it for that address
+    from bakery import state
+
+    state.update(state.paths("prod-gcp", tmp_path / "build"), lb={"dns_names": [], "ips": ["203.0.113.7"]})
+    r = run("render", "-f", str(REPO / "examples" / "gcp.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "server: https://203.0.113.7:6443" in kubeconfig.read_text()
+    assert "not written" not in r.stderr
+
+
+def test_ssh_help_speaks_of_containers_too(tmp_path: Path):
+    r = run("ssh", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "container" in r.stdout and "nsenter" in r.stdout
+    top = run("--help", cwd=tmp_path).stdout
+    ssh_line = next(line for line in top.splitlines() if line.strip().startswith("ssh "))
+    assert "container" in ssh_line, ssh_line
 
 
 def test_schema_command_prints_json_schema(tmp_path: Path):

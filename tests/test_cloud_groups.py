@@ -16,7 +16,7 @@ writer that loses nothing, and leaves the group at its size with no journal.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,42 +57,74 @@ def gcp(request: pytest.FixtureRequest, tmp_path: Path, etcd_bin: Path) -> Itera
         yield group
 
 
-def _voters(m: Machines, endpoints: list[str]) -> dict[str, Any]:
-    with m.client(endpoints) as e:
-        members = e.member_list()
-        assert all(x.name and not x.is_learner for x in members), members
-        assert all(e.health(x.client_urls[0]) for x in members), members
-        return {x.name: x for x in members}
+def _healthy_voters(m: Machines, group: Any) -> dict[str, Any] | None:
+    """The group's members by name, read in one pass, when each is a voter the group has and
+    answers /health; None while any is not (yet). A probe: a passing moment is the answer,
+    never re-read afterwards (a member may be briefly unhealthy under load a moment later)."""
+    try:
+        with m.client(list(group.etcd_endpoints().values())) as e:
+            members = e.member_list()
+            if sorted(x.name for x in members) != sorted(group.members()) or any(x.is_learner for x in members):
+                return None
+            if not all(x.client_urls and e.health(x.client_urls[0]) for x in members):
+                return None
+            return {x.name: x for x in members}
+    except EtcdError:
+        return None
+
+
+def _wait_voters(what: str, m: Machines, group: Any, timeout: float,
+                 holds: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
+    """Polls until the group's members are healthy voters of which `holds` is true; returns them."""
+    seen: list[dict[str, Any]] = []
+
+    def probe() -> bool:
+        voters = _healthy_voters(m, group)
+        if voters is not None and holds(voters):
+            seen.append(voters)
+            return True
+        return False
+
+    wait_for(what, probe, timeout, m)
+    return seen[-1]
 
 
 # -- AWS: an autoscaling group in moto --------------------------------------------------------
 
 
 def _formed(provider: Any, m: Machines) -> dict[str, Any]:
-    group = provider.group()
-    wait_for("3 instances, each a healthy voter", lambda: len(group.members()) == 3 and _all_voters(m, group), 180, m)
+    voters = _wait_voters("3 instances, each a healthy voter", m, provider.group(), 180, lambda v: len(v) == 3)
     assert not m.errors, m.errors
-    return _voters(m, list(group.etcd_endpoints().values()))
-
-
-def _all_voters(m: Machines, group: Any) -> bool:
-    try:
-        with m.client(list(group.etcd_endpoints().values())) as e:
-            members = e.member_list()
-            return (sorted(x.name for x in members) == sorted(group.members()) and not any(x.is_learner for x in members)
-                    and all(e.health(u) for u in group.etcd_endpoints().values()))
-    except EtcdError:
-        return False
+    return voters
 
 
 @pytest.mark.parametrize("aws", [5], indirect=True)
 def test_aws_group_of_five_assembles_etcd_with_every_member_registered(aws: tuple[Any, Machines, Moto, Any]) -> None:
     provider, m, _, _ = aws
     group = provider.group()
-    wait_for("5 instances, each a healthy voter", lambda: len(group.members()) == 5 and _all_voters(m, group), 240, m)
+    _wait_voters("5 instances, each a healthy voter", m, group, 240, lambda v: len(v) == 5)
     assert not m.errors, m.errors
     recorded = {r.name for r in records.records(provider.store(), "demo")}
     assert recorded == set(group.members())  # every member's record in the store
+
+
+def test_aws_master_without_a_path_to_its_store_never_joins(aws: tuple[Any, Machines, Moto, Any]) -> None:
+    """The harness asks moto's state (subnet, route table, endpoints, NAT, public address) whether
+    an instance reaches S3 and EC2, by AWS's rules: bakery's VPC endpoints give every master a
+    path; once the S3 gateway endpoint is gone, a replacement cannot fetch anything."""
+    provider, m, moto, _ = aws  # noqa: F811
+    before = _formed(provider, m)
+    assert not m.unreachable, m.unreachable
+    ec2 = moto.plain("ec2")
+    (s3,) = [e["VpcEndpointId"] for e in ec2.describe_vpc_endpoints(
+        Filters=[{"Name": "service-name", "Values": ["com.amazonaws.us-east-1.s3"]}])["VpcEndpoints"]]
+    ec2.delete_vpc_endpoints(VpcEndpointIds=[s3])
+    victim_id = next(i.id for i in m.live() if i.hostname == sorted(before)[0])
+    ec2.terminate_instances(InstanceIds=[victim_id])
+    wait_for("the replacement's machine fails to reach the store", lambda: any(
+        iid in m.errors for iid in m.unreachable), 60, m)
+    (new_id,) = list(m.unreachable)
+    assert "S3 gateway endpoint" in m.unreachable[new_id] and new_id not in m.joined
 
 
 def test_aws_group_assembles_etcd_and_heals_a_terminated_master(aws: tuple[Any, Machines, Moto, Any]) -> None:
@@ -103,13 +135,37 @@ def test_aws_group_assembles_etcd_and_heals_a_terminated_master(aws: tuple[Any, 
     victim = sorted(before)[1]
     victim_id = next(i.id for i in m.live() if i.hostname == victim)
     moto.plain("ec2").terminate_instances(InstanceIds=[victim_id])  # behind bakery's back
-    wait_for("the group's replacement a healthy voter", lambda: victim not in group.members() and len(group.members()) == 3
-             and _all_voters(m, group), 180, m)
-    after = _voters(m, list(group.etcd_endpoints().values()))
+    after = _wait_voters("the group's replacement a healthy voter", m, group, 180,
+                         lambda v: victim not in v and len(v) == 3)
     (new,) = set(after) - set(before)
     assert victim not in after and all(after[n].id == before[n].id for n in before if n != victim)
     new_id = next(i.id for i in m.live() if i.hostname == new)
     assert m.joined[new_id].how == "learner" and victim in m.joined[new_id].removed  # EC2 said its machine is gone
+
+
+def test_aws_down_then_up_bootstraps_a_new_cluster(aws: tuple[Any, Machines, Moto, Env]) -> None:
+    """`down` deletes the masters with their disks and keeps the bucket: the store's marker
+    and member records go with the masters, or every master of the next `up` waits to join
+    the cluster that no longer exists."""
+    provider, m, _, env = aws
+    names = sorted(_formed(provider, m))
+    with m.client(list(provider.group().etcd_endpoints().values())) as e:
+        e.put("/t/before-down", "old")
+    deleted = provider.down()
+    assert [d for d in deleted if d.startswith("etcd records ")] == [
+        "etcd records etcd/bootstrapped, etcd/bootstrap, members/" + ", members/".join(
+            f"{n}.json" for n in names) + f" in {provider.store().url}"], deleted
+    store = provider.store()
+    assert records.bootstrapped(store, "demo") is None and records.records(store, "demo") == []
+    assert store.list(layout.pki_prefix("demo")), "the CA material stays with the bucket"
+    wait_for("every machine of the deleted group ended", lambda: not m.live(), 60, m)
+    first = set(m.joined)
+    provider.up(env.render_callback(store=provider.store))
+    _formed(provider, m)
+    again = [j.how for iid, j in m.joined.items() if iid not in first]
+    assert sorted(again) == ["bootstrap", "learner", "learner"], again  # a new cluster, by itself
+    with m.client(list(provider.group().etcd_endpoints().values())) as e:
+        assert e.get("/t/before-down") is None
 
 
 def test_aws_surge_rollout_onto_a_new_image_keeps_three_voters_and_every_write(
@@ -128,7 +184,7 @@ def test_aws_surge_rollout_onto_a_new_image_keeps_three_voters_and_every_write(
     assert not m.errors, m.errors
     assert sorted(r.node for r in done) == sorted(before) and all(r.replacement not in before for r in done)
     assert fewest >= 3 and sampler.samples > 10, f"at one moment: {sampler.worst}"
-    after = _voters(m, list(group.etcd_endpoints().values()))
+    after = _wait_voters("3 healthy voters after the rollout", m, group, 60)
     assert sorted(after) == sorted(r.replacement for r in done)
     g = moto.plain("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=["demo-masters"])["AutoScalingGroups"][0]
     assert (g["MinSize"], g["MaxSize"], g["DesiredCapacity"]) == (3, 3, 3)
@@ -177,7 +233,7 @@ def test_aws_rollout_interrupted_at_each_step_converges_when_rerun_and_never_sur
     done = rollout("demo", m.client, group, provider.store(), data, timing=T, workdir=cluster.paths.root)
     assert sorted(r.node for r in done) == sorted(before)
     assert len(m.started) == booted + 3, f"{len(m.started) - booted} machines started for 3 replacements"
-    wait_for("3 healthy voters, all new", lambda: _all_voters(m, group) and not set(group.members()) & set(before), 120, m)
+    _wait_voters("3 healthy voters, all new", m, group, 120, lambda v: not set(v) & set(before))
     g = moto.plain("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=["demo-masters"])["AutoScalingGroups"][0]
     assert (g["MinSize"], g["MaxSize"], g["DesiredCapacity"]) == (3, 3, 3) and load_journal(provider.store(), "demo") is None
 
@@ -193,7 +249,7 @@ def test_aws_heal_through_the_group_when_bakery_is_told_first(aws: tuple[Any, Ma
     data = surge.user_data(cluster.reload(), provider.store())
     new = heal("demo", m.client, group, provider.store(), data, dead, timing=T)
     assert dead not in group.members() and new in group.members()
-    wait_for("3 healthy voters", lambda: _all_voters(m, group), 120, m)
+    _wait_voters("3 healthy voters", m, group, 120)
     assert layout.member("demo", dead) not in provider.store().list(layout.members_prefix("demo"))
 
 
@@ -203,10 +259,33 @@ def test_aws_heal_through_the_group_when_bakery_is_told_first(aws: tuple[Any, Ma
 def test_gcp_migs_of_five_assemble_etcd_with_every_member_registered(gcp: tuple[Any, Machines, Any, Any]) -> None:
     provider, m, gce, _ = gcp
     group = provider.group()
-    wait_for("5 instances, each a healthy voter", lambda: len(group.members()) == 5 and _all_voters(m, group), 240, m)
+    _wait_voters("5 instances, each a healthy voter", m, group, 240, lambda v: len(v) == 5)
     assert not m.errors, m.errors
     assert {r.name for r in records.records(provider.store(), "demo")} == set(group.members())
     assert sorted(g["targetSize"] for g in gce.resources("instanceGroupManagers")) == [1, 2, 2]
+
+
+def test_gcp_master_without_a_path_to_its_store_never_joins(gcp: tuple[Any, Machines, Any, Any]) -> None:
+    """The harness asks the fake GCE's state (accessConfigs, the subnetwork's Private Google
+    Access, routers' NATs) whether an instance reaches Cloud Storage: bakery's `up` turned
+    Private Google Access on; once it is off, a repaired master cannot fetch anything."""
+    from tests.test_gcp_group import client
+
+    provider, m, gce, _ = gcp
+    before = _formed(provider, m)
+    assert not m.unreachable, m.unreachable
+    (subnet,) = [s for s in gce.resources("subnetworks") if s["region"].endswith("/us-central1")]
+    op = client(gce, "Subnetworks").set_private_ip_google_access_unary(
+        project="test-project", region="us-central1", subnetwork=subnet["name"],
+        subnetworks_set_private_ip_google_access_request_resource={"private_ip_google_access": False})
+    assert op.error is None or not op.error.errors
+    victim = sorted(before)[0]
+    zone = next(i.zone for i in m.live() if i.hostname == victim)
+    client(gce, "Instances").delete_unary(project="test-project", zone=zone, instance=victim)
+    wait_for("the repaired master's machine fails to reach the store", lambda: any(
+        iid in m.errors for iid in m.unreachable), 60, m)
+    (new_id,) = list(m.unreachable)
+    assert "no Private Google Access and no Cloud NAT" in m.unreachable[new_id] and new_id not in m.joined
 
 
 def test_gcp_migs_assemble_etcd_and_a_deleted_master_rejoins_under_its_name(gcp: tuple[Any, Machines, Any, Any]) -> None:
@@ -219,9 +298,8 @@ def test_gcp_migs_assemble_etcd_and_a_deleted_master_rejoins_under_its_name(gcp:
     victim = sorted(before)[2]
     zone = next(i.zone for i in m.live() if i.hostname == victim)
     client(gce, "Instances").delete_unary(project="test-project", zone=zone, instance=victim)  # behind bakery's back
-    wait_for("the repaired master a healthy voter again", lambda: _all_voters(m, group)
-             and _voters(m, list(group.etcd_endpoints().values()))[victim].id != before[victim].id, 180, m)
-    after = _voters(m, list(group.etcd_endpoints().values()))
+    after = _wait_voters("the repaired master a healthy voter again", m, group, 180,
+                         lambda v: victim in v and v[victim].id != before[victim].id)
     assert sorted(after) == sorted(before) and all(after[n].id == before[n].id for n in before if n != victim)
     repaired = next(i.id for i in m.live() if i.hostname == victim)
     assert m.joined[repaired].how == "learner" and victim in m.joined[repaired].removed  # its own old member, by name
@@ -241,7 +319,7 @@ def test_gcp_surge_rollout_onto_a_new_image_keeps_three_voters_and_every_write(g
     assert not m.errors, m.errors
     assert sorted(r.node for r in done) == sorted(before) and all(r.replacement not in before for r in done)
     assert fewest >= 3 and sampler.samples > 10, f"at one moment: {sampler.worst}"
-    assert sorted(_voters(m, list(group.etcd_endpoints().values()))) == sorted(r.replacement for r in done)
+    assert sorted(_wait_voters("3 healthy voters after the rollout", m, group, 60)) == sorted(r.replacement for r in done)
     migs = {g["name"]: g for g in gce.resources("instanceGroupManagers")}
     assert sorted(g["targetSize"] for g in migs.values()) == [1, 1, 1]
     images = {i["disks"][0]["initializeParams"]["sourceImage"].rsplit("/", 1)[-1] for i in gce.resources("instances")}
@@ -275,5 +353,4 @@ def test_aws_bakery_rollout_command_plans_then_surges(aws: tuple[Any, Machines, 
     assert cli.main(["rollout", *args, "--timeout", "180"]) == 0
     out = capsys.readouterr().out
     assert all(f"{n}: replaced in" in out for n in before), out
-    wait_for("3 new healthy voters", lambda: _all_voters(m, provider.group())
-             and not set(provider.group().members()) & set(before), 120, m)
+    _wait_voters("3 new healthy voters", m, provider.group(), 120, lambda v: not set(v) & set(before))

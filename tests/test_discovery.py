@@ -61,7 +61,9 @@ def service(v2: DiscoveryEtcd) -> Iterator[str]:
 
 
 def spec_text(bootstrap: str, **etcd: str | list[str]) -> str:
-    lines = ["name: demo", "provider: local", "etcd:", f"  bootstrap: {bootstrap}"]
+    # the v2 discovery URL needs etcd 3.6: Kubernetes 1.36 pairs with it
+    version = ['kubernetes_version: "1.36.3"'] if bootstrap == "discovery" else []
+    lines = ["name: demo", "provider: local", *version, "etcd:", f"  bootstrap: {bootstrap}"]
     lines += [f"  {k}: {json.dumps(v)}" for k, v in etcd.items()]
     return "\n".join(lines) + "\n"
 

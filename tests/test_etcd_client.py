@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bakery.errors import EtcdError
+from bakery.errors import EtcdError, EtcdOutcomeUnknown
 from bakery.etcd import TLS, Client, compare_lease, op_put, op_range
 from tests.conftest import need
-from tests.etcd_fixtures import SingleEtcd, distro_bin
+from tests.etcd_fixtures import LoseAnswers, SingleEtcd, distro_bin
 
 pytestmark = pytest.mark.etcd
-
 
 
 def test_put_get_range_delete(etcd: SingleEtcd) -> None:
@@ -109,3 +108,80 @@ def test_failover_to_the_next_endpoint(etcd: SingleEtcd) -> None:
         got = c.get("/t/failover")
         assert got is not None and got.value == b"ok"
         assert c.endpoints == [etcd.url, dead]  # the one that answered is tried first from now on
+
+
+# -- calls that change the cluster: never resent blindly after a timeout --------------------
+
+
+def lossy(etcd: SingleEtcd, path: str) -> tuple[Client, LoseAnswers]:
+    """A client whose first endpoint refuses connections (nothing sent: the call moves on)
+    and whose next two are the member (its URL twice, as a load balancer's and the
+    member's own would be); the first answer to `path` is lost."""
+    transport = LoseAnswers(etcd.tls, {path: 1})
+    return Client([f"https://{etcd.host}:1", etcd.url, etcd.url], etcd.tls, timeout=3, transport=transport), transport
+
+
+def test_a_remove_whose_answer_was_lost_is_done_once_a_linearizable_list_agrees(etcd: SingleEtcd) -> None:
+    learner = etcd.client.member_add([f"https://{etcd.host}:2"], learner=True)
+    c, t = lossy(etcd, "cluster/member/remove")
+    with c:
+        c.member_remove(learner.id)  # etcd removed it; a resend would hear "member not found"
+    assert t.lost == {"cluster/member/remove": 1}
+    assert t.sent == {"cluster/member/remove": 1, "cluster/member/list": 1}  # not resent: etcd was asked instead
+    assert [m.name for m in etcd.client.member_list()] == ["solo"]
+
+
+def test_a_remove_of_a_member_someone_else_removed_first_is_done(etcd: SingleEtcd) -> None:
+    learner = etcd.client.member_add([f"https://{etcd.host}:3"], learner=True)
+    etcd.client.member_remove(learner.id)  # e.g. a surge or a heal, which take no join lock
+    etcd.client.member_remove(learner.id)
+    with pytest.raises(EtcdError, match="member not found"):
+        etcd.client.member_promote(learner.id)  # a promotion of a member that is gone is not done
+
+
+def test_an_add_whose_answer_was_lost_returns_the_member_it_made(etcd: SingleEtcd) -> None:
+    peer = f"https://{etcd.host}:4"
+    c, t = lossy(etcd, "cluster/member/add")
+    with c:
+        added = c.member_add([peer], learner=True)
+    try:
+        assert t.lost == {"cluster/member/add": 1} and t.sent["cluster/member/add"] == 1
+        assert added.is_learner and added.peer_urls == (peer,)
+        assert [m.id for m in etcd.client.member_list() if peer in m.peer_urls] == [added.id]
+    finally:
+        etcd.client.member_remove(added.id)
+
+
+def test_an_add_that_conflicts_is_resolved_by_peer_url(etcd: SingleEtcd) -> None:
+    peer = f"https://{etcd.host}:5"
+    first = etcd.client.member_add([peer], learner=True)
+    try:
+        assert etcd.client.member_add([peer], learner=True) == first  # an earlier try of this add made it
+        with pytest.raises(EtcdError, match=rf"member {first.id:x} \(not started, a learner\) holds {peer}"):
+            etcd.client.member_add([peer], learner=False)  # not what was asked for: a real conflict
+    finally:
+        etcd.client.member_remove(first.id)
+    (solo,) = etcd.client.member_list()
+    with pytest.raises(EtcdError, match=rf"member {solo.id:x} \(solo, a voter\) holds"):
+        etcd.client.member_add(list(solo.peer_urls), learner=True)
+
+
+def test_a_txn_whose_answer_was_lost_is_not_resent(etcd: SingleEtcd) -> None:
+    c, t = lossy(etcd, "kv/txn")
+    with c, pytest.raises(EtcdOutcomeUnknown, match=r"kv/txn: no answer .* may have been applied"):
+        c.create("/t/cas-once", "mine")  # resent, the compare-and-swap it won would answer "lost"
+    got = etcd.client.get("/t/cas-once")
+    assert t.lost == t.sent == {"kv/txn": 1} and got is not None and got.value == b"mine" and got.version == 1
+
+
+def test_a_member_removed_and_added_back_within_a_second_is_added(etcd: SingleEtcd) -> None:
+    # etcd derives a member's ID from its peer URLs and the second, and refuses an ID it
+    # removed with "member not found": a master replaced at its old address, its stale
+    # member removed and a learner added for it at once, collides with itself. Found by
+    # tests/test_cloud_groups.py, where a recreated GCE instance keeps its address.
+    peer = f"https://{etcd.host}:6"
+    for _ in range(4):  # at least one add lands in the second of the removal before it
+        added = etcd.client.member_add([peer], learner=True)
+        assert added.is_learner and added.peer_urls == (peer,)
+        etcd.client.member_remove(added.id)
+    assert [m.name for m in etcd.client.member_list()] == ["solo"]

@@ -34,6 +34,13 @@ def address(name: str, **labels: str) -> Any:
     return compute_v1.Address(name=name, address_type="INTERNAL", labels=labels)
 
 
+def label(addresses: Any, name: str, **labels: str) -> None:
+    """Labels on an address, as GCE takes them: setLabels with the current fingerprint."""
+    fingerprint = addresses.get(project=P, region=R, address=name).label_fingerprint
+    addresses.set_labels_unary(project=P, region=R, resource=name, region_set_labels_request_resource=
+                               compute_v1.RegionSetLabelsRequest(labels=labels, label_fingerprint=fingerprint))
+
+
 def instance(name: str, ip: str, value: str = "#cloud-config\n") -> Any:
     return compute_v1.Instance(
         name=name,
@@ -62,7 +69,8 @@ def test_list_filters_by_label_and_name_across_pages(gce: FakeGCE) -> None:
     gce.page_size = 2
     addresses = client(gce, "Addresses")
     for i in range(5):
-        addresses.insert_unary(project=P, region=R, address_resource=address(f"a{i}", **{"bakery-cluster": "x" if i % 2 else "y"}))
+        addresses.insert_unary(project=P, region=R, address_resource=address(f"a{i}"))
+        label(addresses, f"a{i}", **{"bakery-cluster": "x" if i % 2 else "y"})
 
     def names(flt: str) -> list[str]:
         return [a.name for a in addresses.list(request=compute_v1.ListAddressesRequest(project=P, region=R, filter=flt))]
@@ -167,6 +175,32 @@ def test_set_metadata_and_labels_need_the_current_fingerprint(gce: FakeGCE) -> N
     labels.label_fingerprint = got.label_fingerprint
     instances.set_labels_unary(project=P, zone=Z, instance="m", instances_set_labels_request_resource=labels)
     assert instances.get(project=P, zone=Z, instance="m").labels == {"bakery-cluster": "other"}
+
+
+@pytest.mark.parametrize("kind", ["Addresses", "ForwardingRules"])
+def test_labels_in_an_address_or_forwarding_rule_insert_are_not_kept_set_labels_sets_them(gce: FakeGCE, kind: str) -> None:
+    """Compute API reference: their labels "can only be added or modified by the setLabels method"."""
+    c = client(gce, kind)
+    if kind == "Addresses":
+        c.insert_unary(project=P, region=R, address_resource=address("lb", **{"bakery-cluster": "demo"}))
+        get = lambda: c.get(project=P, region=R, address="lb")  # noqa: E731
+    else:
+        c.insert_unary(project=P, region=R, forwarding_rule_resource=compute_v1.ForwardingRule(
+            name="lb", I_p_protocol="TCP", ports=["6443"], labels={"bakery-cluster": "demo"}))
+        get = lambda: c.get(project=P, region=R, forwarding_rule="lb")  # noqa: E731
+    first = get()
+    assert dict(first.labels) == {} and first.label_fingerprint
+    listed = c.list(request=getattr(compute_v1, f"List{kind}Request")(project=P, region=R, filter="labels.bakery-cluster = demo"))
+    assert [x.name for x in listed] == []
+    request = compute_v1.RegionSetLabelsRequest(labels={"bakery-cluster": "demo"})
+    with pytest.raises(exceptions.PreconditionFailed) as missing:  # no fingerprint
+        c.set_labels_unary(project=P, region=R, resource="lb", region_set_labels_request_resource=request)
+    assert missing.value.code == 412 and missing.value.errors[0]["reason"] == "conditionNotMet"
+    request.label_fingerprint = first.label_fingerprint
+    c.set_labels_unary(project=P, region=R, resource="lb", region_set_labels_request_resource=request)
+    assert dict(get().labels) == {"bakery-cluster": "demo"} and get().label_fingerprint != first.label_fingerprint
+    with pytest.raises(exceptions.PreconditionFailed):  # stale: the labels changed since
+        c.set_labels_unary(project=P, region=R, resource="lb", region_set_labels_request_resource=request)
 
 
 def test_names_labels_descriptions_and_required_fields_are_checked(gce: FakeGCE) -> None:

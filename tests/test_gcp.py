@@ -157,7 +157,7 @@ def test_second_up_makes_no_insert_and_no_other_change(gce: FakeGCE, tmp_path: P
     assert [c for c in later if c.kind not in ("get", "list", "action:listInstances")] == []
     assert result.created == [] and result.drift == []
     # + the three group memberships, the store's bucket, the masters' service account and its bindings
-    assert len(result.existing) == sum(len(v) for v in EXPECTED.values()) + 3 + 3
+    assert len(result.existing) == sum(len(v) for v in EXPECTED.values()) + 3 + 3 + 1  # + the masters' path
     assert gce.inventory() == EXPECTED
 
 
@@ -282,6 +282,7 @@ def test_up_wait_returns_when_healthy_and_fails_clearly_when_not(gce: FakeGCE, t
 def test_internal_lb_and_service_account(gce: FakeGCE, gcs: FakeGCS, tmp_path: Path) -> None:
     gcs.handle("POST", f"/v1/projects/{PROJECT}/serviceAccounts", {}, {}, b'{"accountId": "masters"}')
     text = spec_text(scheme="internal", subnetwork="masters", service_account="masters@test-project.iam.gserviceaccount.com")
+    gce.add_subnetwork("us-central1", "masters", cidr="10.128.8.0/24", private_ip_google_access=True)
     provider, spec = make(gce, tmp_path, text)
     provider.up(Renderer(spec))
     lb = next(a for a in gce.resources("addresses") if a["name"] == "demo-apiserver")
@@ -460,3 +461,53 @@ def test_replace_master_boots_the_same_name_and_address_with_new_user_data(gce: 
     for other in ("demo-master-0", "demo-master-2"):
         assert after[other]["id"] == before[other]["id"]
     assert gce.members(f"demo-masters-{node.zone}") == [node.name]
+
+
+# -- the masters' path to Cloud Storage and the Compute API ---------------------------
+
+
+def test_default_network_gets_private_google_access_and_every_master_a_path(gce: FakeGCE, tmp_path: Path) -> None:
+    from tests.cloud_harness import Instance, gce_path
+
+    provider, spec = make(gce, tmp_path)
+    why = gce_path(gce)
+    (default,) = [s for s in gce.resources("subnetworks") if s["region"].endswith("/us-central1")]
+    assert default["privateIpGoogleAccess"] is False  # the project's auto-mode default, as GCE makes it
+    provider.up(Renderer(spec))
+    assert gce.resources("subnetworks")[0]["privateIpGoogleAccess"] is True
+    masters = [i for i in gce.resources("instances") if i["name"].startswith("demo-master")]
+    assert len(masters) == 3 and all(not i["networkInterfaces"][0].get("accessConfigs") for i in masters)
+    assert [why(Instance(str(i["id"]), i["name"], "", "", b"")) for i in masters] == [None] * 3
+    assert [c.kind for c in gce.calls].count("action:setPrivateIpGoogleAccess") == 1
+    provider.up(Renderer(spec))  # found on: not set again
+    assert [c.kind for c in gce.calls].count("action:setPrivateIpGoogleAccess") == 1
+
+
+def test_user_subnetwork_without_a_path_is_refused_naming_it(gce: FakeGCE, tmp_path: Path) -> None:
+    gce.add_subnetwork("us-central1", "masters", cidr="10.128.8.0/24")
+    provider, spec = make(gce, tmp_path, spec_text(subnetwork="masters"))
+    with pytest.raises(ProviderError) as e:
+        provider.up(Renderer(spec))
+    assert "subnetwork masters (us-central1, network default)" in e.value.message
+    assert "Private Google Access" in e.value.message and "Cloud NAT" in e.value.message
+    assert gce.resources("instances") == [] and "action:setPrivateIpGoogleAccess" not in [c.kind for c in gce.calls]
+    # a Cloud NAT on the region's router that lists the subnetwork is a path
+    gce.add_router("us-central1", "nat-router", nats=[{
+        "name": "nat", "natIpAllocateOption": "AUTO_ONLY", "sourceSubnetworkIpRangesToNat": "LIST_OF_SUBNETWORKS",
+        "subnetworks": [{"name": f"projects/{PROJECT}/regions/us-central1/subnetworks/masters",
+                         "sourceIpRangesToNat": ["ALL_IP_RANGES"]}]}])
+    provider.up(Renderer(spec))
+    assert len(gce.resources("instances")) == 3
+
+
+def test_discovery_needs_a_cloud_nat(gce: FakeGCE, tmp_path: Path) -> None:
+    text = spec_text().replace("gcp:\n", 'kubernetes_version: "1.36.3"\netcd:\n  bootstrap: discovery\n'
+                                         "  discovery_url: https://discovery.etcd.io/abc\ngcp:\n")
+    provider, spec = make(gce, tmp_path, text)
+    with pytest.raises(ProviderError, match=r"etcd\.bootstrap: discovery.*no Cloud NAT.*etcd\.bootstrap store"):
+        provider.up(Renderer(spec))
+    assert gce.resources("instances") == []
+    gce.add_router("us-central1", "nat-router", nats=[{"name": "nat", "natIpAllocateOption": "AUTO_ONLY",
+                                                       "sourceSubnetworkIpRangesToNat": "ALL_SUBNETWORKS_ALL_IP_RANGES"}])
+    provider.up(Renderer(spec))
+    assert len(gce.resources("instances")) == 3

@@ -206,7 +206,7 @@ def test_a_template_another_group_uses_is_kept_not_an_error(gce: FakeGCE, tmp_pa
 @pytest.mark.parametrize(("extra", "key", "words"), [
     ("etcd:\n  bootstrap: static\n", "etcd.bootstrap", "static needs the masters' addresses in advance"),
     ("etcd:\n  bootstrap: dns-srv\n  srv_domain: example.org\n", "etcd.bootstrap", "dns-srv needs"),
-    ("user_data: embedded\netcd:\n  bootstrap: discovery\n", "user_data", "embedded gives each master its own user-data"),
+    ('kubernetes_version: "1.36.3"\nuser_data: embedded\netcd:\n  bootstrap: discovery\n', "user_data", "embedded gives each master its own user-data"),
     ("network:\n  addresses: [10.240.0.10, 10.240.0.11, 10.240.0.12]\n", "network.addresses", "drop network.addresses"),
 ])
 def test_a_group_refuses_what_needs_fixed_addresses_or_per_node_user_data(extra: str, key: str, words: str) -> None:
@@ -222,7 +222,8 @@ def test_a_group_refuses_what_needs_fixed_addresses_or_per_node_user_data(extra:
 
 def test_bootstrap_defaults() -> None:
     assert specmod.parse(spec_text()).etcd.bootstrap == "store"
-    assert specmod.parse(spec_text(extra="etcd:\n  bootstrap: discovery\n")).etcd.bootstrap == "discovery"
+    v2 = 'kubernetes_version: "1.36.3"\netcd:\n  bootstrap: discovery\n'  # etcd 3.6: the last with v2 discovery
+    assert specmod.parse(spec_text(extra=v2)).etcd.bootstrap == "discovery"
     assert specmod.parse(spec_text(extra="etcd:\n  client_port: 2379\n")).etcd.bootstrap == "store"
     assert specmod.parse(spec_text(gcp="  masters: instances\n")).etcd.bootstrap == "static"
     with pytest.raises(SpecError) as e:

@@ -124,14 +124,19 @@ def test_down_removes_account_and_bindings_keeps_bucket_unless_purge(gcs: FakeGC
     store = GCSStore(ident.bucket, client=gcs_client(endpoint=gcs.url))
     store.put("demo/cluster.json", b"1")
     store.put("demo/cluster.json", b"2")
+    store.put("demo/etcd/bootstrap", b"{}")
+    store.put("demo/members/demo-master-1.json", b"{}")
     gone = ledger()
     storage.delete(spec, gone)
-    assert gone.deleted == [f"bucket bindings of {ident.service_account}", f"service-account {ident.service_account}"]
+    # the masters' disks went with them: what said their etcd runs goes too, the rest stays
+    assert gone.deleted == [f"etcd records etcd/bootstrap, members/demo-master-1.json in gs://{ident.bucket}",
+                            f"bucket bindings of {ident.service_account}", f"service-account {ident.service_account}"]
     assert gcs.accounts == {} and ident.bucket in gcs.buckets
-    assert store.get("demo/cluster.json") == b"2"
+    assert store.get("demo/cluster.json") == b"2" and store.list("demo/") == ["demo/cluster.json"]
     gone = ledger()
     storage.delete(spec, gone, purge=True)
-    assert gone.deleted == [f"2 object versions under gs://{ident.bucket}/demo/", f"bucket {ident.bucket}"]
+    # the bucket is versioned: the deleted records' versions are purged with the rest
+    assert gone.deleted == [f"4 object versions under gs://{ident.bucket}/demo/", f"bucket {ident.bucket}"]
     assert ident.bucket not in gcs.buckets
 
 

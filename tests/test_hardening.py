@@ -41,11 +41,12 @@ def container(files: dict[str, bytes], path: str) -> dict:
 
 
 def args(files: dict[str, bytes], path: str) -> dict[str, str]:
-    """--name=value pairs of a manifest's component (after the log runner's own flags)."""
+    """--name=value pairs of a manifest's component: its command starts with its binary, as
+    kubeadm's does (what CIS scanners look for)."""
     cmd = container(files, path)["command"]
-    start = next(i for i, a in enumerate(cmd) if a.startswith("/usr/local/bin/"))
+    assert cmd[0] == container(files, path)["name"], cmd[:2]
     out = {}
-    for a in cmd[start + 1:]:
+    for a in cmd[1:]:
         name, _, value = a.removeprefix("--").partition("=")
         assert name not in out, f"--{name} given twice"
         out[name] = value

@@ -9,33 +9,40 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bakery import apiserver, pki, topology
 from bakery import spec as spec_mod
-from bakery import topology
 from bakery.errors import ProviderError
 from bakery.providers.base import no_progress
 from bakery.providers.local import console, discovery, lb, proc, seed, ssh, vm
-from bakery.providers.local.net import HOST, is_listening, listening_ports, mac, net_plan
+from bakery.providers.local.net import (
+    HOST,
+    free_port_base,
+    is_listening,
+    listening_ports,
+    mac,
+    net_plan,
+)
 from bakery.providers.local.provider import LocalProvider
 from bakery.state import paths as cluster_paths
 from tests.conftest import need, need_binary
 
 
 def _free_base() -> int:
-    """A port_base whose whole range (B .. B+56) nothing listens on."""
-    taken = {p for _, p in listening_ports()}
-    for base in range(31000, 60000, 100):
-        if not taken & set(range(base, base + 60)):
-            return base
-    raise AssertionError("no free port range")
+    base = free_port_base(31000)
+    if base is None:
+        raise AssertionError("no free port range")
+    return base
 
 
 def _spec(text: str = "", base: int = 22000) -> spec_mod.ClusterSpec:
@@ -205,19 +212,47 @@ def test_seed_network_config_renders_with_cloud_inits_networkd_renderer(tmp_path
 # -- lb: haproxy.cfg checked and run by the real haproxy ---------------------------------
 
 
-def test_haproxy_config_is_valid_and_marks_a_dead_backend_down(tmp_path, started):
+def _https(address: tuple[str, int], cert: Path, key: Path, status: int, body: bytes) -> ThreadingHTTPServer:
+    """An HTTPS server on `address` answering every GET with `status` and `body`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(address, Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_haproxy_checks_etcd_by_connect_and_api_servers_by_a_verified_readyz(tmp_path, started):
+    """The real haproxy: a dead etcd backend is DOWN and costs no request; of three API
+    servers, the one not ready (HTTP 500 from /readyz) and the one whose certificate the
+    cluster CA did not sign are DOWN, and every request through the API port reaches the
+    ready one."""
     binary = need_binary("haproxy")
     base = _free_base()
     s = _spec(base=base)
-    net = net_plan(s, topology.plan(s))
+    plan = topology.plan(s, lb_ips=(HOST,))
+    net = net_plan(s, plan)
+    ours, foreign = pki.ensure(plan, tmp_path / "pki"), pki.ensure(plan, tmp_path / "foreign")
     sock = tmp_path / "stats.sock"
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(lb.config("lt", net, sock))
+    ca = ours.path("ca.crt")
+    cfg.write_text(lb.config("lt", net, sock, ca))
     check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     text = cfg.read_text()
     assert "option redispatch" in text and "retries 3" in text and "option tcp-check" in text
-    # two live backends that answer "hello", one dead
+    # etcd: two live backends that answer "hello", one dead
     servers = []
     for n in net.nodes[:2]:
         srv = socket.socket()
@@ -226,27 +261,55 @@ def test_haproxy_config_is_valid_and_marks_a_dead_backend_down(tmp_path, started
         srv.listen(16)
         servers.append(srv)
         threading.Thread(target=_answer, args=(srv,), daemon=True).start()
+    # API servers: ready, not ready, ready but signed by another CA
+    n0, n1, n2 = net.nodes
+    not_ready = b"[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n"
+    apis = [_https((HOST, n0.api_port), ours.path("apiserver.crt"), ours.path("apiserver.key"), 200, b"ok"),
+            _https((HOST, n1.api_port), ours.path("apiserver.crt"), ours.path("apiserver.key"), 500, not_ready),
+            _https((HOST, n2.api_port), foreign.path("apiserver.crt"), foreign.path("apiserver.key"), 200, b"ok")]
     pidfile = tmp_path / "haproxy.pid"
     started.append(pidfile)
     proc.start(lb.argv(cfg), pidfile=pidfile, marker=str(cfg), log=tmp_path / "haproxy.log")
     try:
         deadline = time.monotonic() + 20
         states: dict[str, str] = {}
+        api_states: dict[str, str] = {}
         while time.monotonic() < deadline:
             if sock.exists():
                 states = lb.server_states(sock)
-                if states.get("lt-master-2", "").startswith("DOWN") and states.get("lt-master-0", "").startswith("UP"):
+                api_states = lb.server_states(sock, backend=lb.API_BACKEND)
+                if (states.get("lt-master-2", "").startswith("DOWN") and states.get("lt-master-0", "").startswith("UP")
+                        and api_states.get("lt-master-0", "").startswith("UP")
+                        and all(api_states.get(f"lt-master-{i}", "").startswith("DOWN") for i in (1, 2))):
                     break
             time.sleep(0.2)
         assert set(states) == {"lt-master-0", "lt-master-1", "lt-master-2"}
         assert states["lt-master-2"].startswith("DOWN") and states["lt-master-1"].startswith("UP")
+        assert api_states["lt-master-0"].startswith("UP"), api_states
+        assert api_states["lt-master-1"].startswith("DOWN") and api_states["lt-master-2"].startswith("DOWN"), api_states
         # every request through the LB succeeds despite the dead backend (redispatch + retries)
         for _ in range(9):
             with socket.create_connection((HOST, net.lb_port), timeout=5) as c:
                 assert c.recv(16) == b"hello"
+        for _ in range(9):
+            assert apiserver.readyz(net.api_endpoint, ca)
+        # the probe bakery's `up` and `status` use says why a server is not ready
+        unready = apiserver.readyz(f"https://{HOST}:{n1.api_port}", ca)
+        assert not unready and unready.detail == "HTTP 500: [-]etcd failed: reason withheld"
+        impostor = apiserver.readyz(f"https://{HOST}:{n2.api_port}", ca)
+        assert not impostor and "CERTIFICATE_VERIFY_FAILED" in impostor.detail
     finally:
         for srv in servers:
             srv.close()
+        for api in apis:
+            api.shutdown()
+            api.server_close()
+
+
+def _ca(tmp_path: Path) -> Path:
+    """A cluster CA for haproxy -c to read (it opens every ca-file it is given)."""
+    s = _spec()
+    return pki.ensure(topology.plan(s), tmp_path / "pki").path("ca.crt")
 
 
 def _answer(srv: socket.socket) -> None:
@@ -445,6 +508,26 @@ def test_a_relative_build_folder_gives_haproxy_an_absolute_stats_socket(tmp_path
     provider = LocalProvider(_spec(), cluster_paths("lt", "build"), no_progress)
     assert provider.layout.root.is_absolute() and provider.layout.stats_socket.is_absolute()
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(lb.config("lt", provider.net, provider.layout.stats_socket))
+    cfg.write_text(lb.config("lt", provider.net, provider.layout.stats_socket, _ca(tmp_path)))
     r = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
+
+
+def test_up_refuses_a_port_another_program_holds_but_not_its_own_load_balancers(tmp_path, started):
+    """`up` again (the real haproxy running) finds both of its frontends, etcd's and the API's,
+    listening: they are its own. A stranger on the API port is named."""
+    need_binary("haproxy")
+    base = _free_base()
+    provider = LocalProvider(_spec(base=base), cluster_paths("lt", tmp_path / "build"), no_progress)
+    stranger = socket.socket()
+    stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    stranger.bind((HOST, provider.net.api_lb_port))
+    stranger.listen(1)
+    with stranger, pytest.raises(ProviderError, match=rf"port\(s\) {provider.net.api_lb_port} are in use by another program"):
+        provider._check_ports()
+    pki.ensure(provider.plan, provider.paths.pki)
+    started.append(provider.layout.lb / "pid")
+    provider._start_lb(provider._lb_config())
+    assert is_listening(provider.net.lb_port) and is_listening(provider.net.api_lb_port)
+    provider._check_ports()  # its own: no refusal
+

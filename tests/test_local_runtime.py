@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bakery import cli, hosttools, topology
+from bakery import cli, hosttools, pki, topology
 from bakery import spec as spec_mod
 from bakery.errors import BakeError, ProviderError
 from bakery.providers.local import bridge, container, lb, seed
@@ -68,9 +68,11 @@ def test_container_network_config_has_the_address_and_no_route() -> None:
 def test_haproxy_backends_are_the_containers_addresses(tmp_path: Path) -> None:
     s = _spec()
     net = net_plan(s, topology.plan(s))
-    cfg = lb.config("lt", net, tmp_path / "stats.sock", {n.name: (n.address, 2379) for n in net.nodes})
+    ca = pki.ensure(topology.plan(s), tmp_path / "pki").path("ca.crt")
+    cfg = lb.config("lt", net, tmp_path / "stats.sock", ca, {n.name: (n.address, 2379) for n in net.nodes},
+                    {n.name: (n.address, 6443) for n in net.nodes})
     for n in net.nodes:
-        assert f"server {n.name} {n.address}:2379 check" in cfg
+        assert f"server {n.name} {n.address}:2379 check" in cfg and f"server {n.name} {n.address}:6443 check" in cfg
     need_binary("haproxy")
     (tmp_path / "haproxy.cfg").write_text(cfg)
     r = subprocess.run(["haproxy", "-c", "-q", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)

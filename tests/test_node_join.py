@@ -29,7 +29,7 @@ from bakery.discovery import Bootstrap
 from bakery.errors import EtcdError, StoreError
 from bakery.etcd import TLS, Client, Member
 from bakery.node import members as records
-from bakery.node.join import Joined, Refused, Timing, join, plan_change, quorum
+from bakery.node.join import Joined, Refused, Timing, join, lock_key, plan_change, quorum
 from bakery.node.lock import LeaseLock
 from bakery.render import flags
 from bakery.store import layout
@@ -37,6 +37,7 @@ from bakery.store.folder import FolderStore
 from bakery.topology import Node
 from tests.etcd_fixtures import (
     NODE_ETCD_PKI,
+    LoseAnswers,
     Proc,
     SingleEtcd,
     _free_everywhere,
@@ -569,6 +570,65 @@ def test_a_member_removed_while_down_comes_back_with_its_data_moved_aside(cluste
     assert [p.name for p in c.data_dir(away).parent.iterdir() if p.name.startswith(f"{away.address}.removed-")]
     after = voters(c, [c.node(0), c.node(1), newcomer, away])
     assert sorted(after) == sorted([*before, newcomer.name])
+    assert_recorded(c, after)
+
+
+# -- membership races: another actor first, answers lost after etcd applied the call ---------
+
+
+def test_a_dead_member_removed_by_someone_else_first_does_not_fail_the_join(cluster: Callable[..., Loopback]) -> None:
+    c = cluster(3, "static")
+    before = formed(c)
+    dead = c.node(2)
+    c.kill(dead)
+    healed: list[int] = []
+
+    def is_alive(name: str) -> bool | None:
+        """The cloud says the dead member's instance is gone, and a heal (which takes no
+        join lock) removes its member while this join holds the lock, before its remove."""
+        if name != dead.name:
+            return None
+        with c.client(c.urls([c.node(0), c.node(1)])) as e:
+            if e.get(lock_key("lo")) is not None and any(m.name == dead.name for m in e.member_list(linearizable=True)):
+                e.member_remove(before[dead.name][0])
+                healed.append(before[dead.name][0])
+        return False
+
+    newcomer = c.new_node(like=2)
+    j = c.join(newcomer, is_alive=is_alive)
+    assert healed == [before[dead.name][0]], "the heal did not run while the join held its lock"
+    assert j.how == "learner" and j.removed == (dead.name,)
+    after = voters(c, [c.node(0), c.node(1), newcomer])
+    assert sorted(after) == sorted([c.node(0).name, c.node(1).name, newcomer.name])
+    assert_recorded(c, after)
+
+
+def test_a_join_whose_answers_are_lost_resends_no_change_blindly(cluster: Callable[..., Loopback]) -> None:
+    """A master deleted and recreated under its name (a MIG's repair) joins while the first
+    answer to each of its changes is lost after etcd applied it: the lock's txn, the remove
+    of its old member, its add, its promotion."""
+    c = cluster(3, "static")
+    before = formed(c)
+    dead = c.node(1)
+    c.kill(dead)
+    budget = {"kv/txn": 1, "cluster/member/remove": 1, "cluster/member/add": 1, "cluster/member/promote": 1}
+    transports: list[LoseAnswers] = []
+
+    def lossy(endpoints: Sequence[str]) -> Client:
+        transports.append(LoseAnswers(c.tls, budget))
+        return Client(list(endpoints), c.tls, timeout=3.0, transport=transports[-1])
+
+    new = c.new_node(name=dead.name, like=1)
+    j = join(c.plan, new, Bootstrap(mode="static"), c.store, lossy, c.starter(new), data_dir=c.data_dir(new),
+             timing=replace(FAST, lock_wait=30))
+    lost: dict[str, int] = {}
+    for t in transports:
+        for path, n in t.lost.items():
+            lost[path] = lost.get(path, 0) + n
+    assert lost == {"kv/txn": 1, "cluster/member/remove": 1, "cluster/member/add": 1, "cluster/member/promote": 1}
+    assert j.how == "learner" and j.removed == (dead.name,)
+    after = voters(c, [c.node(0), c.node(2), new])
+    assert sorted(after) == sorted(before) and after[dead.name] == (j.member_id, (new.peer_url,))
     assert_recorded(c, after)
 
 

@@ -73,11 +73,15 @@ def test_manifests_are_v1_pods_without_removed_flags(rendered):
     cluster, r = rendered
     for node in r.nodes.values():
         manifests = {f.path: f.content for f in node.files if f.path.endswith(".manifest")}
-        expected = {"/etc/kubernetes/manifests/kube-apiserver.manifest"}
-        if cluster.spec.runtime == "static-pods":
-            expected.add("/etc/kubernetes/manifests/etcd.manifest")
-        folder = "/srv/kubernetes" if cluster.spec.election == "podmaster" else "/etc/kubernetes/manifests"
-        expected |= {f"{folder}/kube-scheduler.manifest", f"{folder}/kube-controller-manager.manifest"}
+        expected = set()
+        if cluster.spec.runtime == "static-pods":  # runtime: systemd runs units with the same flags instead
+            expected |= {"/etc/kubernetes/manifests/etcd.manifest", "/etc/kubernetes/manifests/kube-apiserver.manifest"}
+            folder = "/srv/kubernetes" if cluster.spec.election == "podmaster" else "/etc/kubernetes/manifests"
+            expected |= {f"{folder}/kube-scheduler.manifest", f"{folder}/kube-controller-manager.manifest"}
+        else:
+            units = {f.path for f in node.files if f.path.startswith("/etc/systemd/system/")}
+            assert {f"/etc/systemd/system/{c}.service" for c in
+                    ("etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager")} <= units
         if cluster.spec.election == "podmaster" and cluster.spec.runtime == "static-pods":
             expected.add("/etc/kubernetes/manifests/podmaster.manifest")
         assert set(manifests) == expected
@@ -123,9 +127,10 @@ def test_etcd_flags_per_bootstrap_mode(rendered):
 def test_apiserver_reaches_etcd_over_tls_on_the_local_host(rendered):
     _, r = rendered
     for node in r.nodes.values():
-        text = next(f.content.decode() for f in node.files if f.path.endswith("kube-apiserver.manifest"))
-        assert f'"--etcd-servers=https://{flags.local_host(node.node)}:2379"' in text
-        assert f'"--advertise-address={node.node.address}"' in text
+        # the static pod's command, or (runtime: systemd) the unit's: the same list
+        text = next(f.content.decode() for f in node.files if f.path.endswith(("kube-apiserver.manifest", "kube-apiserver.service")))
+        assert f"--etcd-servers=https://{flags.local_host(node.node)}:2379" in text
+        assert f"--advertise-address={node.node.address}" in text
         for needed in ("--etcd-certfile=", "--client-ca-file=", "--service-account-issuer=", "--authorization-mode=Node,RBAC", "--enable-admission-plugins="):
             assert needed in text
 
@@ -201,15 +206,24 @@ def test_two_renders_are_byte_identical(tmp_path: Path):
         assert first.nodes[name].user_data.encoded == second.nodes[name].user_data.encoded
 
 
+def _gcp_discovery(tmp_path: Path) -> Path:
+    """examples/gcp.yaml with etcd.bootstrap: discovery (its default is the store)."""
+    path = tmp_path / "gcp-discovery.yaml"
+    text = (REPO / "examples" / "gcp.yaml").read_text().replace("bootstrap: store", "bootstrap: discovery")
+    # etcd 3.6 (Kubernetes 1.36): the last etcd with the v2 discovery URL
+    path.write_text(text.replace('kubernetes_version: "1.37.2"\netcd_version: "3.7.4"', 'kubernetes_version: "1.36.3"'))
+    return path
+
+
 def test_discovery_without_token_says_what_to_run(tmp_path: Path):
-    cluster = Cluster.load(REPO / "examples" / "gcp.yaml", tmp_path)
+    cluster = Cluster.load(_gcp_discovery(tmp_path), tmp_path)
     with pytest.raises(RenderError, match="bakery discovery new"):
         cluster.render()
     assert not cluster.paths.pki.exists(), "a failed render must not leave a PKI behind"
 
 
 def test_replacement_node_joins_as_existing(tmp_path: Path):
-    cluster = load(REPO / "examples" / "gcp.yaml", tmp_path)
+    cluster = load(_gcp_discovery(tmp_path), tmp_path)
     cluster.state = state.update(cluster.paths, bootstrapped=True)
     r = cluster.render()
     text = next(f.content.decode() for f in r.nodes["prod-gcp-master-0"].files if f.path.endswith("etcd.manifest"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bakery import spec
+from bakery import spec, versions
 from bakery.errors import SpecError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,8 +50,8 @@ def test_defaults_are_filled_in():
     assert (s.masters, s.election, s.etcd.bootstrap, s.key_algorithm) == (3, "builtin", "store", "ecdsa-p256")
     assert s.aws is not None and s.aws.masters == "asg" and s.aws.health_check_grace_seconds == 900
     assert spec.parse(FIXED).etcd.bootstrap == "static"  # fixed addresses keep the static default
-    assert s.image_ref("kube-apiserver") == "registry.k8s.io/kube-apiserver:v1.31.4"
-    assert s.image_ref("etcd") == "registry.k8s.io/etcd:3.5.17-0"
+    assert s.image_ref("kube-apiserver") == f"registry.k8s.io/kube-apiserver:v{versions.DEFAULT_KUBERNETES}"
+    assert s.image_ref("etcd") == f"registry.k8s.io/etcd:{versions.DEFAULT_ETCD}-0"
 
 
 def test_spec_is_frozen():
@@ -123,7 +123,7 @@ def test_missing_provider_section_is_reported():
 def test_mode_specific_requirements():
     (line,) = problems(FIXED + "etcd:\n  bootstrap: dns-srv\n")
     assert "etcd.srv_domain" in line and "needs the domain" in line
-    lines = problems(FIXED + "etcd:\n  bootstrap: discovery-v3\n")
+    lines = problems(FIXED + 'allow_unsupported_versions: true\netcd_version: "3.5.21"\netcd:\n  bootstrap: discovery-v3\n')
     assert any("etcd 3.6" in x for x in lines) and any("discovery_endpoints" in x for x in lines)
 
 

@@ -163,9 +163,11 @@ _BEFORE: dict[str, dict[str, Any]] = {}
 
 
 # Bases that between them render every template: AWS (static pods, builtin election) and
-# local (systemd units, podmaster) with discovery bootstrap, so the URL reaches a unit.
+# local (systemd units, podmaster) with discovery bootstrap, so the URL reaches a unit; v2
+# discovery is gone from etcd 3.7, so that base pins Kubernetes 1.36 and its etcd 3.6.
 BASES = {"aws": EXAMPLES["aws"], "gcp": EXAMPLES["gcp"],
-         "local": {**EXAMPLES["local"], "etcd": {"bootstrap": "discovery", "discovery_url": "https://discovery.etcd.io/abc"}}}
+         "local": {**EXAMPLES["local"], "kubernetes_version": "1.36.3", "etcd_version": "",
+                   "etcd": {"bootstrap": "discovery", "discovery_url": "https://discovery.etcd.io/abc"}}}
 CASES = [(b, p) for p in STRING_FIELDS for b in ([p[0]] if p[0] in BASES else ["aws", "local"])]
 
 

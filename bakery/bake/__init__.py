@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bakery import hosttools
+from bakery import components, hosttools
 from bakery.bake import images, machine, stage
 from bakery.bake import packer as pk
+from bakery.components import cache
 from bakery.errors import BakeError, Problem
 from bakery.output import atomic_write, write_tree
 from bakery.providers.base import Progress, no_progress
@@ -74,7 +75,7 @@ def local_image_dir(paths: ClusterPaths, name: str) -> Path:
     return paths.base / "images" / name
 
 
-def unhashed_vars(spec: ClusterSpec, paths: ClusterPaths, rec: stage.Recipe) -> dict[str, str]:
+def unhashed_vars(spec: ClusterSpec, paths: ClusterPaths, rec: stage.Recipe, binaries: Mapping[str, Path] | None = None) -> dict[str, str]:
     """-var values that locate things but do not change the image (not in its hash)."""
     out = {"image_name": rec.name}
     if rec.target == "aws":
@@ -84,6 +85,7 @@ def unhashed_vars(spec: ClusterSpec, paths: ClusterPaths, rec: stage.Recipe) -> 
         if endpoint:
             out["aws_endpoint"] = endpoint
     if rec.target == "local":
+        out["local_binary_paths"] = json.dumps([str(p) for p in binaries.values()]) if binaries else "[]"
         out["local_output_dir"] = str(local_image_dir(paths, rec.name).resolve())
         out["local_work_dir"] = str((paths.base / "packer" / ".work").resolve())
     return out
@@ -106,19 +108,37 @@ def bake(
     exe = pk.find(opts.packer)
     mirror = opts.mirror or stage.debian_mirror(stage.read_apt_sources())
     templates = opts.templates or stage.template_dir()
+    binaries = _local_binaries(spec, opts, progress) if "local" in chosen else {}
+    sums = {c: cache.sha256(p) for c, p in binaries.items()}
     with _env() as env:
         version = _packer_version(exe, runner, env)
-        return [_bake_one(spec, paths, opts, stage.recipe(spec, t, mirror, templates, version), exe, version, runner, env, progress)
+        return [_bake_one(spec, paths, opts, stage.recipe(spec, t, mirror, templates, version, sums), exe, version, runner, env,
+                          progress, binaries if t == "local" else {})
                 for t in chosen]
+
+
+def _local_binaries(spec: ClusterSpec, opts: Options, progress: Progress) -> dict[str, Path]:
+    """The real programs of the spec's versions for the local image: obtained (built or
+    downloaded once per machine) for a bake; only looked up for a dry run."""
+    k8s, etcd = spec.kubernetes_version, spec.etcd_version
+    if opts.dry_run:
+        found = components.cached(stage.LOCAL_BINARIES, k8s, etcd)
+        missing = [c for c, p in found.items() if p is None]
+        if missing:
+            raise BakeError(f"the local image carries {', '.join(missing)} of Kubernetes {k8s} / etcd {etcd}, which this "
+                            f"machine's cache does not hold yet: `bakery binaries -f <spec>` builds or downloads them")
+        return {c: p for c, p in found.items() if p is not None}
+    return components.obtain(stage.LOCAL_BINARIES, k8s, etcd, progress=lambda line: progress("binaries", "obtaining", line.strip()))
 
 
 def _bake_one(
     spec: ClusterSpec, paths: ClusterPaths, opts: Options, rec: stage.Recipe, exe: str,
     version: tuple[int, int, int], runner: pk.Runner, env: Mapping[str, str], progress: Progress,
+    binaries: Mapping[str, Path],
 ) -> TargetResult:
     step = f"image {rec.target}"
     folder = staging_dir(paths, rec.target).resolve()
-    var = unhashed_vars(spec, paths, rec)
+    var = unhashed_vars(spec, paths, rec, binaries)
     argv = [pk.validate_argv(exe, folder, rec.source, var), pk.build_argv(exe, folder, rec.source, var)]
     if pk.supports_required_plugins(version):
         argv.insert(0, pk.init_argv(exe, folder))

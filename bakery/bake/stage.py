@@ -30,6 +30,9 @@ SOURCES: dict[str, str] = {"aws": "amazon-ebs.bakery", "gcp": "googlecompute.bak
 ALIASES: dict[str, str] = {"qemu": "local"}
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager", "pause", "podmaster")
+# The real programs the local image runs (runtime: systemd), from bakery/components' cache;
+# scripts/local/configure.sh installs them into /usr/local/bin and checks their sums.
+LOCAL_BINARIES = ("etcd", "etcdctl", "etcdutl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 VARS_FILE = "bakery.auto.pkrvars.hcl"
 PLUGINS_FILE = "plugins/required_plugins.pkr.hcl"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -108,14 +111,16 @@ def read_apt_sources(etc_apt: Path = Path("/etc/apt")) -> dict[str, str]:
     return {p.name: p.read_text(errors="replace") for p in files if p.is_file()}
 
 
-def variables(spec: ClusterSpec, target: str, mirror: str) -> dict[str, Any]:
-    """The content-hashed Packer variables of `target`, from the spec."""
+def variables(spec: ClusterSpec, target: str, mirror: str, binary_sums: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The content-hashed Packer variables of `target`, from the spec (and, for the local
+    image, the sha256 of each binary it carries: a new build is a new image)."""
     common: dict[str, Any] = {
         "kubernetes_version": spec.kubernetes_version.lstrip("v"),
         "etcd_version": spec.etcd_version.lstrip("v"),
     }
     if target == "local":
-        return {**common, "debian_mirror": mirror}
+        sums = binary_sums or {}
+        return {**common, "debian_mirror": mirror, "local_binaries": [f"{sums[c]}  {c}" for c in LOCAL_BINARIES if c in sums]}
     common["control_plane_images"] = [spec.image_ref(c) for c in CONTROL_PLANE]
     if target == "aws":
         return {**common, "aws_region": (spec.aws or AwsSpec()).region}
@@ -207,8 +212,9 @@ def image_name(kubernetes_version: str, digest: str) -> str:
     return f"bakery-k8s-{kubernetes_version.lstrip('v').replace('.', '-')}-{digest[:12]}"
 
 
-def recipe(spec: ClusterSpec, target: str, mirror: str, templates: Path, packer_version: tuple[int, int, int]) -> Recipe:
-    values = variables(spec, target, mirror)
+def recipe(spec: ClusterSpec, target: str, mirror: str, templates: Path, packer_version: tuple[int, int, int],
+           binary_sums: Mapping[str, str] | None = None) -> Recipe:
+    values = variables(spec, target, mirror, binary_sums)
     files = tuple(inputs(target, values, templates, packer_version))
     digest = content_hash(files, packer_version)
     return Recipe(target, SOURCES[target], files, digest, image_name(spec.kubernetes_version, digest), values)

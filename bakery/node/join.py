@@ -12,7 +12,13 @@ Day 0 (no `etcd/bootstrapped` marker in the store):
   restore (no marker, and the operator's `bakery restore` left a request in the store): as
           store mode, whatever the spec's mode, except that the claim's winner first
           restores the requested backup into its data dir (bakery/restore.py); a data dir
-          of the old cluster is moved aside first on every node.
+          of the old cluster is moved aside first on every node. While a member of the old
+          cluster (the request names them; this node's own included) still answers
+          healthy, the request is not acted on: this node joins that cluster, and
+          withdraws the request once the cluster is complete.
+  Before any node starts a new cluster (store mode's winner, a restore's winner) it asks
+  the peers it can reach (the store's records, the plan's addresses) for /health, whatever
+  the store says: a healthy peer is joined as a learner, never a second cluster id beside it.
 
 Day 2 (marker present): the live members come from the store's membership records, then
 from etcd's member list through any member that answers. Under a lease-held lock in etcd
@@ -226,6 +232,11 @@ class _Join:
         won, winner = records.claim(self.store, self.cluster, self.me)
         others = [r for r in known if r.name != self.me.name]
         if won and (self.data_intact() or not others):
+            live = self.live_peers(known)
+            if live:
+                self.warn("day 0: the bootstrap claim is mine, but %s answer healthy: joining that cluster, not starting "
+                          "a second one beside it", ", ".join(r.name for r in live))
+                return self.learner_join(live)
             return self.day0_bootstrap()
         if won:
             self.info("day 0: the bootstrap claim is mine but my data dir is empty and %s joined since; joining as a learner",
@@ -256,6 +267,16 @@ class _Join:
         it, so a rerun keeps what this restore made and moves only the old cluster's aside."""
         stamp = self.data_dir.with_name(f"{self.data_dir.name}.restore")
         ours = stamp.is_file() and stamp.read_text().strip() == req.token
+        alive = self.old_cluster_alive(req)
+        if alive:
+            # an operator's request over a cluster that still serves (forced, or made by an
+            # older bakery that looked at the wrong addresses): restoring would start a
+            # second cluster beside it (issue 24); this node stays in, or joins, the live one
+            self.warn("restore of backup %s requested, but %s of the old cluster still answer healthy: not acting on it; "
+                      "joining that cluster", req.backup, ", ".join(r.name for r in alive))
+            joined = self.learner_join(alive)
+            self.restore_done(req, "declined: the old cluster is alive and complete")
+            return joined
         if self.data_intact() and not ours:
             aside = self.data_dir.with_name(f"{self.data_dir.name}.before-restore-{int(time.time())}")
             self.warn("restore of backup %s requested: stopping etcd, moving the old cluster's data dir to %s", req.backup, aside)
@@ -263,6 +284,10 @@ class _Join:
             self.data_dir.rename(aside)
             ours = False
         won, winner = records.claim(self.store, self.cluster, self.me)
+        if won and not (ours and self.data_intact()) and (live := self.live_peers(known)):
+            self.warn("restore of backup %s: the claim is mine, but %s answer healthy: joining that cluster, not starting "
+                      "a second one beside it", req.backup, ", ".join(r.name for r in live))
+            return self.learner_join(live)
         if not won:
             self.info("restore of backup %s: %s restores it; joining its member as a learner", req.backup, winner.name)
             joined = self.learner_join([winner, *known])
@@ -280,12 +305,43 @@ class _Join:
         self.restore_done(req)
         return self.done("restore", b, member, wrote=wrote)
 
-    def restore_done(self, req: restore_mod.Request) -> None:
+    def restore_done(self, req: restore_mod.Request, why: str = "complete") -> None:
         """Once the restored cluster is complete (the marker is there), the request goes:
         a request left behind would restore an old backup into a later, new cluster."""
         if records.bootstrapped(self.store, self.cluster) is not None and restore_mod.pending(self.store, self.cluster) == req:
             self.store.delete(layout.restore_request(self.cluster))
-            self.info("restore of backup %s complete: removed the restore request", req.backup)
+            self.info("restore of backup %s %s: removed the restore request", req.backup, why)
+
+    # -- never a second cluster beside a live one ---------------------------------------
+
+    def live_peers(self, known: Sequence[records.Record]) -> list[records.Record]:
+        """The members other than me that answer healthy, among the store's records and the
+        plan's addresses: checked before this node starts a new cluster, whatever the
+        store says (its marker and records may be gone while the cluster runs)."""
+        plan = [records.Record.of(n) for n in self.plan.nodes]
+        candidates = {r.client_url: r for r in [*known, *plan] if r.client_url != self.me.client_url}
+        return self.healthy(list(candidates.values()))
+
+    def old_cluster_alive(self, req: restore_mod.Request) -> list[records.Record]:
+        """The old cluster's members (as the restore request names them, this node's own
+        included) that still answer healthy. A member of the restored cluster (it lists
+        the claim's winner, which restores) is not the old cluster."""
+        restoring = records.claimed(self.store, self.cluster)
+        alive = []
+        for r in self.healthy(req.old_members()):
+            if restoring is not None:
+                with self.open([r.client_url]) as c:
+                    listed = self.try_list(c) or []
+                if any(restoring.peer_url in m.peer_urls for m in listed):
+                    continue
+            alive.append(r)
+        return alive
+
+    def healthy(self, candidates: Sequence[records.Record]) -> list[records.Record]:
+        if not candidates:
+            return []
+        with self.open([r.client_url for r in candidates]) as c:
+            return [r for r in candidates if c.health(r.client_url)]
 
     def after_day0(self, urls: Sequence[str], *, wait: bool) -> tuple[int, bool]:
         """Wait until my member serves, record it; write the marker once the cluster is
@@ -492,7 +548,8 @@ class _Join:
                                     "nothing started") from None
                 return None
             if mine is None:
-                initial = ",".join(sorted({f"{r.name}={r.peer_url}" for r in known} | {f"{self.me.name}={self.me.peer_url}"}))
+                initial = ",".join(sorted({f"{r.name}={r.peer_url}" for r in known if r.peer_url}
+                                          | {f"{self.me.name}={self.me.peer_url}"}))
                 self.info("no member answers and my data dir is intact: starting etcd from it (whole-cluster restart)")
             else:
                 initial = ",".join(sorted(f"{m.name}={u}" for m in listed or () if m.name for u in m.peer_urls))

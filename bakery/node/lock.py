@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from bakery.errors import EtcdError
+from bakery.errors import EtcdError, EtcdOutcomeUnknown
 from bakery.etcd import Client, compare_create_revision, op_put, op_range, unb64
 
 log = logging.getLogger("bakery.node.lock")
@@ -57,12 +57,19 @@ class LeaseLock:
             self.lease = c.lease_grant(self.ttl).id
             try:
                 while True:
-                    r = c.txn([compare_create_revision(self.key, 0)], [op_put(self.key, self.holder, self.lease)], [op_range(self.key)])
-                    if r.succeeded:
+                    try:
+                        r = c.txn([compare_create_revision(self.key, 0)], [op_put(self.key, self.holder, self.lease)],
+                                  [op_range(self.key)])
+                    except EtcdOutcomeUnknown as e:
+                        # the put may have been applied: the next try's failure branch says whose the key is
+                        log.info("%s: the join lock's txn got no answer (%s); asking again", self.holder, e)
+                        r = None
+                    holder, lease = _holder(r.responses) if r is not None else (None, 0)
+                    if r is not None and (r.succeeded or lease == self.lease):
                         self.acquired_at = time.monotonic()
                         log.info("%s: holds the join lock %s (lease %x, ttl %ds)", self.holder, self.key, self.lease, self.ttl)
                         break
-                    holder = _holder(r.responses) or "?"
+                    holder = holder or "?"
                     if holder != waiting_for:
                         log.info("%s: waiting for the join lock %s, held by %s", self.holder, self.key, holder)
                         waiting_for = holder
@@ -118,12 +125,13 @@ class LeaseLock:
                 return
 
 
-def _holder(responses: tuple[dict, ...]) -> str | None:
+def _holder(responses: tuple[dict, ...]) -> tuple[str | None, int]:
+    """Who holds the lock key, and under which lease, from a txn's failure branch."""
     for r in responses:
         kvs = (r.get("response_range") or {}).get("kvs") or []
         if kvs:
-            return unb64(kvs[0].get("value")).decode(errors="replace")
-    return None
+            return unb64(kvs[0].get("value")).decode(errors="replace"), int(kvs[0].get("lease", 0))
+    return None, 0
 
 
 def _revoke_quietly(c: Client, lease: int) -> None:

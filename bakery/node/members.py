@@ -102,6 +102,22 @@ def forget(store: Store, cluster: str, name: str, member_id: int) -> None:
         store.delete(key)
 
 
+def forget_cluster(store: Store, cluster: str) -> list[str]:
+    """Delete what says an etcd cluster runs: the bootstrapped marker, the store-mode
+    bootstrap claim and every membership record; returns the keys deleted. For when no
+    member's data is left (`down` deleted the masters with their disks) or a restore starts
+    a new cluster: a marker that outlives its cluster has every later master wait, as a
+    learner, for a cluster that no longer exists. The marker goes first: a crash after it
+    leaves records of dead members, which a day-0 master probes and finds dead; the other
+    order would leave exactly the marker that blocks."""
+    etcd = set(store.list(f"{layout.cluster_prefix(cluster)}etcd/"))
+    keys = [k for k in (layout.bootstrapped(cluster), layout.bootstrap_claim(cluster)) if k in etcd]
+    keys += store.list(layout.members_prefix(cluster))
+    for key in keys:
+        store.delete(key)
+    return keys
+
+
 def claim(store: Store, cluster: str, me: Node) -> tuple[bool, Record]:
     """Try to win the store-mode bootstrap; returns (won, the winner's record)."""
     key = layout.bootstrap_claim(cluster)
@@ -114,6 +130,15 @@ def claim(store: Store, cluster: str, me: Node) -> tuple[bool, Record]:
         raise StoreError(f"store {store.url}: {key} existed a moment ago and is gone now; "
                          "something else deletes the cluster's objects") from None
     return winner.name == me.name, winner
+
+
+def claimed(store: Store, cluster: str) -> Record | None:
+    """The store-mode bootstrap claim's record, None when nobody claimed it (read only)."""
+    key = layout.bootstrap_claim(cluster)
+    try:
+        return _record(store, key, store.get(key), "a bootstrap claim")
+    except StoreNotFound:
+        return None
 
 
 def bootstrapped(store: Store, cluster: str) -> dict[str, Any] | None:

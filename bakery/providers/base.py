@@ -28,6 +28,9 @@ class LBAddress:
 
     dns_names: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()
+    # where clients reach it when that is not load_balancer.port (the API servers' own
+    # port): the local LB's port on 127.0.0.1, one of a range chosen per cluster
+    port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class UpResult:
     existing: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     endpoint: str | None = None
+    # the local provider: its LB fronts etcd on `endpoint` and the Kubernetes API here
+    api_endpoint: str | None = None
 
 
 @dataclass
@@ -135,3 +140,16 @@ class Provider(Protocol):
     def down(self) -> list[str]:
         """Delete exactly the resources that carry the cluster's tag; return what was deleted."""
         ...
+
+
+def forget_etcd(store: Store, cluster: str, ledger: Ledger) -> None:
+    """`down` deleted every master with its disk, so no member's data is left: what the
+    store says about the etcd cluster goes too (bakery/node/members.forget_cluster), and
+    the next `up` bootstraps a new cluster instead of waiting to join the old one. The
+    backups, the PKI and the descriptions stay; `bakery restore` brings a backup back."""
+    from bakery.node import members
+
+    gone = members.forget_cluster(store, cluster)
+    if gone:
+        prefix = f"{cluster}/"
+        ledger.gone("etcd records", f"{', '.join(k.removeprefix(prefix) for k in gone)} in {store.url}")

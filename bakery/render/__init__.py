@@ -63,19 +63,23 @@ def start_commands(plan: ClusterPlan) -> list[list[str]]:
              "bakery-backup.timer"],
             ["systemctl", "restart", "monit.service"],
         ]
-    units = ["etcd.service"]
+    units = ["etcd.service", "kube-apiserver.service"]
     if spec.election == "podmaster":
+        # each podmaster starts its component's unit while it holds the lock
         units += ["podmaster-kube-scheduler.service", "podmaster-kube-controller-manager.service"]
+    else:
+        units += ["kube-scheduler.service", "kube-controller-manager.service"]
     wants = "/etc/systemd/system/multi-user.target.wants"
     # `systemctl enable` costs ~30 s under TCG; the symlinks are what it would create.
     timers = "/etc/systemd/system/timers.target.wants"
+    timer_units = ["bakery-backup.timer", "bakery-node-register.timer"]
     links = " && ".join([*(f"ln -sf /etc/systemd/system/{u} {wants}/{u}" for u in units),
-                         f"ln -sf /etc/systemd/system/bakery-backup.timer {timers}/bakery-backup.timer"])
+                         *(f"ln -sf /etc/systemd/system/{t} {timers}/{t}" for t in timer_units)])
     return [
         ["sh", "-c", f"mkdir -p {wants} {timers} && {links}"],
         ["systemctl", "daemon-reload"],
         # etcd is Type=notify and reports ready only at quorum: do not block cloud-init on it
-        ["systemctl", "start", "--no-block", *units, "bakery-backup.timer"],
+        ["systemctl", "start", "--no-block", *units, *timer_units],
         ["systemctl", "restart", "--no-block", "monit.service"],
     ]
 

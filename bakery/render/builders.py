@@ -50,10 +50,12 @@ class NodeContext:
 Builder = Callable[[NodeContext], list[NodeFile]]
 
 ELECTED = ("kube-scheduler", "kube-controller-manager")
-LOG_FILES = ("kube-apiserver", "kube-scheduler", "kube-controller-manager")
 # static pod manifests and the kubelet's config and unit: 0600, as kubeadm and CIS 1.1.x / 4.1.x
 MANIFEST_MODE = 0o600
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
+# runtime: systemd runs the components' binaries from here (the local image installs them)
+SYSTEMD_BIN = "/usr/local/bin"
+SYSTEMD_UNITS = "/etc/systemd/system"
 NODE_REGISTER = "/usr/local/sbin/bakery-node-register"
 
 
@@ -69,7 +71,7 @@ def pki_files(ctx: NodeContext) -> list[NodeFile]:
 def etcd_manifest(ctx: NodeContext) -> list[NodeFile]:
     """/etc/kubernetes/manifests/etcd.manifest (static pods) or etcd.service (systemd)."""
     if not ctx.static_pods:
-        command = flags.etcd_command(ctx.plan, ctx.node, ctx.bootstrap, binary="/usr/bin/etcd")
+        command = flags.etcd_command(ctx.plan, ctx.node, ctx.bootstrap, binary=f"{SYSTEMD_BIN}/etcd")
         return [_text("/etc/systemd/system/etcd.service", render("systemd/etcd.service.j2", name=ctx.node.name, command=command))]
     text = render(
         "manifests/etcd.manifest.j2",
@@ -94,7 +96,11 @@ def _yaml(header: str, doc: dict[str, object]) -> str:
 
 def _control_plane(ctx: NodeContext, component: str, command: list[str], port: int, scheme: str, probe_path: str,
                    conf: str | None, extra_mounts: tuple[dict[str, object], ...] = ()) -> str:
-    mounts = [_mount("pki", NODE_PKI), _mount("logfile", f"/var/log/{component}.log", False, "FileOrCreate")]
+    """A component's static pod. Its command starts with the component's own binary, as
+    kubeadm's do: CIS scanners find the component by that first word and read its flags
+    (a log wrapper in front hid every flag from them). Logs: the kubelet's container logs
+    (/var/log/pods, `crictl logs`)."""
+    mounts = [_mount("pki", NODE_PKI)]
     if conf:
         mounts.insert(1, _mount("kubeconfig", conf, True, "File"))
     mounts += extra_mounts
@@ -102,7 +108,7 @@ def _control_plane(ctx: NodeContext, component: str, command: list[str], port: i
         "manifests/control-plane.manifest.j2",
         component=component,
         image=ctx.plan.spec.image_ref(component),
-        command=flags.with_log_file(component, command),
+        command=command,
         port=port,
         scheme=scheme,
         probe_host=flags.local_host(ctx.node) if component != "kube-apiserver" else ctx.node.address,
@@ -111,14 +117,24 @@ def _control_plane(ctx: NodeContext, component: str, command: list[str], port: i
     )
 
 
+def _unit(component: str, command: list[str], after: str) -> NodeFile:
+    """runtime: systemd: the component's unit, with the static pod's command line."""
+    argv = [f"{SYSTEMD_BIN}/{command[0]}", *command[1:]]
+    return _text(f"{SYSTEMD_UNITS}/{component}.service",
+                 render("systemd/control-plane.service.j2", component=component, command=argv, after=after))
+
+
 def apiserver_manifest(ctx: NodeContext) -> list[NodeFile]:
     """/etc/kubernetes/manifests/kube-apiserver.manifest: one replica per master behind the LB,
     with its audit policy (and, from 1.32, its AuthenticationConfiguration) in /etc/kubernetes/apiserver."""
-    mounts = (_mount("apiserver-config", configs.APISERVER_CONFIG), _mount("audit-log", flags.AUDIT_LOG, False, "FileOrCreate"))
-    text = _control_plane(ctx, "kube-apiserver", flags.apiserver_command(ctx.plan, ctx.node), ctx.plan.lb.port, "HTTPS", "/livez",
-                          None, mounts)
-    out = [_text(f"{flags.MANIFESTS}/kube-apiserver.manifest", text, MANIFEST_MODE),
-           _text(configs.AUDIT_POLICY, render("apiserver/audit-policy.yaml.j2"))]
+    command = flags.apiserver_command(ctx.plan, ctx.node)
+    if ctx.static_pods:
+        mounts = (_mount("apiserver-config", configs.APISERVER_CONFIG), _mount("audit-log", flags.AUDIT_LOG, False, "FileOrCreate"))
+        text = _control_plane(ctx, "kube-apiserver", command, ctx.plan.lb.port, "HTTPS", "/livez", None, mounts)
+        out = [_text(f"{flags.MANIFESTS}/kube-apiserver.manifest", text, MANIFEST_MODE)]
+    else:
+        out = [_unit("kube-apiserver", command, after="etcd.service")]
+    out.append(_text(configs.AUDIT_POLICY, render("apiserver/audit-policy.yaml.j2")))
     if configs.anonymous_by_config(ctx.plan):
         out.append(_text(configs.AUTHENTICATION_CONFIG, _yaml("API server authentication", configs.authentication_config(ctx.plan))))
     return out
@@ -128,19 +144,30 @@ def election_manifests(ctx: NodeContext) -> list[NodeFile]:
     """Scheduler and controller-manager: in the manifests folder (builtin election) or in
     /srv/kubernetes for the podmaster to copy, plus the podmaster itself."""
     commands = {
-        "kube-scheduler": (flags.scheduler_command(ctx.plan), 10259, configs.SCHEDULER_KUBECONFIG,
+        "kube-scheduler": (flags.scheduler_command(ctx.plan, ctx.node), 10259, configs.SCHEDULER_KUBECONFIG,
                            (_mount("config", configs.SCHEDULER_CONFIG, True, "File"),)),
-        "kube-controller-manager": (flags.controller_manager_command(ctx.plan), 10257, "/etc/kubernetes/controller-manager.conf", ()),
+        "kube-controller-manager": (flags.controller_manager_command(ctx.plan, ctx.node), 10257, "/etc/kubernetes/controller-manager.conf", ()),
     }
+    out = [_text(configs.SCHEDULER_CONFIG, _yaml("kube-scheduler configuration (--config)", configs.scheduler_config()))]
+    if not ctx.static_pods:
+        # systemd runs them; under podmaster election the podmaster starts and stops the
+        # unit of the component whose lock it holds (bakery-podmaster --unit)
+        out += [_unit(c, cmd, after="kube-apiserver.service") for c, (cmd, _port, _conf, _mounts) in commands.items()]
+        if ctx.podmaster:
+            for c in ELECTED:
+                # the lock's token is a copy of the unit file in /run (gone at reboot)
+                command = flags.podmaster_command(ctx.plan, ctx.node, c, source=SYSTEMD_UNITS, dest=flags.ELECTED_DEST,
+                                                  binary=f"{SYSTEMD_BIN}/bakery-podmaster", unit=f"{c}.service",
+                                                  suffix=".service")
+                out.append(_text(f"{SYSTEMD_UNITS}/podmaster-{c}.service",
+                                 render("systemd/podmaster.service.j2", component=c, command=command)))
+        return out
     folder = flags.ELECTED_SOURCE if ctx.podmaster else flags.MANIFESTS
-    out = [
+    out += [
         _text(f"{folder}/{c}.manifest", _control_plane(ctx, c, cmd, port, "HTTPS", "/healthz", conf, mounts), MANIFEST_MODE)
         for c, (cmd, port, conf, mounts) in commands.items()
     ]
-    out.append(_text(configs.SCHEDULER_CONFIG, _yaml("kube-scheduler configuration (--config)", configs.scheduler_config())))
-    if not ctx.podmaster:
-        return out
-    if ctx.static_pods:
+    if ctx.podmaster:
         electors = [
             {"name": f"{c.removeprefix('kube-')}-elector", "command": flags.podmaster_command(ctx.plan, ctx.node, c, source=flags.ELECTED_SOURCE, dest=flags.MANIFESTS)}
             for c in ELECTED
@@ -148,11 +175,6 @@ def election_manifests(ctx: NodeContext) -> list[NodeFile]:
         text = render("manifests/podmaster.manifest.j2", image=ctx.plan.spec.image_ref("podmaster"), electors=electors,
                       source=flags.ELECTED_SOURCE, dest=flags.MANIFESTS, pki_dir=NODE_ETCD_PKI)
         out.append(_text(f"{flags.MANIFESTS}/podmaster.manifest", text, MANIFEST_MODE))
-    else:
-        for c in ELECTED:
-            command = flags.podmaster_command(ctx.plan, ctx.node, c, source=flags.ELECTED_SOURCE, dest=flags.MANIFESTS,
-                                              binary="/usr/local/bin/bakery-podmaster")
-            out.append(_text(f"/etc/systemd/system/podmaster-{c}.service", render("systemd/podmaster.service.j2", component=c, command=command)))
     return out
 
 
@@ -177,8 +199,8 @@ def node_register(ctx: NodeContext) -> list[NodeFile]:
     (the kubelet may not set it), and approval of this kubelet's serving certificate: a
     script on a timer, with kubectl (installed with the kubelet) and an admin kubeconfig
     that points at this master's own API server."""
-    if not ctx.static_pods:
-        return []
+    # runtime: systemd has no kubelet and so no Node; the script still applies the RBAC
+    # addon, without which the admin kubeconfig has no rights
     server = f"https://{flags.local_host(ctx.node)}:{ctx.plan.lb.port}"
     script = render("node/bakery-node-register.sh.j2", node=ctx.node.name, node_sh=shlex.quote(ctx.node.name),
                     kubeconfig=ADMIN_CONF, super_admin=NODE_SUPER_ADMIN, rbac_addon=NODE_RBAC_ADDON,
@@ -204,7 +226,7 @@ def monit_files(ctx: NodeContext) -> list[NodeFile]:
             proc("containerd", "/usr/bin/containerd", "containerd",
                  ["if failed unixsocket /run/containerd/containerd.sock for 3 cycles then restart"]),
         ]
-    out = [proc("etcd", "/usr/bin/etcd", "etcd",
+    out = [proc("etcd", f"{SYSTEMD_BIN}/etcd", "etcd",
                 [f"if failed host {flags.local_host(ctx.node)} port {flags.ETCD_METRICS_PORT} protocol http "
                  'request "/health?serializable=true" for 10 cycles then restart'])]
     if ctx.podmaster:
@@ -213,12 +235,9 @@ def monit_files(ctx: NodeContext) -> list[NodeFile]:
 
 
 def log_files(ctx: NodeContext) -> list[NodeFile]:
-    """Empty log files the manifests mount, created before the pods start so the
-    runtime mounts files rather than making directories (as the 2015 guide did)."""
-    if not ctx.static_pods:
-        return []
-    # the audit log records who did what: readable by root only
-    return [NodeFile(f"/var/log/{c}.log", b"", 0o640) for c in LOG_FILES] + [NodeFile(flags.AUDIT_LOG, b"", 0o600)]
+    """The audit log, created before the API server starts so that the static pod mounts
+    a file rather than a new directory; it records who did what: readable by root only."""
+    return [NodeFile(flags.AUDIT_LOG, b"", 0o600)]
 
 
 BACKUP_UNITS = ("/etc/systemd/system/bakery-backup.service", "/etc/systemd/system/bakery-backup.timer")

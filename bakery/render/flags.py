@@ -21,12 +21,13 @@ from bakery.render.configs import (
     SCHEDULER_KUBECONFIG,
     anonymous_by_config,
 )
-from bakery.topology import ClusterPlan, Node
+from bakery.topology import ClusterPlan, Node, local_host
 
 ETCD_DATA_DIR = "/var/etcd/data"
 ETCD_METRICS_PORT = 2381
 MANIFESTS = "/etc/kubernetes/manifests"
 ELECTED_SOURCE = "/srv/kubernetes"  # podmaster copies from here into MANIFESTS
+ELECTED_DEST = "/run/bakery/elected"  # runtime: systemd: the podmaster's copy marks the lock held
 PODMASTER_TTL_SECS = 30
 PODMASTER_SLEEP = "5s"
 
@@ -51,14 +52,10 @@ TLS_FLAGS = (f"--tls-min-version={TLS_MIN_VERSION}", f"--tls-cipher-suites={','.
 # CIS 1.2.17-1.2.19: keep 30 days, 10 files of 100 MB.
 AUDIT_LOG_MAXAGE, AUDIT_LOG_MAXBACKUP, AUDIT_LOG_MAXSIZE = 30, 10, 100
 
-def local_host(node: Node) -> str:
-    """Where a node's own components reach its etcd and API server.
-
-    127.0.0.1 on a real node. When the node's address is itself a loopback address
-    (several nodes sharing one host in tests and local development), that address,
-    so that the members do not all bind 127.0.0.1.
-    """
-    return node.address if ipaddress.ip_address(node.address).is_loopback else "127.0.0.1"
+def wildcard_or_own(node: Node) -> str:
+    """The API server's bind address: every interface on a real node; the node's own
+    address when several nodes share one host on loopback addresses (tests)."""
+    return node.address if ipaddress.ip_address(node.address).is_loopback else "0.0.0.0"
 
 
 def _extra(args: dict[str, str]) -> list[str]:
@@ -139,7 +136,7 @@ def apiserver_command(plan: ClusterPlan, node: Node) -> list[str]:
     return [
         "kube-apiserver",
         f"--advertise-address={node.address}",
-        "--bind-address=0.0.0.0",
+        f"--bind-address={wildcard_or_own(node)}",
         f"--secure-port={plan.lb.port}",
         "--allow-privileged=true",
         "--authorization-mode=Node,RBAC",
@@ -175,26 +172,29 @@ def apiserver_command(plan: ClusterPlan, node: Node) -> list[str]:
         f"--service-account-key-file={NODE_PKI}/sa.pub",
         f"--service-account-signing-key-file={NODE_PKI}/sa.key",
         f"--service-cluster-ip-range={net.service_cidr}",
-        "--endpoint-reconciler-type=lease",
+        # kube-apiserver refuses a loopback advertise address for the kubernetes Service's
+        # endpoints ("may not be in the loopback range"): masters sharing one host on 127.x
+        # addresses (tests) leave those endpoints alone
+        f"--endpoint-reconciler-type={'none' if wildcard_or_own(node) != '0.0.0.0' else 'lease'}",
         "--profiling=false",
         *_extra(spec.apiserver.extra_args),
     ]
 
 
-def scheduler_command(plan: ClusterPlan) -> list[str]:
+def scheduler_command(plan: ClusterPlan, node: Node) -> list[str]:
     conf = SCHEDULER_KUBECONFIG
     return [
         "kube-scheduler",
         f"--config={SCHEDULER_CONFIG}",
         f"--authentication-kubeconfig={conf}",
         f"--authorization-kubeconfig={conf}",
-        "--bind-address=127.0.0.1",
+        f"--bind-address={local_host(node)}",
         *TLS_FLAGS,
         *_extra(plan.spec.scheduler.extra_args),
     ]
 
 
-def controller_manager_command(plan: ClusterPlan) -> list[str]:
+def controller_manager_command(plan: ClusterPlan, node: Node) -> list[str]:
     net = plan.spec.network
     conf = "/etc/kubernetes/controller-manager.conf"
     return [
@@ -204,7 +204,7 @@ def controller_manager_command(plan: ClusterPlan) -> list[str]:
         f"--authorization-kubeconfig={conf}",
         f"--client-ca-file={NODE_PKI}/ca.crt",
         f"--requestheader-client-ca-file={FRONT_PROXY_CA}",
-        "--bind-address=127.0.0.1",
+        f"--bind-address={local_host(node)}",
         *TLS_FLAGS,
         "--leader-elect=true",
         f"--cluster-name={plan.name}",
@@ -222,24 +222,10 @@ def controller_manager_command(plan: ClusterPlan) -> list[str]:
     ]
 
 
-def with_log_file(component: str, cmd: list[str]) -> list[str]:
-    """Run `cmd` under the image's kube-log-runner, appending to /var/log/<component>.log.
-
-    The 2015 manifests used `/bin/sh -c '... 1>>/var/log/x.log 2>&1'`; today's images
-    are distroless and ship /go-runner for exactly this.
-    """
-    return [
-        "/go-runner",
-        f"--log-file=/var/log/{component}.log",
-        "--also-stdout=false",
-        "--redirect-stderr=true",
-        f"/usr/local/bin/{cmd[0]}",
-        *cmd[1:],
-    ]
-
-
-def podmaster_command(plan: ClusterPlan, node: Node, component: str, *, source: str, dest: str, binary: str = "bakery-podmaster") -> list[str]:
-    """The podmaster that holds `component`'s lock and copies its manifest while it does."""
+def podmaster_command(plan: ClusterPlan, node: Node, component: str, *, source: str, dest: str, binary: str = "bakery-podmaster",
+                      unit: str | None = None, suffix: str = ".manifest") -> list[str]:
+    """The podmaster that holds `component`'s lock and copies its manifest while it does
+    (and, with `unit`, runs that systemd unit while it does)."""
     return [
         binary,
         f"--etcd-servers=https://{local_host(node)}:{plan.spec.etcd.client_port}",
@@ -250,8 +236,9 @@ def podmaster_command(plan: ClusterPlan, node: Node, component: str, *, source: 
         f"--whoami={node.name}",
         f"--ttl-secs={PODMASTER_TTL_SECS}",
         f"--sleep={PODMASTER_SLEEP}",
-        f"--source-file={source}/{component}.manifest",
-        f"--dest-file={dest}/{component}.manifest",
+        f"--source-file={source}/{component}{suffix}",
+        f"--dest-file={dest}/{component}{suffix}",
+        *([f"--unit={unit}"] if unit else []),
     ]
 
 

@@ -179,18 +179,25 @@ def ensure_versioning(s3: Any, spec: ClusterSpec, name: str, ledger: Ledger) -> 
 SETTINGS = (ensure_public_access_block, ensure_encryption, ensure_versioning)
 
 
+def exists(s3: Any, spec: ClusterSpec) -> bool:
+    """Whether the cluster's bucket exists (HeadBucket: 404 when it does not)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=of(spec).name)
+    except ClientError as e:
+        if _code(e) in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise
+    return True
+
+
 def purge(s3: Any, spec: ClusterSpec, ledger: Ledger) -> None:
     """Delete every version of the cluster's objects; delete the bucket too when it is
     bakery's own for this cluster and nothing else is in it."""
-    from botocore.exceptions import ClientError
-
     b = of(spec)
-    try:
-        s3.head_bucket(Bucket=b.name)
-    except ClientError as e:
-        if _code(e) in ("404", "NoSuchBucket", "NotFound"):
-            return
-        raise
+    if not exists(s3, spec):
+        return
     owned = _ensure_tag(s3, b.name, spec.name, tag=False, ledger=ledger)
     mine = cluster_prefix(b, spec.name)
     removed = _delete_versions(s3, b.name, mine)

@@ -21,10 +21,6 @@ from bakery.providers.aws.clients import error_code
 from bakery.providers.aws.common import TAG_ZONE, cluster_filter, settled, tag_spec
 from bakery.providers.base import Ledger
 from bakery.spec import ClusterSpec
-from bakery.topology import ClusterPlan
-
-# AWS keeps the first four addresses and the last one of every subnet.
-AWS_RESERVED_LOW = 4
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,7 @@ def zone_subnets(spec: ClusterSpec) -> dict[str, str]:
     return {z.name: z.subnet or spec.network.subnet for z in zones}
 
 
-def check_layout(spec: ClusterSpec, plan: ClusterPlan) -> None:
+def check_layout(spec: ClusterSpec) -> None:
     """Refuse, before any call, a layout AWS cannot hold."""
     aws = spec.provider_spec
     subnets = zone_subnets(spec)
@@ -53,17 +49,8 @@ def check_layout(spec: ClusterSpec, plan: ClusterPlan) -> None:
                     f"aws.zones: zones {za} and {zb} both use {a if a == b else f'{a} and {b}'}: an AWS subnet "
                     "lives in one zone, so give each zone its own `subnet:` (e.g. 10.240.0.0/24, 10.240.1.0/24)"
                 )
-    for net in (n for _, n in nets):
-        if net.prefixlen > 28 or net.prefixlen < 16:
-            raise ProviderError(f"subnet {net}: AWS subnets are /16 to /28")
-    for node in plan.nodes:
-        net = ipaddress.IPv4Network(node.subnet)
-        host = int(ipaddress.IPv4Address(node.address)) - int(net.network_address)
-        if host < AWS_RESERVED_LOW or ipaddress.IPv4Address(node.address) == net.broadcast_address:
-            raise ProviderError(
-                f"{node.name}: {node.address} is reserved by AWS in {net} (the first four and the last "
-                "address): raise network.first_host"
-            )
+    # subnet sizes and the addresses AWS reserves in each are the spec's (bakery/spec.py
+    # SUBNET_PREFIXES, RESERVED_HOSTS): refused at parse, with the key and line
     if not aws.vpc_id and aws.subnet_ids:
         raise ProviderError("aws.subnet_ids needs aws.vpc_id: name the VPC those subnets belong to")
 
@@ -95,11 +82,34 @@ def ensure_vpc(ec2: Any, spec: ClusterSpec, ledger: Ledger) -> Vpc:
     found = _one(ec2.describe_vpcs(Filters=cluster_filter(spec.name, "vpc"))["Vpcs"], "VPC", "VpcId")
     if found:
         ledger.found("vpc", found["VpcId"])
+        ensure_dns(ec2, found["VpcId"], ledger)
         return Vpc(found["VpcId"], found["CidrBlock"], owned=True)
     cidr = vpc_cidr(list(zone_subnets(spec).values()))
     vpc = ec2.create_vpc(CidrBlock=cidr, TagSpecifications=tag_spec("vpc", spec.name, "vpc", spec.name))["Vpc"]
     ledger.made("vpc", vpc["VpcId"])
+    ensure_dns(ec2, vpc["VpcId"], ledger, made=True)
     return Vpc(vpc["VpcId"], cidr, owned=True)
+
+
+# The interface endpoints' private DNS names (ec2.<region>.amazonaws.com resolving to the
+# endpoint inside the VPC) need both attributes true; CreateVpc leaves enableDnsHostnames false.
+DNS_ATTRIBUTES = ("enableDnsSupport", "enableDnsHostnames")
+
+
+def dns_attributes(ec2: Any, vpc_id: str) -> dict[str, bool]:
+    return {a: bool(ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute=a)[a[0].upper() + a[1:]]["Value"])
+            for a in DNS_ATTRIBUTES}
+
+
+def ensure_dns(ec2: Any, vpc_id: str, ledger: Ledger, *, made: bool = False) -> None:
+    """Both DNS attributes of bakery's VPC on (read first, one ModifyVpcAttribute per attribute
+    that differs, as EC2 takes them); a found VPC with one off is drift, reported."""
+    for attribute, on in dns_attributes(ec2, vpc_id).items():
+        if on:
+            continue
+        if not made:
+            ledger.drifted(f"vpc {vpc_id}: {attribute} was false (the API endpoints' private DNS needs it): set to true")
+        ec2.modify_vpc_attribute(VpcId=vpc_id, **{attribute[0].upper() + attribute[1:]: {"Value": True}})
 
 
 def ensure_subnet(ec2: Any, spec: ClusterSpec, vpc: Vpc, zone: str, ledger: Ledger) -> str:
@@ -162,6 +172,8 @@ def _rules(role: str, spec: ClusterSpec, vpc: Vpc, group_id: str) -> set[tuple[i
         lo, hi = sorted((spec.etcd.client_port, spec.etcd.peer_port))
         etcd = {(lo, hi, group_id)} if hi - lo == 1 else {(lo, lo, group_id), (hi, hi, group_id)}
         return etcd | {(10250, 10250, group_id)}
+    if role == "endpoints":
+        return {(443, 443, vpc.cidr)}
     port = spec.load_balancer.port
     return {(port, port, cidr) for cidr in [*spec.load_balancer.allowed_cidrs, vpc.cidr]}
 
@@ -195,15 +207,17 @@ SG_ROLES = {
 
 
 def ensure_security_group(ec2: Any, spec: ClusterSpec, vpc: Vpc, role: str, ledger: Ledger) -> str:
-    filters = [*cluster_filter(spec.name, f"sg-{role}"), {"Name": "vpc-id", "Values": [vpc.id]}]
+    # the endpoints' group is no master's: its role tag does not start with sg- (the masters' groups)
+    tag_role = "endpoints-sg" if role == "endpoints" else f"sg-{role}"
+    filters = [*cluster_filter(spec.name, tag_role), {"Name": "vpc-id", "Values": [vpc.id]}]
     group = _one(ec2.describe_security_groups(Filters=filters)["SecurityGroups"], "security group", "GroupId")
     if group:
         ledger.found(f"security-group {role}", group["GroupId"])
     else:
         name = f"{spec.name}-{role}"
         gid = settled(lambda: ec2.create_security_group(
-            GroupName=name, Description=SG_ROLES[role].format(spec.name), VpcId=vpc.id,
-            TagSpecifications=tag_spec("security-group", spec.name, f"sg-{role}", name)))["GroupId"]
+            GroupName=name, Description={**SG_ROLES, "endpoints": ENDPOINT_SG}[role].format(spec.name), VpcId=vpc.id,
+            TagSpecifications=tag_spec("security-group", spec.name, tag_role, name)))["GroupId"]
         ledger.made(f"security-group {role}", gid)
         group = {"GroupId": gid}
     gid = group["GroupId"]
@@ -233,3 +247,141 @@ def retry_dependency(call: Callable[[], Any], what: str, *, timeout: float, inte
                     raise ProviderError(f"{what} is still in use after {timeout:.0f}s: rerun `bakery down`") from None
                 raise
             dag.sleep(interval)
+
+
+# -- the masters' path out -------------------------------------------------------------
+#
+# Masters have no public IPv4 address, and an instance without one cannot use an internet
+# gateway (https://docs.aws.amazon.com/vpc/latest/userguide/VPC_Internet_Gateway.html).
+# bakery-node reads the store (S3) and calls EC2 and Auto Scaling. In a VPC bakery makes, it
+# gets an S3 gateway endpoint on the masters' route table (no charge) and interface endpoints
+# with private DNS for ec2, autoscaling and sts in the masters' subnets (per endpoint per zone
+# about $0.01/hour, ~$7.30/month, plus $0.01/GB): cheaper than a NAT gateway per zone, and
+# nothing the masters send leaves AWS's network. A NAT gateway would also reach the public
+# discovery service; bakery makes none, so `etcd.bootstrap: discovery` needs a network of the
+# user's with a NAT (checked below).
+
+INTERFACE_SERVICES = ("ec2", "autoscaling", "sts")
+# what bakery-node itself calls (sts is for SDK callers that resolve credentials regionally)
+NODE_SERVICES = ("ec2", "autoscaling")
+ENDPOINT_SG = "bakery {}: HTTPS from the VPC to the AWS API endpoints"
+
+
+def service_name(region: str, service: str) -> str:
+    return f"com.amazonaws.{region}.{service}"
+
+
+def check_discovery(spec: ClusterSpec) -> None:
+    """A VPC bakery makes has no path to the public internet: refuse a public discovery service."""
+    if spec.etcd.bootstrap == "discovery" and not spec.provider_spec.vpc_id:
+        raise ProviderError(
+            "etcd.bootstrap: discovery: masters in the VPC bakery makes reach only S3, EC2, Auto Scaling and "
+            "STS (VPC endpoints), not the discovery service; use etcd.bootstrap store, or name aws.vpc_id and "
+            "aws.subnet_ids whose route tables have a NAT gateway default route")
+
+
+def route_tables_of(ec2: Any, vpc_id: str, subnet_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """subnet id -> the route table it uses: its explicit association, else the VPC's main one."""
+    tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["RouteTables"]
+    main = next((t for t in tables for a in t.get("Associations", []) if a.get("Main")), None)
+    out: dict[str, dict[str, Any]] = {}
+    for sid in subnet_ids:
+        explicit = next((t for t in tables for a in t.get("Associations", []) if a.get("SubnetId") == sid), None)
+        table = explicit or main
+        if table is not None:
+            out[sid] = table
+    return out
+
+
+def ensure_endpoint_group(ec2: Any, spec: ClusterSpec, vpc: Vpc, ledger: Ledger) -> str | None:
+    """The interface endpoints' security group: 443 from the VPC."""
+    if not vpc.owned:
+        return None
+    return ensure_security_group(ec2, spec, vpc, "endpoints", ledger)
+
+
+def ensure_endpoints(ec2: Any, spec: ClusterSpec, vpc: Vpc, subnet_ids: list[str], group_id: str | None,
+                     ledger: Ledger) -> list[str]:
+    """In a bakery-made VPC: the S3 gateway endpoint on the masters' route tables and the
+    interface endpoints. Found ones are reused; a found one missing a route table or subnet
+    gets it (and the drift is reported)."""
+    if not vpc.owned:
+        return []
+    region = spec.provider_spec.region
+    tables = sorted({t["RouteTableId"] for t in route_tables_of(ec2, vpc.id, subnet_ids).values()})
+    ids = []
+    wanted = [("s3", "Gateway"), *((s, "Interface") for s in INTERFACE_SERVICES)]
+    for service, kind in wanted:
+        role = f"endpoint-{service}"
+        filters = [*cluster_filter(spec.name, role), {"Name": "vpc-id", "Values": [vpc.id]},
+                   {"Name": "vpc-endpoint-state", "Values": ["pending", "available"]}]
+        found = _one(ec2.describe_vpc_endpoints(Filters=filters)["VpcEndpoints"], "VPC endpoint", "VpcEndpointId")
+        if found:
+            eid = found["VpcEndpointId"]
+            ledger.found(f"vpc-endpoint {service}", eid)
+            if kind == "Gateway":
+                missing = sorted(set(tables) - set(found.get("RouteTableIds", [])))
+                if missing:
+                    ledger.drifted(f"vpc-endpoint {service} {eid}: not on route table(s) {', '.join(missing)}: added")
+                    ec2.modify_vpc_endpoint(VpcEndpointId=eid, AddRouteTableIds=missing)
+            else:
+                missing = sorted(set(subnet_ids) - set(found.get("SubnetIds", [])))
+                if missing:
+                    ledger.drifted(f"vpc-endpoint {service} {eid}: not in subnet(s) {', '.join(missing)}: added")
+                    ec2.modify_vpc_endpoint(VpcEndpointId=eid, AddSubnetIds=missing)
+        else:
+            args: dict[str, Any] = {"VpcId": vpc.id, "ServiceName": service_name(region, service), "VpcEndpointType": kind,
+                                    "TagSpecifications": tag_spec("vpc-endpoint", spec.name, role, f"{spec.name}-{service}")}
+            if kind == "Gateway":
+                args["RouteTableIds"] = tables
+            else:
+                args.update(SubnetIds=subnet_ids, SecurityGroupIds=[group_id], PrivateDnsEnabled=True)
+            eid = settled(lambda args=args: ec2.create_vpc_endpoint(**args))["VpcEndpoint"]["VpcEndpointId"]
+            ledger.made(f"vpc-endpoint {service}", eid)
+        ids.append(eid)
+    return ids
+
+
+def _nat_route(table: dict[str, Any]) -> bool:
+    return any(r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("State", "active") == "active"
+               and (r.get("NatGatewayId") or r.get("InstanceId") or r.get("NetworkInterfaceId"))
+               for r in table.get("Routes", []))
+
+
+def check_path(ec2: Any, spec: ClusterSpec, vpc: Vpc, subnet_ids: dict[str, str]) -> None:
+    """For a VPC the user names: every master subnet needs a way to S3 (a gateway endpoint's
+    prefix-list route or a NAT default route) and to EC2 and Auto Scaling (interface
+    endpoints with private DNS, or NAT); `discovery` needs NAT. ProviderError naming each
+    subnet and what it lacks."""
+    if vpc.owned:
+        return
+    region = spec.provider_spec.region
+    endpoints = [e for e in ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc.id]}])["VpcEndpoints"]
+                 if e.get("State", "available").lower() in ("available", "pending")]
+    s3_gateways = {e["VpcEndpointId"] for e in endpoints
+                   if e["ServiceName"] == service_name(region, "s3") and e.get("VpcEndpointType") == "Gateway"}
+    tables = route_tables_of(ec2, vpc.id, list(subnet_ids.values()))
+    dns = dns_attributes(ec2, vpc.id)
+    dns_off = [a for a, on in dns.items() if not on]
+    problems = []
+    for zone, sid in sorted(subnet_ids.items()):
+        table = tables.get(sid, {})
+        nat = _nat_route(table)
+        missing = []
+        s3 = any(r.get("DestinationPrefixListId") and r.get("GatewayId") in s3_gateways for r in table.get("Routes", []))
+        if not (s3 or nat):
+            missing.append(f"S3 (no route to an S3 gateway endpoint and no NAT default route in {table.get('RouteTableId', 'its route table')})")
+        for svc in NODE_SERVICES:
+            # private DNS resolves the service's name to the endpoint everywhere in the VPC
+            iface = any(e["ServiceName"] == service_name(region, svc) and e.get("VpcEndpointType") == "Interface"
+                        and e.get("PrivateDnsEnabled") for e in endpoints)
+            if not ((iface and not dns_off) or nat):
+                why = (f"its interface endpoint's private DNS does not resolve: {vpc.id} has {' and '.join(dns_off)} false"
+                       if iface else f"no interface endpoint with private DNS in {vpc.id}")
+                missing.append(f"{svc} ({why}, no NAT default route)")
+        if spec.etcd.bootstrap == "discovery" and not nat:
+            missing.append("the discovery service (etcd.bootstrap: discovery needs a NAT default route)")
+        if missing:
+            problems.append(f"aws.subnet_ids.{zone} {sid}: masters have no public address and no path to " + "; ".join(missing))
+    if problems:
+        raise ProviderError("masters cannot reach their store and the AWS APIs: " + " | ".join(problems))

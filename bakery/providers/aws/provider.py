@@ -53,6 +53,7 @@ from bakery.providers.base import (
     RenderCallback,
     RenderedNode,
     UpResult,
+    forget_etcd,
 )
 from bakery.render.userdata import UserData
 from bakery.spec import ClusterSpec
@@ -89,7 +90,8 @@ class AwsProvider:
     def up(self, render: RenderCallback, *, wait: bool = False) -> UpResult:
         spec, ledger = self.spec, Ledger(self.progress)
         plan = topology.plan(spec)
-        network.check_layout(spec, plan)
+        network.check_layout(spec)
+        network.check_discovery(spec)
         ami = instances.image_id(spec, self.paths.images)
         known = state_mod.load(self.paths).get("lb", {})
         early: dict[str, Any] = {}
@@ -155,12 +157,17 @@ class AwsProvider:
             dag.Step("route", ("gateway",), lambda r: network.ensure_default_route(ec2, vpc(r), r["gateway"], ledger)),
             *[dag.Step(f"sg:{role}", ("vpc",), lambda r, role=role: network.ensure_security_group(ec2, spec, vpc(r), role, ledger))
               for role in network.SG_ROLES],
+            dag.Step("sg:endpoints", ("vpc",), lambda r: network.ensure_endpoint_group(ec2, spec, vpc(r), ledger)),
+            # the masters' path to S3, EC2 and Auto Scaling: made in bakery's VPC, checked in the user's
+            dag.Step("path", ("sg:endpoints", *[f"subnet:{z}" for z in zones]), lambda r: (
+                network.ensure_endpoints(ec2, spec, vpc(r), [r[f"subnet:{z}"] for z in zones], r["sg:endpoints"], ledger),
+                network.check_path(ec2, spec, vpc(r), {z: r[f"subnet:{z}"] for z in zones}))),
             dag.Step("target-group", ("vpc",), lambda r: loadbalancer.ensure_target_group(elbv2, spec, vpc(r).id, ledger)),
             dag.Step("lb", (*[f"subnet:{z}" for z in zones], "gateway"),
                      lambda r: loadbalancer.ensure_load_balancer(elbv2, spec, [r[f"subnet:{z}"] for z in zones], ledger)),
             dag.Step("listener", ("lb", "target-group"),
                      lambda r: loadbalancer.ensure_listener(elbv2, spec, r["lb"], r["target-group"], ledger)),
-            dag.Step("render", ("lb", "store"), rendered, inline=True),
+            dag.Step("render", ("lb", "store", "path"), rendered, inline=True),
             *[dag.Step(f"master:{n.name}", ("render", "existing", "image", f"subnet:{n.zone}", "sg:masters", "sg:api", "iam"),
                        master(n.name)) for n in plan.nodes],
             dag.Step("registered", ("target-group",), lambda r: loadbalancer.registered(elbv2, r["target-group"])),
@@ -385,23 +392,31 @@ class AwsProvider:
             dag.Step("find:igw", (), lambda r: ec2.describe_internet_gateways(Filters=f)["InternetGateways"]),
             dag.Step("find:vpc", (), lambda r: ec2.describe_vpcs(Filters=f)["Vpcs"]),
             dag.Step("find:lt", (), lambda r: ec2.describe_launch_templates(Filters=f)["LaunchTemplates"]),
+            dag.Step("find:vpce", (), lambda r: [e for e in ec2.describe_vpc_endpoints(Filters=f)["VpcEndpoints"]
+                                                 if e.get("State", "").lower() not in ("deleted", "deleting")]),
+            # the endpoints' network interfaces sit in the subnets and use the endpoints' group
+            dag.Step("delete:vpce", ("find:vpce", *cleared), lambda r: delete_each(
+                "vpc-endpoint", r["find:vpce"], "VpcEndpointId",
+                lambda e: ec2.delete_vpc_endpoints(VpcEndpointIds=[e["VpcEndpointId"]]))),
             dag.Step("delete:lb", ("find:elb",), delete_lbs),
             dag.Step("delete:tg", ("find:elb", "delete:lb", "delete:group"), delete_tgs),
             dag.Step("delete:masters", ("find:masters",), terminate),
             dag.Step("delete:lt", ("find:lt", "delete:group"), lambda r: delete_each(
                 "launch-template", r["find:lt"], "LaunchTemplateId",
                 lambda t: ec2.delete_launch_template(LaunchTemplateId=t["LaunchTemplateId"]))),
-            dag.Step("delete:sg", ("find:sg", *cleared), lambda r: delete_each(
+            dag.Step("delete:sg", ("find:sg", "delete:vpce", *cleared), lambda r: delete_each(
                 "security-group", r["find:sg"], "GroupId", lambda g: ec2.delete_security_group(GroupId=g["GroupId"]))),
             dag.Step("delete:igw", ("find:igw", *cleared), delete_igws),
-            dag.Step("delete:subnet", ("find:subnet", *cleared), lambda r: delete_each(
+            dag.Step("delete:subnet", ("find:subnet", "delete:vpce", *cleared), lambda r: delete_each(
                 "subnet", r["find:subnet"], "SubnetId", lambda s: ec2.delete_subnet(SubnetId=s["SubnetId"]))),
-            dag.Step("delete:vpc", ("find:vpc", "delete:sg", "delete:igw", "delete:subnet"), lambda r: delete_each(
+            dag.Step("delete:vpc", ("find:vpc", "delete:vpce", "delete:sg", "delete:igw", "delete:subnet"), lambda r: delete_each(
                 "vpc", r["find:vpc"], "VpcId", lambda v: ec2.delete_vpc(VpcId=v["VpcId"]))),
             dag.Step("delete:iam", ("delete:masters", "delete:group"), lambda r: iam.delete(self.clients("iam"), cluster, ledger)),
         ]
         if purge:
             steps.append(dag.Step("delete:store", ("delete:masters", "delete:group"), lambda r: bucket.purge(self.clients("s3"), self.spec, ledger)))
+        else:  # the masters' disks went with them (DeleteOnTermination): their etcd is gone
+            steps.append(dag.Step("forget:etcd", ("delete:masters", "delete:group"), lambda r: self._forget_etcd(ledger)))
         with translated(self.region):
             run = dag.run(steps, workers=self.workers)
         self.trace = run.trace
@@ -413,6 +428,10 @@ class AwsProvider:
                 data.pop("store", None)
             state_mod.save(self.paths, data)
         return ledger.deleted
+
+    def _forget_etcd(self, ledger: Ledger) -> None:
+        if bucket.exists(self.clients("s3"), self.spec):
+            forget_etcd(self.store(), self.spec.name, ledger)
 
     # -- the group for rollouts -----------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass
@@ -41,10 +41,10 @@ from bakery.providers.base import (
     UpResult,
     no_progress,
 )
-from bakery.providers.gcp import groups
+from bakery.providers.gcp import groups, path
 from bakery.providers.gcp import storage as gcp_storage
 from bakery.providers.gcp.api import Compute, endpoint_url, reset_thread_calls, thread_calls
-from bakery.providers.gcp.resources import Layout, label_filter, marker_filter
+from bakery.providers.gcp.resources import LABEL_CLUSTER, Layout, label_filter, marker_filter
 from bakery.render.userdata import UserData
 from bakery.spec import ClusterSpec
 from bakery.state import ClusterPaths
@@ -77,6 +77,11 @@ KINDS = {
     "instance group manager": Kind("InstanceGroupManagers", "InstanceGroupManager", "instance_group_manager", "zonal",
                                    "ListInstanceGroupManagersRequest"),
 }
+# Kinds whose insert does not keep `labels`: Google's reference for addresses and forwarding
+# rules says they "can only be added or modified by the setLabels method" (with the resource's
+# labelFingerprint). Instances, disks and instance templates keep them; firewalls, health
+# checks, backend services, instance groups and their managers have none (the MARKER).
+LABELS_BY_SET_LABELS = ("address", "forwarding rule")
 HEALTH_TIMEOUT = 600.0
 GROUP_TIMEOUT = 900.0  # a MIG's instances are created (and deleted) within minutes; more means a quota or an image problem
 
@@ -191,6 +196,7 @@ class GcpProvider:
     def _lb_and_store(self, masters: list[Node]) -> str:
         """Wave 1: the store, the LB's address and each of `masters`' reserved address; return the LB's."""
         L = self.layout
+        path.ensure(self)  # before anything boots: masters must reach the store (bakery/providers/gcp/path.py)
         addresses = self._wave("addresses, store", {
             # The store and the masters' service account exist before any master boots.
             "store": lambda: gcp_storage.ensure(self.spec, self.ledger),
@@ -400,7 +406,7 @@ class GcpProvider:
         zones = self._zones()
         labelled, marked = label_filter(c), marker_filter(c)
         self._wave("forwarding rule, instances, firewalls", {
-            "rules": lambda: self._delete_all("forwarding rule", labelled),
+            "rules": lambda: self._delete_all("forwarding rule", labelled, named=[self.names.lb]),
             # a MIG's instances go with their MIG: deleting one alone would only have it repaired
             **{f"instances {z}": (lambda z=z: self._delete_all("instance", labelled, zone=z, skip=groups.is_managed)) for z in zones},
             "firewalls": lambda: self._delete_all("firewall", marked),
@@ -414,7 +420,8 @@ class GcpProvider:
             "templates": lambda: self._delete_all("instance template", marked),
             "hc": lambda: self._delete_all("health check", marked),
             **{f"groups {z}": (lambda z=z: self._delete_all("instance group", marked, zone=z)) for z in zones},
-            "addresses": lambda: self._delete_all("address", labelled),
+            "addresses": lambda: self._delete_all("address", labelled,
+                                                  named=[self.names.lb, *(n.name for n in plan(self.spec).nodes)]),
         })
         gcp_storage.delete(self.spec, self.ledger, purge=purge)
         data = state.load(self.paths)
@@ -425,8 +432,15 @@ class GcpProvider:
         return self.ledger.deleted
 
     def _delete_all(self, kind: str, flt: str, zone: str | None = None, *, skip: Callable[[Any], bool] | None = None,
-                    timeout: float | None = None) -> None:
+                    timeout: float | None = None, named: Sequence[str] = ()) -> None:
+        """Delete what `flt` lists, and of `named` (bakery's own names for a kind labelled after
+        create) what carries no label at all: an `up` stopped between an insert and its setLabels."""
         items = [i for i in self._list(kind, flt, zone=zone) if not (skip and skip(i))]
+        listed = {i.name for i in items}
+        for name in (n for n in named if n not in listed):
+            found = self._get(kind, name, zone)
+            if found is not None and not dict(found.labels):
+                items.append(found)
         if not items:
             return
         k = KINDS[kind]
@@ -471,13 +485,18 @@ class GcpProvider:
         return self.compute.list(f"list {kind}s", self.compute.client(k.client).list, request)
 
     def _ensure(self, kind: str, body: dict[str, Any], zone: str | None = None) -> Any:
-        """Fetch the resource by name; insert it when GCE says notFound; alreadyExists: fetch and reuse."""
+        """Fetch the resource by name; insert it when GCE says notFound; alreadyExists: fetch and reuse.
+        A kind whose insert drops labels gets them through setLabels, also when found without them
+        (an `up` interrupted between the insert and the setLabels)."""
         k = KINDS[kind]
         name = body["name"]
+        labels = body.get("labels") if kind in LABELS_BY_SET_LABELS else None
+        if labels is not None:
+            body = {key: v for key, v in body.items() if key != "labels"}
         found = self._get(kind, name, zone)
         if found is not None:
             self.ledger.found(kind, name)
-            return found
+            return self._labelled(kind, found, labels, zone)
         self.progress(f"{kind} {name}", "creating")
         c = self.compute
         resource = getattr(c.types, k.message)(body)
@@ -489,13 +508,31 @@ class GcpProvider:
             if found is None:
                 raise ProviderError(f"gcp: {kind} {name} exists but cannot be read; check permissions") from None
             self.ledger.found(kind, name)
-            return found
+            return self._labelled(kind, found, labels, zone)
         c.wait(op, f"create {kind} {name}")
         created = self._get(kind, name, zone)
         if created is None:
             raise ProviderError(f"gcp: {kind} {name} was created but is gone; rerun `bakery up`")
         self.ledger.made(kind, name)
-        return created
+        return self._labelled(kind, created, labels, zone)
+
+    def _labelled(self, kind: str, resource: Any, labels: dict[str, str] | None, zone: str | None) -> Any:
+        """`resource` carrying `labels` (setLabels with its current labelFingerprint); None: as it is."""
+        if labels is None:
+            return resource
+        have = dict(resource.labels)
+        if all(have.get(key) == v for key, v in labels.items()):
+            return resource
+        theirs = have.get(LABEL_CLUSTER)
+        if theirs and theirs != self.spec.name:
+            raise ProviderError(f"gcp: {kind} {resource.name} belongs to cluster {theirs} (label {LABEL_CLUSTER}); "
+                                "rename this cluster or delete that resource")
+        k, c = KINDS[kind], self.compute
+        request = c.types.RegionSetLabelsRequest(labels={**have, **labels}, label_fingerprint=resource.label_fingerprint)
+        op = c.call(f"label {kind} {resource.name}", c.client(k.client).set_labels_unary, allow=(),
+                    **self._scope(k, zone), resource=resource.name, region_set_labels_request_resource=request)
+        c.wait(op, f"label {kind} {resource.name}")
+        return self._get(kind, resource.name, zone) or resource
 
     def _wave(self, label: str, tasks: dict[str, Callable[[], T]]) -> dict[str, T]:
         """Run independent tasks in parallel; wait for all; raise the first failure."""

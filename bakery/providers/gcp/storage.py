@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bakery.errors import ProviderError
-from bakery.providers.base import Ledger
+from bakery.providers.base import Ledger, forget_etcd
 from bakery.providers.gcp import iam
 from bakery.providers.gcp.resources import LABEL_CLUSTER
 from bakery.providers.gcp.storeapi import Gcp, api_errors, storage_error
 from bakery.spec import ClusterSpec
 from bakery.store import layout, location
+from bakery.store.gcs import GCSStore
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ def delete(spec: ClusterSpec, ledger: Ledger, *, purge: bool = False, g: Gcp | N
             bucket = g.storage.get_bucket(name)
         except (ex.NotFound, ex.Forbidden):
             bucket = None
+        if bucket is not None and not purge:
+            # the masters' boot disks went with them (auto_delete): their etcd is gone
+            forget_etcd(GCSStore(name, root, client=g.storage), spec.name, ledger)
         if bucket is not None:
             iam.remove_bindings(g, bucket, ledger)
         iam.delete_service_account(g, ledger)

@@ -15,9 +15,13 @@ Host ports, all on 127.0.0.1, from `local.port_base` (B), node i of N:
 
     B + 0        HAProxy: the cluster's etcd endpoint
     B + 1, B + 2 discovery etcd client and peer (bootstrap: discovery)
+    B + 3        HAProxy: the Kubernetes API (admin.kubeconfig points here)
     B + 10 + i   hub socket of node i
     B + 30 + i   ssh of node i
     B + 50 + i   etcd client port of node i (HAProxy's backends)
+    B + 70 + i   API server port of node i (HAProxy's API backends)
+
+Containers need no per-node forwards: HAProxy reaches their addresses on the bridge.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from bakery.spec import ClusterSpec
 from bakery.topology import ClusterPlan
 
 HOST = "127.0.0.1"
+# How many ports from local.port_base a cluster may use (B + 70 + i, i < 7, is the last).
+PORT_SPAN = 80
 # The user-mode network every VM gets on eth1 (QEMU's default numbering).
 USER_NET = "10.0.2.0/24"
 USER_GUEST = "10.0.2.15"
@@ -48,6 +54,7 @@ class NodeNet:
     hub_port: int
     ssh_port: int
     etcd_port: int  # host port forwarded to the guest's etcd client port
+    api_port: int  # host port forwarded to the guest's API server port
     private_mac: str
     user_mac: str
 
@@ -57,12 +64,18 @@ class NetPlan:
     lb_port: int
     discovery_port: int
     discovery_peer_port: int
+    api_lb_port: int
     guest_etcd_port: int
+    guest_api_port: int
     nodes: tuple[NodeNet, ...]
 
     @property
     def lb_endpoint(self) -> str:
         return f"https://{HOST}:{self.lb_port}"
+
+    @property
+    def api_endpoint(self) -> str:
+        return f"https://{HOST}:{self.api_lb_port}"
 
     @property
     def discovery_endpoint(self) -> str:
@@ -71,9 +84,9 @@ class NetPlan:
     @property
     def host_ports(self) -> tuple[int, ...]:
         """Every port the cluster listens on, hub ports included."""
-        ports = [self.lb_port, self.discovery_port, self.discovery_peer_port]
+        ports = [self.lb_port, self.discovery_port, self.discovery_peer_port, self.api_lb_port]
         for n in self.nodes:
-            ports += [n.hub_port, n.ssh_port, n.etcd_port]
+            ports += [n.hub_port, n.ssh_port, n.etcd_port, n.api_port]
         return tuple(ports)
 
     def node(self, name: str) -> NodeNet:
@@ -101,6 +114,7 @@ def node_net(spec: ClusterSpec, cluster: str, name: str, index: int, address: st
         hub_port=base + 10 + index,
         ssh_port=base + 30 + index,
         etcd_port=base + 50 + index,
+        api_port=base + 70 + index,
         private_mac=mac(cluster, name, "private"),
         user_mac=mac(cluster, name, "user"),
     )
@@ -115,7 +129,9 @@ def net_plan(spec: ClusterSpec, plan: ClusterPlan, members: Sequence[tuple[str, 
         lb_port=base,
         discovery_port=base + 1,
         discovery_peer_port=base + 2,
+        api_lb_port=base + 3,
         guest_etcd_port=spec.etcd.client_port,
+        guest_api_port=spec.load_balancer.port,
         nodes=tuple(node_net(spec, plan.name, name, index, address, prefix) for name, index, address in chosen),
     )
 
@@ -140,3 +156,9 @@ def listening_ports(proc_net: Path = Path("/proc/net/tcp")) -> set[tuple[str, in
 def is_listening(port: int, address: str = HOST) -> bool:
     ports = listening_ports()
     return (address, port) in ports or ("0.0.0.0", port) in ports
+
+
+def free_port_base(start: int, stop: int = 60000, step: int = 100) -> int | None:
+    """The first port_base from `start` (in `step`s) whose PORT_SPAN ports nothing listens on."""
+    taken = {p for _, p in listening_ports()}
+    return next((b for b in range(start, stop, step) if not taken & set(range(b, b + PORT_SPAN))), None)

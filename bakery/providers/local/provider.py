@@ -26,18 +26,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bakery import hosttools, state, topology
+from bakery import apiserver, hosttools, state, topology
 from bakery.errors import EtcdError, ProviderError
 from bakery.etcd import TLS, Client
 from bakery.output import atomic_write, locked
 from bakery.providers.base import (
     ClusterStatus,
     LBAddress,
+    Ledger,
     NodeStatus,
     Progress,
     RenderCallback,
     RenderedNode,
     UpResult,
+    forget_etcd,
 )
 from bakery.providers.local import bridge, console, discovery, group, lb, proc
 from bakery.providers.local.net import HOST, NetPlan, is_listening, listening_ports, net_plan
@@ -133,6 +135,11 @@ class LocalProvider:
     def endpoint(self) -> str:
         return self.net.lb_endpoint
 
+    @property
+    def cluster_ca(self) -> Path:
+        """The cluster CA the API servers' certificates chain to."""
+        return self.paths.pki / "ca.crt"
+
     def tls(self) -> TLS:
         """The host's etcd client identity: the PKI's healthcheck client."""
         pki = self.paths.pki
@@ -174,7 +181,7 @@ class LocalProvider:
         hosttools.require(self.runtime.tools, f"`bakery up` ({self.runtime.kind} runtime)", ProviderError, target="up")
 
     def up(self, render: RenderCallback, *, wait: bool = True) -> UpResult:
-        result = UpResult(endpoint=self.endpoint)
+        result = UpResult(endpoint=self.endpoint, api_endpoint=self.net.api_endpoint)
         self.check_tools()
         image = self.image()
         self._check_ports()
@@ -182,8 +189,9 @@ class LocalProvider:
         # containers' addresses must be on the bridge by then (never the default route)
         self.runtime.prepare(result.created, result.existing)
         uses_discovery = self._ensure_discovery(result)
+        # rendered before HAProxy starts: its API health checks verify against the cluster CA
+        rendered = render(LBAddress(ips=(HOST,), port=self.net.api_lb_port))
         self._ensure_lb(result)
-        rendered = render(LBAddress(ips=(HOST,)))
         if self.cattle and not self.layout.group.exists():
             group.save(self.layout.group, group.initial(self.plan))
         kind = self.runtime.kind
@@ -239,7 +247,7 @@ class LocalProvider:
         """Ports that our own running processes hold (they may be listening)."""
         owned = self.runtime.owned_ports()
         if proc.running(self.layout.lb / "pid"):
-            owned.add(self.net.lb_port)
+            owned |= {self.net.lb_port, self.net.api_lb_port}
         if proc.running(self.layout.discovery / "pid"):
             owned |= {self.net.discovery_port, self.net.discovery_peer_port}
         return owned
@@ -299,8 +307,9 @@ class LocalProvider:
 
     def _lb_config(self) -> str:
         net = self.net
-        backends = {n.name: self.runtime.backend(n) for n in net.nodes}
-        return lb.config(self.plan.name, net, self.layout.stats_socket, backends)
+        return lb.config(self.plan.name, net, self.layout.stats_socket, self.cluster_ca.resolve(),
+                         {n.name: self.runtime.backend(n) for n in net.nodes},
+                         {n.name: self.runtime.api_backend(n) for n in net.nodes})
 
     def _start_lb(self, text: str) -> None:
         cfg, pidfile = self.layout.haproxy_cfg, self.layout.lb / "pid"
@@ -406,6 +415,11 @@ class LocalProvider:
                         f"see the consoles: bakery logs <node>, {self.layout.root}/<node>/console.log"
                     )
                 time.sleep(0.5 if kind == "container" else 1)
+
+    def api_endpoint_of(self, name: str) -> str:
+        """A master's own API server as the host reaches it."""
+        host, port = self.runtime.api_backend(self.net.node(name))
+        return f"https://{host}:{port}"
 
     # -- the group: launch, replace -----------------------------------------------------
 
@@ -524,9 +538,13 @@ class LocalProvider:
 
     def status(self) -> ClusterStatus:
         pids = {n.name: self.runtime.pid(n.name) for n in self.net.nodes}
-        # in parallel: a VM's ssh login takes seconds under TCG
-        with ThreadPoolExecutor(max_workers=len(pids)) as pool:
+        ca = self.cluster_ca
+        running = [name for name, pid in pids.items() if pid]
+        # in parallel: a VM's ssh login takes seconds under TCG, an API server that is down its probe's timeout
+        with ThreadPoolExecutor(max_workers=2 * len(pids)) as pool:
             cloud_init = dict(zip(pids, pool.map(self.runtime.cloud_init_result, pids), strict=True))
+            api = dict(zip(running, pool.map(lambda name: apiserver.readyz(self.api_endpoint_of(name), ca), running),
+                           strict=True))
         nodes = []
         # nothing running (or never up: no PKI yet): no etcd to ask
         opened = Client([self.endpoint], tls=self.tls(), timeout=3) if any(pids.values()) else contextlib.nullcontext()
@@ -537,15 +555,20 @@ class LocalProvider:
                                             "runtime": self.runtime.kind, "leader": False}
                 if self.runtime.kind == "vm":
                     extra["ssh"] = f"{HOST}:{n.ssh_port}"
+                if n.name in api:
+                    extra["api"] = "ready" if api[n.name] else f"not ready: {api[n.name].detail}"
+                    extra["api_url"] = self.api_endpoint_of(n.name)
                 health = "unknown"
                 if pid and client is not None:
                     ep = self.node_endpoint(n.name)
-                    if client.health(ep):
-                        health = "healthy"
+                    probe = client.probe(ep)
+                    # healthy, unhealthy (etcd answered, not healthy), refused or unreachable
+                    health = probe.state
+                    if probe.detail:
+                        extra["health_detail"] = probe.detail
+                    if health == "healthy":
                         with contextlib.suppress(EtcdError):
                             extra["leader"] = client.status(ep).is_leader
-                    else:
-                        health = "unhealthy"
                 image = self.runtime.image_of(n.name)
                 nodes.append(NodeStatus(name=n.name, id=str(pid) if pid else None, address=n.address, zone=self.zone_of(n.name),
                                         state="running" if pid else "stopped", health=health,
@@ -558,12 +581,17 @@ class LocalProvider:
         extra: dict[str, object] = {"runtime": self.runtime.kind,
                                     "services": {k: ("running" if proc.running(p) else "stopped") for k, p in services.items()}}
         backends: dict[str, str] = {}
+        api_backends: dict[str, str] = {}
         if proc.running(self.layout.lb / "pid"):
             try:
-                backends = lb.server_states(self.layout.stats_socket)
+                states = lb.backend_states(self.layout.stats_socket)
+                backends, api_backends = states.get(lb.ETCD_BACKEND, {}), states.get(lb.API_BACKEND, {})
             except ProviderError as e:
                 extra["backends_error"] = str(e)
+            through = apiserver.readyz(self.net.api_endpoint, ca)
+            extra["api"] = {"endpoint": self.net.api_endpoint, "ready": through.ok, "detail": through.detail}
         extra["backends"] = backends
+        extra["api_backends"] = api_backends
         if isinstance(self.runtime, ContainerRuntime):
             br = self.runtime.br
             try:
@@ -608,6 +636,11 @@ class LocalProvider:
             if self.layout.root.exists():
                 shutil.rmtree(self.layout.root)
                 done.append(f"disks, overlays, consoles, ssh key and discovery data under {self.layout.root}")
+            # the disks held every member's data: the store's marker and records would have
+            # the next `up`'s masters wait to join a cluster that no longer exists
+            ledger = Ledger(self.progress)
+            forget_etcd(self.store(), self.plan.name, ledger)
+            done += ledger.deleted
             st = state.load(self.paths)
             # every member's data went with the overlays: the next `up` bootstraps a new
             # cluster, not a join of the one a rollout or the supervisor recorded

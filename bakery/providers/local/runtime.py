@@ -51,6 +51,7 @@ class Runtime(Protocol):
     def prepare(self, created: list[str], existing: list[str]) -> None: ...
     def etcd_url(self, n: NodeNet) -> str: ...
     def backend(self, n: NodeNet) -> tuple[str, int]: ...
+    def api_backend(self, n: NodeNet) -> tuple[str, int]: ...
     def discovery_host(self) -> tuple[str, int]: ...
     def pid(self, name: str) -> int | None: ...
     def console(self, name: str) -> Path: ...
@@ -94,7 +95,7 @@ class ContainerRuntime:
         return self.br.netns(self.cluster, n.index)
 
     def host_ports(self) -> tuple[int, ...]:
-        return (self.net.lb_port, self.net.discovery_port, self.net.discovery_peer_port)
+        return (self.net.lb_port, self.net.discovery_port, self.net.discovery_peer_port, self.net.api_lb_port)
 
     def owned_ports(self) -> set[int]:
         return set()
@@ -110,6 +111,9 @@ class ContainerRuntime:
 
     def backend(self, n: NodeNet) -> tuple[str, int]:
         return n.address, self.net.guest_etcd_port
+
+    def api_backend(self, n: NodeNet) -> tuple[str, int]:
+        return n.address, self.net.guest_api_port
 
     def discovery_host(self) -> tuple[str, int]:
         return self.br.host_address, self.net.discovery_port
@@ -224,7 +228,7 @@ class VmRuntime:
             owned |= {n.hub_port for n in self.net.nodes}
         for n in self.net.nodes:
             if self.pid(n.name):
-                owned |= {n.ssh_port, n.etcd_port}
+                owned |= {n.ssh_port, n.etcd_port, n.api_port}
         return owned
 
     def prepare(self, created: list[str], existing: list[str]) -> None:
@@ -249,6 +253,9 @@ class VmRuntime:
 
     def backend(self, n: NodeNet) -> tuple[str, int]:
         return HOST, n.etcd_port
+
+    def api_backend(self, n: NodeNet) -> tuple[str, int]:
+        return HOST, n.api_port
 
     def discovery_host(self) -> tuple[str, int]:
         return GUEST_DISCOVERY, GUEST_DISCOVERY_PORT

@@ -102,6 +102,7 @@ def node_argv(
         f"net={USER_NET}",
         f"hostfwd=tcp:{HOST}:{node.ssh_port}-{node.address}:22",
         f"hostfwd=tcp:{HOST}:{node.etcd_port}-{node.address}:{net.guest_etcd_port}",
+        f"hostfwd=tcp:{HOST}:{node.api_port}-{node.address}:{net.guest_api_port}",
     ]
     if discovery:
         relay = f"{python} -m bakery.providers.local.relay {HOST} {net.discovery_port}"

@@ -18,6 +18,16 @@ ROOT="$ROOT" BAKERY_SRC="$BAKERY_SRC" FILES="$FILES" LIB="$ROOT/../bakery-lib" b
 rm -rf "$ROOT/../bakery-lib"
 in_root python3 -c 'import bakery, httpx'  # bakery-podmaster: Debian's httpx (python3-httpx)
 
+# The real etcd and Kubernetes programs of the spec's versions (bakery/components' cache),
+# checked against the sums that are part of the image's hash.
+: "${BINARIES?}" "${BINARY_SUMS?}"
+for bin in $BINARIES; do
+  install -m 0755 "$bin" "$ROOT/usr/local/bin/$(basename "$bin")"
+done
+if [ -n "$BINARY_SUMS" ]; then
+  (cd "$ROOT/usr/local/bin" && printf '%s\n' "$BINARY_SUMS" | tr ',' '\n' | sha256sum --quiet -c -)
+fi
+
 # Units ready at first boot: enabling them from runcmd costs ~33 s under TCG. (monit is
 # enabled by its package, through its init script.)
 install -m 0644 "$FILES"/systemd/bakery-etcd.service "$FILES"/systemd/bakery-podmaster.service "$ROOT/etc/systemd/system/"
@@ -25,11 +35,6 @@ in_root systemctl enable bakery-etcd.service bakery-podmaster.service systemd-ne
 # The seed's addresses are static: waiting for "online" only delayed boot (~25 s seen).
 in_root systemctl disable systemd-networkd-wait-online.service
 
-# The etcd package's own single-node member must never start: bakery configures etcd.
-# Disabled, not masked: a mask is a symlink to /dev/null that user-data could write through.
-in_root systemctl disable etcd.service
-rm -f "$ROOT/etc/default/etcd"
-rm -rf "$ROOT/var/lib/etcd/"*
 
 # Shared cleaning (also run by the cloud images): identity, keys, cloud-init state.
 in_root /bin/bash -s < "$SCRIPTS/cleanup.sh"

@@ -1,0 +1,41 @@
+"""The Kubernetes API as the operator's machine sees it: is it ready, through which address.
+
+`GET /readyz` is answered anonymously (render/configs.py limits anonymous requests to the
+health endpoints), so a probe needs the cluster CA and no credentials: nothing secret is
+read or sent. The server is verified against the CA; a server the CA did not sign is "not
+ready" with the TLS error as the detail, never trusted.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Ready:
+    ok: bool
+    detail: str  # "ok", the failing checks the API server listed, or the connection error
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def readyz(endpoint: str, ca: Path, *, timeout: float = 3.0) -> Ready:
+    """`endpoint` (https://host:port)'s /readyz, verified against `ca`."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as e:
+        return Ready(False, f"cluster CA {ca}: {e}")
+    try:
+        with httpx.Client(verify=context, timeout=timeout) as client:
+            r = client.get(f"{endpoint}/readyz")
+    except httpx.HTTPError as e:
+        return Ready(False, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    if r.status_code == 200:
+        return Ready(True, "ok")
+    failed = [line.strip() for line in r.text.splitlines() if line.startswith("[-]")]
+    return Ready(False, f"HTTP {r.status_code}" + (f": {', '.join(failed)}" if failed else ""))
