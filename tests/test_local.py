@@ -531,3 +531,19 @@ def test_up_refuses_a_port_another_program_holds_but_not_its_own_load_balancers(
     assert is_listening(provider.net.lb_port) and is_listening(provider.net.api_lb_port)
     provider._check_ports()  # its own: no refusal
 
+
+def test_down_reports_every_master_it_stopped_even_one_that_exits_at_once(tmp_path, started):
+    """`down` SIGTERMs every machine, then waits for each: a master that is already gone by
+    the time `down` waits for it was still stopped by `down`, and is reported (an earlier
+    `down` left out the masters quick to exit, so a user saw one of three VMs deleted)."""
+    provider = LocalProvider(_spec(), cluster_paths("lt", tmp_path), no_progress)
+    pids = {}
+    for n in provider.net.nodes:
+        files = provider.runtime.files(n.name)
+        files.folder.mkdir(parents=True)
+        pids[n.name] = proc.start([sys.executable, "-c", "import time; time.sleep(600)", vm.marker("lt", n.name)],
+                                  pidfile=files.pidfile, marker=vm.marker("lt", n.name), log=files.log)
+        started.append(files.pidfile)
+    done = provider.down()
+    assert [d for d in done if d.startswith("vm ")] == [f"vm {name} (pid {pid})" for name, pid in pids.items()]
+    assert all(proc.exited(pid) for pid in pids.values())

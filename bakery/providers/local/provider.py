@@ -613,13 +613,16 @@ class LocalProvider:
         if pid:
             done.append(f"supervisor (pid {pid})")
             self.progress("supervisor", "stopped")
-        # SIGTERM every machine at once, then wait: they shut down in parallel.
+        # SIGTERM every machine at once, then wait: they shut down in parallel. A machine
+        # that exits before its wait was still stopped here, and is reported with its PID.
+        signalled: dict[str, int] = {}
         for n in self.net.nodes:
             with contextlib.suppress(ProcessLookupError):
                 if (pid := self.runtime.pid(n.name)) is not None:
                     proc.signal_only(pid)
+                    signalled[n.name] = pid
         for n in self.net.nodes:
-            pid = self.runtime.stop(n.name)
+            pid = self.runtime.stop(n.name) or signalled.get(n.name)
             if pid:
                 done.append(f"{self.runtime.kind} {n.name} (pid {pid})")
                 self.progress(f"master {n.name}", "stopped")
