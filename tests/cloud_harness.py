@@ -172,9 +172,11 @@ def aws_path(ec2: Any, region: str) -> Callable[[Instance], str | None]:
 
 def gce_path(gce: Any) -> Callable[[Instance], str | None]:
     """Why a GCE instance cannot reach Cloud Storage and the Compute API, or None when it can,
-    from the fake's state, by Google's rules: an external address (an accessConfig) reaches
-    them; without one, its subnetwork's Private Google Access or a Cloud NAT on a router of the
-    region covering the subnetwork."""
+    from the fake's state, by Google's rules: a route 0.0.0.0/0 to the default internet gateway
+    that applies to the instance, and an external address (an accessConfig), or its
+    subnetwork's Private Google Access, or a Cloud NAT on a router of the region covering the
+    subnetwork. (A route to private.googleapis.com alone also serves with a private DNS zone,
+    which the fake does not model: the harness is stricter there than GCE.)"""
     from bakery.providers.gcp.path import NAT_ALL
 
     def same(a: str, b: str) -> bool:
@@ -185,13 +187,18 @@ def gce_path(gce: Any) -> Callable[[Instance], str | None]:
         if not found:
             return f"{inst.id}: no such instance"
         nic = found[0]["networkInterfaces"][0]
-        if nic.get("accessConfigs"):
-            return None
         link = nic.get("subnetwork", "")
         subnet = next((s for s in gce.resources("subnetworks") if same(s["selfLink"], link)), None) if link else None
         if subnet is None:
             return f"{inst.hostname}: no subnetwork"
-        if subnet.get("privateIpGoogleAccess"):
+        # every way out (external address, Private Google Access, Cloud NAT) leaves through
+        # the default internet gateway: a route to it that applies to the instance
+        tags = set(found[0].get("tags", {}).get("items", []))
+        if not any(same(r["network"], subnet["network"]) and r.get("nextHopGateway", "").endswith("/default-internet-gateway")
+                   and r["destRange"] == "0.0.0.0/0" and (not r.get("tags") or tags & set(r["tags"]))
+                   for r in gce.resources("routes")):
+            return f"{inst.hostname}: network {subnet['network'].rsplit('/', 1)[-1]} has no route 0.0.0.0/0 to the internet gateway"
+        if nic.get("accessConfigs") or subnet.get("privateIpGoogleAccess"):
             return None
         for r in gce.resources("routers"):
             if r.get("region") != subnet.get("region") or not same(r["network"], subnet["network"]):

@@ -92,6 +92,7 @@ COLLECTIONS = {
     "instanceGroupManagers": ("zones", "compute#instanceGroupManager"),
     "subnetworks": ("regions", "compute#subnetwork"),
     "routers": ("regions", "compute#router"),
+    "routes": ("global", "compute#route"),
 }
 DEFAULT_REGIONS = ("us-central1", "us-east1", "europe-west1", "asia-east1")
 # GCE's `created-by` metadata names the project by number (projects/NUMBER/zones/Z/instanceGroupManagers/M)
@@ -179,6 +180,8 @@ class FakeGCE:
         # the project's auto-mode `default` network: a subnetwork per region, Private Google Access off
         for i, region in enumerate(DEFAULT_REGIONS):
             self.add_subnetwork(region, cidr=self.ephemeral_range if i == 0 else f"10.{132 + i}.0.0/20")
+        # and, as GCE makes with every network, its default route to the internet gateway
+        self.add_route("default-route-internet", "0.0.0.0/0")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -216,6 +219,25 @@ class FakeGCE:
             return self._create(self.project, f"regions/{region}", "routers", {
                 "name": name, "network": f"{BASE}projects/{self.project}/global/networks/{network}", "nats": nats or []})
 
+    def add_route(self, name: str, dest_range: str, network: str = "default", tags: list[str] | None = None,
+                  next_hop: str = "default-internet-gateway") -> dict[str, Any]:
+        """A route as routes.insert takes it; `next_hop` names a gateway (GCE's only one is
+        default-internet-gateway)."""
+        with self._lock:
+            return self._create(self.project, "global", "routes", {
+                "name": name, "network": f"{BASE}projects/{self.project}/global/networks/{network}",
+                "destRange": dest_range, "priority": 1000, "tags": tags or [],
+                "nextHopGateway": f"{BASE}projects/{self.project}/global/gateways/{next_hop}"})
+
+    def remove(self, collection: str, name: str) -> None:
+        """Delete a project resource (a route, a subnetwork) as its owner would, outside bakery."""
+        with self._lock:
+            for (_, _, col), items in self.store.items():
+                if col == collection and name in items:
+                    del items[name]
+                    return
+            raise KeyError(f"{collection}/{name}")
+
     def add_image(self, name: str) -> str:
         with self._lock:
             res = self._create(self.project, "global", "images", {"name": name, "status": "READY"})
@@ -240,7 +262,7 @@ class FakeGCE:
             self._reconcile()
             out: dict[str, list[str]] = {}
             for (_, _, col), items in self.store.items():
-                if col not in ("images", "subnetworks", "routers"):  # the project's, not a cluster's
+                if col not in ("images", "subnetworks", "routers", "routes"):  # the project's, not a cluster's
                     out.setdefault(col, []).extend(items)
             return {k: sorted(v) for k, v in out.items() if v}
 

@@ -500,6 +500,58 @@ def test_user_subnetwork_without_a_path_is_refused_naming_it(gce: FakeGCE, tmp_p
     assert len(gce.resources("instances")) == 3
 
 
+def test_a_network_without_a_route_to_the_internet_gateway_is_refused_naming_it(gce: FakeGCE, tmp_path: Path) -> None:
+    """Private Google Access and Cloud NAT both leave through the default internet gateway: a
+    hardened network that deleted GCE's default route has no path, whatever its subnetwork says.
+    bakery refuses before anything is made, and never adds the route (it is the network's)."""
+    from tests.cloud_harness import Instance, gce_path
+
+    gce.remove("routes", "default-route-internet")
+    provider, spec = make(gce, tmp_path)
+    with pytest.raises(ProviderError) as e:
+        provider.up(Renderer(spec))
+    assert "network default has no route" in e.value.message and "default-internet-gateway" in e.value.message
+    assert "gcloud compute routes create" in e.value.message
+    kinds = [c.kind for c in gce.calls]
+    assert gce.resources("instances") == [] and "action:setPrivateIpGoogleAccess" not in kinds
+    route_calls = [c.kind for c in gce.calls if c.collection == "routes"]
+    assert route_calls and set(route_calls) == {"list"}  # read, never written
+
+    # a route for other instances' tag does not apply to the masters
+    gce.add_route("tagged-out", "0.0.0.0/0", tags=["web"])
+    with pytest.raises(ProviderError, match="network default has no route"):
+        provider.up(Renderer(spec))
+    # one for their tag does; the harness's reading of GCE's rules agrees instance by instance
+    gce.add_route("masters-out", "0.0.0.0/0", tags=[provider.names.tag])
+    provider.up(Renderer(spec))
+    masters = [i for i in gce.resources("instances") if i["name"].startswith("demo-master")]
+    why = gce_path(gce)
+    assert [why(Instance(str(i["id"]), i["name"], "", "", b"")) for i in masters] == [None] * 3
+    gce.remove("routes", "masters-out")
+    assert all("has no route 0.0.0.0/0" in (why(Instance(str(i["id"]), i["name"], "", "", b"")) or "") for i in masters)
+
+
+def test_a_route_to_private_googleapis_serves_private_google_access_not_a_cloud_nat(gce: FakeGCE, tmp_path: Path) -> None:
+    """With a private DNS zone, a route to private.googleapis.com's 199.36.153.8/30 is all
+    Private Google Access needs; a Cloud NAT translates only what a 0.0.0.0/0 route sends out."""
+    gce.remove("routes", "default-route-internet")
+    gce.add_route("google-apis", "199.36.153.8/30")
+    gce.add_subnetwork("us-central1", "nat-only", cidr="10.128.9.0/24")
+    gce.add_router("us-central1", "nat-router", nats=[{
+        "name": "nat", "natIpAllocateOption": "AUTO_ONLY", "sourceSubnetworkIpRangesToNat": "LIST_OF_SUBNETWORKS",
+        "subnetworks": [{"name": f"projects/{PROJECT}/regions/us-central1/subnetworks/nat-only",
+                         "sourceIpRangesToNat": ["ALL_IP_RANGES"]}]}])
+    provider, spec = make(gce, tmp_path, spec_text(subnetwork="nat-only"))
+    with pytest.raises(ProviderError, match=r"network default has no route 0\.0\.0\.0/0"):
+        provider.up(Renderer(spec))
+    assert gce.resources("instances") == []
+
+    gce.add_subnetwork("us-central1", "masters", cidr="10.128.8.0/24", private_ip_google_access=True)
+    provider, spec = make(gce, tmp_path / "pga", spec_text(subnetwork="masters"))
+    provider.up(Renderer(spec))
+    assert len(gce.resources("instances")) == 3
+
+
 def test_discovery_needs_a_cloud_nat(gce: FakeGCE, tmp_path: Path) -> None:
     text = spec_text().replace("gcp:\n", 'kubernetes_version: "1.36.3"\netcd:\n  bootstrap: discovery\n'
                                          "  discovery_url: https://discovery.etcd.io/abc\ngcp:\n")

@@ -14,15 +14,28 @@ Cloud NAT on a router of the region that covers the subnetwork.
 - `etcd.bootstrap: discovery` asks a public host (discovery.etcd.io): Private Google Access
   does not reach it, and bakery makes no Cloud NAT (a per-VM hourly charge plus data, and a
   router to own): it needs a Cloud NAT of the user's covering the subnetwork.
+- Both paths leave the network through its default internet gateway: Private Google Access
+  for the default domains needs a route to Google's API addresses, Cloud NAT a default route,
+  each with next hop `default-internet-gateway`
+  (https://cloud.google.com/vpc/docs/configure-private-google-access#config-routing). GCE
+  makes `0.0.0.0/0` to it with every network; hardened networks delete it. bakery checks for a
+  route that applies to the masters (no tags, or the masters' tag) on any network, its own
+  default included, and never adds one: routes are the network owner's.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from bakery.errors import ProviderError
 
 NAT_ALL = ("ALL_SUBNETWORKS_ALL_IP_RANGES", "ALL_SUBNETWORKS_ALL_PRIMARY_IP_RANGES")
+INTERNET_GATEWAY = "global/gateways/default-internet-gateway"
+# private.googleapis.com and restricted.googleapis.com: with a private DNS zone for
+# googleapis.com, a route to one of them is all Private Google Access needs
+GOOGLE_VIPS = (ipaddress.IPv4Network("199.36.153.8/30"), ipaddress.IPv4Network("199.36.153.4/30"))
+ANYWHERE = ipaddress.IPv4Network("0.0.0.0/0")
 
 
 def _last(link: str) -> str:
@@ -45,6 +58,36 @@ def nat_covers(routers: list[Any], network: str, subnetwork: str) -> str | None:
                                     and any(_same(s.name, subnetwork) for s in nat.subnetworks)):
                 return f"{r.name}/{nat.name}"
     return None
+
+
+def routes_out(routes: list[Any], network: str, tag: str) -> dict[str, str]:
+    """The routes through the default internet gateway that apply to the masters, by reach:
+    "anywhere" (0.0.0.0/0: Google's APIs, and the internet through a Cloud NAT) and "google"
+    (a route that covers private.googleapis.com or restricted.googleapis.com only)."""
+    out: dict[str, str] = {}
+    for r in routes:
+        if not _same(r.network, network) or not r.next_hop_gateway.endswith(INTERNET_GATEWAY):
+            continue
+        if r.tags and tag not in r.tags:  # a tagged route applies to instances with one of its tags
+            continue
+        try:
+            dest = ipaddress.IPv4Network(r.dest_range)
+        except ValueError:  # an IPv6 route: the masters speak IPv4
+            continue
+        if dest == ANYWHERE:
+            out.setdefault("anywhere", r.name)
+        elif any(vip.subnet_of(dest) for vip in GOOGLE_VIPS):
+            out.setdefault("google", r.name)
+    return out
+
+
+def _no_route(where: str, network: str, need: str) -> ProviderError:
+    return ProviderError(
+        f"gcp: {where}: network {_last(network)} has no route {need} with next hop default-internet-gateway that "
+        "applies to the masters (no tags, or their tag), so neither Private Google Access nor a Cloud NAT can carry "
+        "their traffic to Cloud Storage and the Compute API. Add one: gcloud compute routes create "
+        f"{_last(network)}-internet --network {_last(network)} --destination-range 0.0.0.0/0 "
+        "--next-hop-gateway default-internet-gateway")
 
 
 def ensure(provider: Any) -> None:
@@ -73,8 +116,16 @@ def ensure(provider: Any) -> None:
         raise ProviderError(
             f"etcd.bootstrap: discovery: masters have no external address and {where} has no Cloud NAT, so "
             "they cannot reach the discovery service; use etcd.bootstrap store, or add a Cloud NAT covering it")
+    out = routes_out(c.list("list routes", c.client("Routes").list, c.types.ListRoutesRequest(project=project)),
+                     subnet.network, provider.names.tag)
+    if "anywhere" not in out and (nat or spec.etcd.bootstrap == "discovery"):
+        raise _no_route(where, subnet.network, "0.0.0.0/0")  # a Cloud NAT only translates what the route sends out
+    if not out:
+        raise _no_route(where, subnet.network, "to Google's APIs (0.0.0.0/0, or private.googleapis.com's 199.36.153.8/30)")
+    route = out.get("anywhere") or out["google"]
     if subnet.private_ip_google_access or nat:
-        ledger.found("path", f"{subnet.name}: " + ("Private Google Access" if subnet.private_ip_google_access else f"Cloud NAT {nat}"))
+        how = "Private Google Access" if subnet.private_ip_google_access else f"Cloud NAT {nat}"
+        ledger.found("path", f"{subnet.name}: {how}, route {route}")
         return
     if given:
         raise ProviderError(
