@@ -9,6 +9,10 @@ in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LA
 # Direct kernel boot: no bootloader, the root is the whole virtio disk.
 printf '/dev/vda / ext4 defaults,errors=remount-ro 0 1\n' > "$ROOT/etc/fstab"
 printf 'LANG=C.UTF-8\n' > "$ROOT/etc/default/locale"
+# debootstrap writes no /etc/hosts. Without it "localhost" does not resolve, and
+# kube-apiserver's own loopback client (https://localhost:<port>) fails: its post-start
+# hooks never run, no RBAC is bootstrapped, every request is refused with 403.
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$ROOT/etc/hosts"
 
 install -D -m 0644 "$FILES/cloud/90-bakery.cfg" "$ROOT/etc/cloud/cloud.cfg.d/90-bakery.cfg"
 
