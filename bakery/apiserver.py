@@ -39,3 +39,25 @@ def readyz(endpoint: str, ca: Path, *, timeout: float = 3.0) -> Ready:
         return Ready(True, "ok")
     failed = [line.strip() for line in r.text.splitlines() if line.startswith("[-]")]
     return Ready(False, f"HTTP {r.status_code}" + (f": {', '.join(failed)}" if failed else ""))
+
+
+def authorized(endpoint: str, ca: Path, cert: Path, key: Path, *, timeout: float = 3.0) -> Ready:
+    """Can the identity in `cert` read the kube-system namespace through `endpoint`?
+
+    ok: yes; otherwise the detail says why (403: the RBAC addon is not applied yet).
+    """
+    try:
+        context = ssl.create_default_context(cafile=str(ca))
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as e:
+        return Ready(False, f"client certificate {cert}: {type(e).__name__}")  # never the key's content
+    try:
+        with httpx.Client(verify=context, timeout=timeout) as client:
+            r = client.get(f"{endpoint}/api/v1/namespaces/kube-system")
+    except httpx.HTTPError as e:
+        return Ready(False, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    if r.status_code == 200:
+        return Ready(True, "ok")
+    if r.status_code == 403:
+        return Ready(False, "HTTP 403: no rights yet (bakery's RBAC addon is applied by the masters' bakery-node-register)")
+    return Ready(False, f"HTTP {r.status_code}")

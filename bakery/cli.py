@@ -124,6 +124,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kubectl(spec: Any) -> str:
+    """The kubectl to show: the machine's cached one of the spec's version (a kubectl on PATH
+    may be outside the one minor of skew kubectl supports), else the one on PATH."""
+    from bakery.components import cache
+
+    cached = cache.Slot(cache.root(), "kubernetes", spec.kubernetes_version.lstrip("v")).path("kubectl")
+    return str(cached) if cached.exists() else "kubectl"
+
+
 def _warn(spec: Any) -> None:
     """The spec's warnings (accepted settings that undo a hardening), one line each, on stderr."""
     for w in spec.warnings:
@@ -253,8 +262,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if result.endpoint and cluster.spec.provider == "local":  # the local LB fronts etcd and the API
         pki = cluster.paths.pki / "etcd"
         out(f"etcd: {result.endpoint}  (client cert {pki / 'healthcheck-client.crt'}, CA {pki / 'ca.crt'})")
-        if result.api_endpoint:  # `bakery status` says whether it is ready
+        if result.api_endpoint:  # `up` waited for it; `bakery status` says whether it is still ready
             out(f"API:  {result.api_endpoint}  (admin kubeconfig {cluster.paths.base / 'admin.kubeconfig'})")
+            out(f"      {_kubectl(cluster.spec)} --kubeconfig {cluster.paths.base / 'admin.kubeconfig'} get leases -n kube-system")
         out("bakery status | ssh NODE | logs NODE | down")
     elif result.endpoint:
         out(f"API: {result.endpoint}  (kubectl --kubeconfig {cluster.paths.base / 'admin.kubeconfig'} get nodes)")

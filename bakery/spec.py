@@ -298,7 +298,7 @@ class LocalSpec(_Model):
     runtime: Literal["container", "vm"] = Field(
         "container", description="container: systemd-nspawn from the baked root (seconds); vm: QEMU guests (kernel-level fidelity)")
     zones: list[Zone] = Field(default_factory=lambda: [Zone(name="local")])
-    memory_mb: int = Field(768, ge=256)
+    memory_mb: int = Field(1536, ge=256, description="Each VM's memory (runtime: vm); its kube-apiserver alone holds about 300 MB")
     cpus: int = Field(1, ge=1)
     image: Text | None = Field(None, description="qcow2 path; default: the one `bakery bake` recorded")
     port_base: int = Field(22000, ge=1024, le=65000, description="First host port for the VMs' forwards on 127.0.0.1")

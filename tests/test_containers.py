@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -27,9 +28,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
-from bakery import backup, restore
+from bakery import apiserver, backup, restore
 from bakery import spec as spec_mod
 from bakery.errors import EtcdError
 from bakery.etcd import Client
@@ -41,6 +44,7 @@ from bakery.providers.local.provider import LocalProvider
 from bakery.state import paths as cluster_paths
 from bakery.store import layout
 from tests.conftest import need, need_binary
+from tests.control_plane import binaries
 from tests.etcd_fixtures import all_healthy_within
 
 pytestmark = pytest.mark.containers
@@ -73,6 +77,33 @@ class Cluster:
     @property
     def nodes(self) -> list[str]:
         return [n.name for n in self.provider.net.nodes]
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.build / self.name / "admin.kubeconfig"
+
+    def kubectl(self, *args: str, timeout: float = 60) -> str:
+        """The real kubectl of the spec's version, as the admin kubeconfig `up` wrote."""
+        argv = [str(binaries()["kubectl"]), f"--kubeconfig={self.admin_kubeconfig}", "--request-timeout=20s", *args]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, f"kubectl {' '.join(args)} exited {r.returncode}: {r.stderr}"
+        return r.stdout
+
+    def lease_holder(self, component: str) -> str | None:
+        """The master whose `component` holds its Lease (holderIdentity is `<hostname>_<uuid>`)."""
+        try:
+            lease = json.loads(self.kubectl("get", "lease", "-n", "kube-system", component, "-o", "json"))
+        except AssertionError:
+            return None
+        holder = lease["spec"].get("holderIdentity") or ""
+        return holder.split("_", 1)[0] or None
+
+    def admin_api(self, timeout: float = 10) -> httpx.Client:
+        """An HTTP client through the load balancer's API port as the admin identity."""
+        pki = self.build / self.name / "pki"
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return httpx.Client(base_url=self.provider.net.api_endpoint, verify=context, timeout=timeout)
 
 
 def _free_base() -> int:
@@ -156,6 +187,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         r = c.bakery("up")
         assert r.returncode == 0, f"up failed:\n{r.stdout}\n{r.stderr[-3000:]}"
         assert "healthy" in r.stderr and "supervisor" in r.stderr
+        assert "admin authorized" in r.stderr and "get leases -n kube-system" in r.stdout, r.stderr[-2000:]
         yield c
     finally:
         _cleanup(c)
@@ -256,6 +288,29 @@ def test_podmaster_lock_held_by_exactly_one_node(cluster: Cluster) -> None:
         assert active == [holder], f"{component}: running on {active}, lock held by {holder}"
 
 
+def test_kubectl_through_the_load_balancer_acts_as_admin_and_the_leases_follow_the_podmaster_locks(cluster: Cluster) -> None:
+    """What a user does after `make up`: the real kubectl with build/<cluster>/admin.kubeconfig,
+    through the load balancer's API port. The scheduler and the controller-manager run only
+    where the podmaster holds their lock, and that master's copy holds the Lease."""
+    assert cluster.kubectl("get", "--raw=/readyz").strip() == "ok"
+    assert cluster.kubectl("auth", "can-i", "*", "*", "--all-namespaces").strip() == "yes"  # bakery's RBAC addon
+    server = yaml_server(cluster.admin_kubeconfig)
+    assert server == cluster.provider.net.api_endpoint
+    with cluster.etcd() as etcd:
+        for component in ("kube-scheduler", "kube-controller-manager"):
+            deadline = time.monotonic() + 90
+            while (holder := cluster.lease_holder(component)) is None and time.monotonic() < deadline:
+                time.sleep(2)
+            lock = etcd.get(f"/bakery/{cluster.name}/podmaster/{component}")
+            assert lock is not None and holder == lock.value.decode(), (component, holder, lock)
+    doc = json.loads(cluster.bakery("status", "--output", "json").stdout)
+    assert doc["extra"]["api"]["ready"] is True and all(n["extra"]["api"] == "ready" for n in doc["nodes"]), doc
+
+
+def yaml_server(kubeconfig: Path) -> str:
+    return yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+
+
 def test_containers_reach_nothing_outside_the_cluster_subnet(cluster: Cluster) -> None:
     br = cluster.provider.runtime.br  # type: ignore[attr-defined]
     subnet = ipaddress.IPv4Network(br.subnet)
@@ -349,6 +404,77 @@ def test_a_killed_container_is_replaced_by_a_new_master_at_a_new_address(cluster
     assert (cluster.provider.layout.root / victim / "console.log.retired").exists()  # its console is kept
 
 
+def test_killing_the_lease_holder_moves_the_lease_and_the_api_keeps_answering(cluster: Cluster) -> None:
+    """HA for real: kill the master whose controller-manager holds the Lease. Its podmaster
+    lock expires (its TTL), another master's podmaster starts the controller-manager, which
+    takes the Lease once the dead holder's lease lapses; meanwhile /readyz through the load
+    balancer, sampled every second, keeps answering."""
+    component = "kube-controller-manager"
+    # a live holder first: after the previous test's kill the Lease may still name the dead master
+    deadline = time.monotonic() + 180
+    while (victim := cluster.lease_holder(component)) not in cluster.nodes and time.monotonic() < deadline:
+        time.sleep(2)
+    assert victim in cluster.nodes, f"{component}'s Lease held by {victim}, not one of {cluster.nodes}"
+    lease = json.loads(cluster.kubectl("get", "lease", "-n", "kube-system", component, "-o", "json"))["spec"]
+    podmaster = int(re.search(r"--ttl-secs=(\d+)", cluster.sh(victim, f"systemctl cat podmaster-{component}.service"))[1])
+    # the dead lock's TTL, then the component's start, then the dead holder's Lease
+    bound = podmaster + int(lease["leaseDurationSeconds"]) + 30
+    samples: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        ca = cluster.provider.cluster_ca
+        for _ in range(600):  # bounded: one a second, at most 10 minutes
+            if stop.is_set():
+                return
+            t = time.monotonic()
+            samples.append((t, apiserver.readyz(cluster.provider.net.api_endpoint, ca, timeout=10).detail))
+            stop.wait(max(0.0, 1 - (time.monotonic() - t)))
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        killed = time.monotonic()
+        _kill(cluster, victim)
+        moved = None
+        while time.monotonic() < killed + bound + 30:
+            holder = cluster.lease_holder(component)
+            if holder is not None and holder != victim:
+                moved = (holder, time.monotonic() - killed)
+                break
+            time.sleep(1)
+        time.sleep(3)  # a few samples after the move
+    finally:
+        stop.set()
+        t.join(30)
+    assert moved is not None, f"{component}'s Lease still held by {victim} {bound + 30}s after it was killed"
+    holder, took = moved
+    assert holder in cluster.nodes and took <= bound, f"{holder} took the Lease {took:.0f}s after the kill (bound {bound}s)"
+    during = [(round(at - killed, 1), d) for at, d in samples if at >= killed]
+    assert len(during) >= took * 0.5, during  # sampled throughout (each at most 10 s)
+    assert all(d == "ok" for _, d in during), f"/readyz through the load balancer failed while {victim} died: {during}"
+    _wait_healed(cluster, victim)
+
+
+def _wait_healed(cluster: Cluster, victim: str) -> None:
+    """Until the supervisor replaced `victim` and the group is three healthy voters again."""
+    deadline = time.monotonic() + 300
+    log = cluster.provider.layout.supervisor / "supervisor.log"
+    while time.monotonic() < deadline:
+        names = cluster.nodes
+        try:
+            with cluster.etcd() as etcd:
+                members = {m.name: m for m in etcd.member_list()}
+                if (f"{victim}: replaced and promoted" in log.read_text() and victim not in names and len(names) == 3
+                        and set(members) == set(names) and not any(m.is_learner for m in members.values())
+                        and all(etcd.health(cluster.provider.node_endpoint(n)) for n in names)):
+                    return
+        except EtcdError:
+            pass
+        time.sleep(2)
+    raise AssertionError(f"{victim} not replaced within 300s; supervisor log:\n{log.read_text()[-3000:]}")
+
+
 def test_rollout_under_a_writer_loses_no_acknowledged_write(cluster: Cluster) -> None:
     acked: list[int] = []
     failed: list[str] = []
@@ -366,17 +492,38 @@ def test_rollout_under_a_writer_loses_no_acknowledged_write(cluster: Cluster) ->
                     failed.append(str(e))
                 time.sleep(0.02)
 
+    api_acked: list[int] = []
+    api_failed: list[str] = []
+
+    def api_writer() -> None:
+        with cluster.admin_api() as api:
+            for i in range(100_000):  # bounded in count, and by `stop`
+                if stop.is_set():
+                    return
+                try:
+                    r = api.post("/api/v1/namespaces/default/configmaps",
+                                 json={"metadata": {"name": f"w-{i:06d}"}, "data": {"i": str(i)}})
+                    if r.status_code == 201:
+                        api_acked.append(i)
+                    else:
+                        api_failed.append(f"HTTP {r.status_code}")
+                except httpx.HTTPError as e:
+                    api_failed.append(type(e).__name__)
+                time.sleep(0.05)
+
     old = cluster.nodes
     r = cluster.bakery("rollout", "--dry-run")
     assert r.returncode == 0 and all(f"replace {n}" in r.stdout for n in old), r.stdout
     assert cluster.nodes == old  # a dry run changes nothing
-    t = threading.Thread(target=writer, daemon=True)
-    t.start()
+    threads = [threading.Thread(target=writer, daemon=True), threading.Thread(target=api_writer, daemon=True)]
+    for t in threads:
+        t.start()
     try:
         r = cluster.bakery("rollout", "--timeout", "300", timeout=900)
     finally:
         stop.set()
-        t.join(30)
+        for t in threads:
+            t.join(30)
     assert r.returncode == 0, f"rollout failed:\n{r.stdout}\n{r.stderr[-3000:]}"
     assert all(f"{n}: replaced in" in r.stdout for n in old), r.stdout
     assert not set(old) & set(cluster.nodes) and len(cluster.nodes) == len(old)  # surged: new names, old ones retired
@@ -389,6 +536,13 @@ def test_rollout_under_a_writer_loses_no_acknowledged_write(cluster: Cluster) ->
         stored = {kv.key.decode(): kv.value.decode() for kv in etcd.range("/ct/w/", prefix=True)}
     lost = [i for i in acked if stored.get(f"/ct/w/{i:06d}") != str(i)]
     assert lost == [], f"{len(lost)} acknowledged writes lost (of {len(acked)})"
+    # and through the Kubernetes API: every ConfigMap the API server acknowledged (201) is there
+    assert len(api_acked) > 10, f"the API writer barely wrote ({len(api_acked)} acknowledged, failures: {api_failed[:10]})"
+    with cluster.admin_api(timeout=30) as api:
+        items = api.get("/api/v1/namespaces/default/configmaps").json()["items"]
+    have = {c["metadata"]["name"]: c.get("data", {}).get("i") for c in items}
+    lost_api = [i for i in api_acked if have.get(f"w-{i:06d}") != str(i)]
+    assert lost_api == [], f"{len(lost_api)} acknowledged ConfigMaps lost (of {len(api_acked)})"
 
 
 def _kill(cluster: Cluster, node: str) -> None:

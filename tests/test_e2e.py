@@ -88,7 +88,7 @@ def test_three_vms_up_healthy_checked_and_down(tmp_path: Path, request: pytest.F
     spec_file = tmp_path / "cluster.yaml"
     spec_file.write_text(
         "name: e2e\nprovider: local\nmasters: 3\nelection: podmaster\nruntime: systemd\n"
-        f"user_data: embedded\netcd: {{bootstrap: static}}\nlocal: {{runtime: vm, memory_mb: 768, cpus: 1, port_base: {_free_base()}, image: '{image}'}}\n"
+        f"user_data: embedded\netcd: {{bootstrap: static}}\nlocal: {{runtime: vm, memory_mb: 1536, cpus: 1, port_base: {_free_base()}, image: '{image}'}}\n"
     )
     build = tmp_path / "build"
     s = spec_mod.load(spec_file)

@@ -217,6 +217,7 @@ class LocalProvider:
         if wait:
             self._wait(started)
             self._ensure_supervisor(result)
+            self._wait_api()
         return result
 
     def image(self) -> Image:
@@ -415,6 +416,41 @@ class LocalProvider:
                         f"see the consoles: bakery logs <node>, {self.layout.root}/<node>/console.log"
                     )
                 time.sleep(0.5 if kind == "container" else 1)
+
+    def _wait_api(self) -> None:
+        """Follow every master's API server to /readyz, then the API through the load
+        balancer to the admin kubeconfig's rights (the RBAC addon a master applies): `up`
+        returns when `kubectl --kubeconfig admin.kubeconfig` works."""
+        t0 = time.monotonic()
+        deadline = t0 + self.timeout
+        ca, pki = self.cluster_ca, self.paths.pki
+        ready: set[str] = set()
+        with ThreadPoolExecutor(max_workers=len(self.net.nodes)) as pool:
+            while True:
+                names = [n.name for n in self.net.nodes if n.name not in ready]
+                answers = dict(zip(names, pool.map(lambda name: apiserver.readyz(self.api_endpoint_of(name), ca), names),
+                                   strict=True))
+                for name, answer in answers.items():
+                    if answer:
+                        ready.add(name)
+                        self.progress(f"master {name}", "API server", "ready")
+                admin = apiserver.authorized(self.net.api_endpoint, ca, pki / "admin.crt", pki / "admin.key") \
+                    if len(ready) == len(self.net.nodes) else None
+                if admin:
+                    self.progress("API", "ready", f"{len(ready)} API servers through {self.net.api_endpoint}, "
+                                                  f"admin authorized, in {time.monotonic() - t0:.0f}s")
+                    return
+                waiting = [f"{name} ({a.detail})" for name, a in answers.items() if not a]
+                if admin is not None:
+                    waiting = [f"admin kubeconfig: {admin.detail}"]
+                self.progress("API", "waiting", "; ".join(waiting))
+                if time.monotonic() > deadline:
+                    why = "; ".join(waiting)
+                    raise ProviderError(
+                        f"API not ready through {self.net.api_endpoint} after {self.timeout:.0f}s: {why}; see "
+                        + ("`bakery ssh <node> journalctl -u kube-apiserver`" if self.spec.runtime == "systemd"
+                           else "`bakery ssh <node> journalctl -u kubelet`"))
+                time.sleep(1)
 
     def api_endpoint_of(self, name: str) -> str:
         """A master's own API server as the host reaches it."""
