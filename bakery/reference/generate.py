@@ -131,7 +131,7 @@ def read_probe(name: str, output: str) -> tuple[str, str] | None:
     m = re.search(rf"Flag --{n} has been deprecated, (.*)", output)
     if m:
         return "deprecated", m[1].strip()
-    if re.search(rf'invalid argument "[^"]*" for "(?:-\w, )?--{n}" flag', output):
+    if re.search(rf'invalid argument \\?"[^"]*?\\?" for \\?"(?:-\w, )?--{n}\\?" flag', output):  # the kubelet quotes with \"
         return None
     return "current", ""
 
@@ -149,7 +149,7 @@ def probe_alias(binary: Path, alias: str) -> bool:
     names before it reads its kubeconfig, so a missing kubeconfig ends it either way."""
     with tempfile.TemporaryDirectory() as tmp:
         out = run([str(binary), f"--controllers={alias}", f"--kubeconfig={tmp}/none", "--secure-port=0"])
-    if f'"{alias}" is not in the list of known controllers' in out or "is not in the list of known controllers" in out:
+    if f'\\"{alias}\\" is not in the list of known controllers' in out:
         return False
     if "no such file or directory" in out:
         return True
@@ -349,13 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     version = args.kubernetes.lstrip("v")
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         p.error(f"--kubernetes {args.kubernetes!r}: want a release like 1.37.2")
+    folder = args.out / ".".join(version.split(".")[:2])
+    if args.types_only and args.out.resolve() == HERE.resolve() and not all((folder / f"{c}.yaml").exists() for c in COMPONENTS):
+        p.error(f"--types-only: {folder} has no flag files, and bakery loads only complete folders; "
+                "give --out another folder, or the binaries (--bin-dir)")
     try:
         files = generate(version, args.out, args.bin_dir, types_only=args.types_only, go=args.go,
                          say=lambda line: print(line, file=sys.stderr))
     except GenerateError as e:
         print(f"generate: {e}", file=sys.stderr)
         return 1
-    folder = args.out / ".".join(version.split(".")[:2])
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (folder / name).write_text(text)
