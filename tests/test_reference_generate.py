@@ -103,9 +103,12 @@ def _go() -> str:
 
 def test_committed_1_37_flags_are_what_the_binaries_say():
     bin_dir = _binaries()
+    marked = generate.marked_in_source(VERSION, _go())
+    assert {"kubelet-port", "apiserver-count", "node-sync-period"} <= marked
     files = {}
     for c in reference.COMPONENTS:
-        files[f"{c}.yaml"] = generate.render_flags(c, VERSION, generate.component_flags(c, bin_dir / c, VERSION, reference.HERE))
+        data = generate.component_flags(c, bin_dir / c, VERSION, reference.HERE, marked)
+        files[f"{c}.yaml"] = generate.render_flags(c, VERSION, data)
     for name in FLAG_FILES:
         assert files[name] == (reference.HERE / "1.37" / name).read_text(), f"{name}: run {generate.command(VERSION)}"
 

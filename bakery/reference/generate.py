@@ -17,7 +17,10 @@ come from the release's binaries, by default the ones in bakery's cache
     has been deprecated, <message>" means deprecated with that message; no complaint means
     the flag exists but is hidden. The names probed are every flag any committed minor's
     data lists (current, deprecated or removed) that this --help does not show, so what
-    was once known stays probed. Controller-manager aliases: every alias the committed
+    was once known stays probed, and every name the release's Go source passes to
+    MarkDeprecated or MarkHidden (k8s.io/kubernetes and the staging modules that define
+    the components' shared flags, from the Go module proxy); of the latter only what the
+    binary accepts is kept, since most belong to other programs. Controller-manager aliases: every alias the committed
     data lists is probed with `kube-controller-manager --controllers=<alias>` (it refuses
     an unknown name before it reads its kubeconfig); the binary does not say what an
     alias stands for, so the data keeps only that it is accepted.
@@ -56,6 +59,11 @@ CONFIGS = {
     "kube-scheduler-config": ("k8s.io/kube-scheduler", "config/v1/types.go"),
     "authentication-config": ("k8s.io/apiserver", "pkg/apis/apiserver/v1/types.go"),
 }
+# Where the components' flags are defined: the release's module, and the staging modules
+# (at v0.<minor>.<patch>) whose option sets they share.
+SOURCE_MODULES = ("k8s.io/kubernetes", "k8s.io/apiserver", "k8s.io/component-base", "k8s.io/controller-manager",
+                  "k8s.io/cloud-provider")
+MARKED = re.compile(r'\bMark(?:Deprecated|Hidden)\("([a-z0-9][a-z0-9-]*)"')
 FLAG_LINE = re.compile(r"^ {2,8}(?:-[A-Za-z0-9], )?--([A-Za-z0-9][A-Za-z0-9_.-]*)(.*)$")
 
 
@@ -170,7 +178,26 @@ def previous(out: Path, component: str) -> tuple[set[str], set[str]]:
     return names, aliases
 
 
-def component_flags(component: str, binary: Path, version: str, out: Path) -> dict[str, Any]:
+def marked_in_source(version: str, go: str) -> set[str]:
+    """Every flag name the release's Go source marks deprecated or hidden (any program's)."""
+    staging = "v0." + version.split(".", 1)[1]
+    mods = [f"{m}@{'v' + version if m == 'k8s.io/kubernetes' else staging}" for m in SOURCE_MODULES]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([go, "mod", "download", "-json", *mods], cwd=tmp, capture_output=True, text=True, check=False,
+                           timeout=1800, env=dict(os.environ, GOFLAGS="-mod=mod"))
+    if r.returncode != 0:
+        raise GenerateError(f"go mod download {' '.join(mods)}: {(r.stdout + r.stderr)[-2000:]}")
+    names: set[str] = set()
+    for doc in re.findall(r'"Dir": "([^"]+)"', r.stdout):
+        root = Path(doc)
+        for sub in (("cmd", "pkg") if root.name.startswith("kubernetes@") else (".",)):
+            for path in (root / sub).rglob("*.go"):
+                if not path.name.endswith("_test.go"):
+                    names |= set(MARKED.findall(path.read_text(errors="replace")))
+    return names
+
+
+def component_flags(component: str, binary: Path, version: str, out: Path, marked: Iterable[str] = ()) -> dict[str, Any]:
     help_text = run([str(binary), "--help"])
     shown = parse_help(help_text)
     if len(shown) < 10:
@@ -192,6 +219,13 @@ def component_flags(component: str, binary: Path, version: str, out: Path) -> di
         else:
             current.append(name)
             hidden.append(name)
+    for name in sorted(set(marked) - known - set(shown)):
+        kind, message = probe(binary, name)
+        if kind == "deprecated":
+            deprecated[name] = message
+        elif kind == "current":
+            current.append(name)
+            hidden.append(name)
     data: dict[str, Any] = {
         "source": {
             "repository": "kubernetes/kubernetes",
@@ -199,7 +233,8 @@ def component_flags(component: str, binary: Path, version: str, out: Path) -> di
             "version": f"v{version}",
             "program": run([str(binary), "--version"]).strip(),
             "how": f"`{component} --help` (flag lines; DEPRECATED: in their text), and "
-                   f"`{component} --<name>=<value> --help` for the names --help does not show",
+                   f"`{component} --<name>=<value> --help` for the names --help does not show: those earlier "
+                   "data lists, and those the release's source passes to MarkDeprecated/MarkHidden",
             "command": command(version),
         },
         "current": sorted(current),
@@ -317,16 +352,19 @@ def generate(version: str, out: Path, bin_dir: Path | None, *, types_only: bool 
              components: Iterable[str] = COMPONENTS, say=print) -> dict[str, str]:
     """{file name: text} of the folder for `version`'s minor (not written)."""
     files: dict[str, str] = {}
+    go = go_binary(go)
     if not types_only:
+        say(f"names marked deprecated or hidden in the v{version} source")
+        marked = marked_in_source(version, go)
         folder = bin_dir or cache.Slot(cache.root(), "kubernetes", version).folder
         for c in components:
             binary = folder / c
             if not (binary.is_file() and os.access(binary, os.X_OK)):
                 raise GenerateError(f"no {c} binary at {binary}: `bakery binaries` builds the release's, or give --bin-dir")
             say(f"{c}: {binary} --help and probes")
-            files[f"{c}.yaml"] = render_flags(c, version, component_flags(c, binary, version, out))
+            files[f"{c}.yaml"] = render_flags(c, version, component_flags(c, binary, version, out, marked))
     say(f"config fields and Pod types: bakery/reference/gen at v0.{version.split('.', 1)[1]}")
-    types = go_types(version, go_binary(go))
+    types = go_types(version, go)
     for name, data in config_files(types, version).items():
         files[f"{name}.yaml"] = render_config(version, data)
     files["pod.json"] = render_pod(pod_file(types, version))
