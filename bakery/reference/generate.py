@@ -198,6 +198,11 @@ def marked_in_source(version: str, go: str) -> set[str]:
 
 
 def component_flags(component: str, binary: Path, version: str, out: Path, marked: Iterable[str] = ()) -> dict[str, Any]:
+    """One flag file's data. `marked`: names the source marks deprecated or hidden (the
+    names earlier data lists are probed anyway, so the committed data carries them)."""
+    program = run([str(binary), "--version"]).strip()
+    if program.split()[-1:] != [f"v{version}"]:
+        raise GenerateError(f"{binary} --version says {program!r}, not Kubernetes v{version}")
     help_text = run([str(binary), "--help"])
     shown = parse_help(help_text)
     if len(shown) < 10:
@@ -231,7 +236,7 @@ def component_flags(component: str, binary: Path, version: str, out: Path, marke
             "repository": "kubernetes/kubernetes",
             "path": f"cmd/{component}",
             "version": f"v{version}",
-            "program": run([str(binary), "--version"]).strip(),
+            "program": program,
             "how": f"`{component} --help` (flag lines; DEPRECATED: in their text), and "
                    f"`{component} --<name>=<value> --help` for the names --help does not show: those earlier "
                    "data lists, and those the release's source passes to MarkDeprecated/MarkHidden",
