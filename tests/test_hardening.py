@@ -25,7 +25,7 @@ CONTROLLER = f"{flags.MANIFESTS}/kube-controller-manager.manifest"
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory) -> dict[str, bytes]:
-    return node_files(tmp_path_factory.mktemp("aws"))
+    return node_files(tmp_path_factory.mktemp("aws"), version="1.31.4")  # the 1.31 hardening choices below
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bakery import discovery, pki, reference, render, spec, topology, validate
+from bakery import discovery, pki, reference, render, spec, topology, validate, versions
 from bakery.reference.checks import check_files, component_argv, unit_command
 from bakery.render import configs, flags
 from tests.conftest import need
@@ -24,9 +24,9 @@ SEED = b"bakery upstream tests"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-# The transcribed reference data these tests check against is 1.31's and 1.34's (past
-# upstream support): the example is rendered at that version on purpose.
-REFERENCE_VERSION = "1.31.4"
+# The reference data is generated from the 1.37.2 binaries and Go modules
+# (bakery/reference/generate.py); the example is rendered at that version.
+REFERENCE_VERSION = "1.37.2"
 
 
 def node_files(tmp_path: Path, example: str = "aws", version: str | None = REFERENCE_VERSION) -> dict[str, bytes]:
@@ -51,7 +51,7 @@ def edit_command(files: dict[str, bytes], path: str, container: str, add: list[s
     files[path] = yaml.safe_dump(pod).encode()
 
 
-REF = reference.load("1.31")
+REF = reference.load("1.37")
 APISERVER = f"{flags.MANIFESTS}/kube-apiserver.manifest"
 SCHEDULER = f"{flags.MANIFESTS}/kube-scheduler.manifest"
 CONTROLLER = f"{flags.MANIFESTS}/kube-controller-manager.manifest"
@@ -74,14 +74,15 @@ def test_planted_unknown_flag_is_an_error(aws):
     files = dict(aws)
     edit_command(files, APISERVER, "kube-apiserver", ["--no-such-flag=1"])
     errors, _ = check_files(REF, files)
-    assert errors == [f"{APISERVER} (kube-apiserver): kube-apiserver --no-such-flag is not a flag of kube-apiserver 1.31"]
+    assert errors == [f"{APISERVER} (kube-apiserver): kube-apiserver --no-such-flag is not a flag of kube-apiserver 1.37"]
 
 
 def test_planted_removed_flag_is_an_error_with_its_replacement(aws):
     files = dict(aws)
     edit_command(files, CONTROLLER, "kube-controller-manager", ["--pod-eviction-timeout=5m"])
     errors, _ = check_files(REF, files)
-    assert len(errors) == 1 and "--pod-eviction-timeout is removed (removed in 1.27" in errors[0]
+    assert errors == [f"{CONTROLLER} (kube-controller-manager): kube-controller-manager --pod-eviction-timeout is removed "
+                      "(kube-controller-manager v1.37.2 answers: unknown flag: --pod-eviction-timeout) [Kubernetes 1.37]"]
 
 
 def test_planted_deprecated_flag_is_a_warning_naming_the_replacement(aws):
@@ -89,8 +90,9 @@ def test_planted_deprecated_flag_is_a_warning_naming_the_replacement(aws):
     edit_command(files, SCHEDULER, "kube-scheduler", ["--kubeconfig=/etc/kubernetes/scheduler.conf"])
     errors, warnings = check_files(REF, files)
     assert errors == []
-    assert warnings == [f"{SCHEDULER} (kube-scheduler): kube-scheduler --kubeconfig is deprecated in Kubernetes 1.31; "
-                        "use KubeSchedulerConfiguration clientConnection.kubeconfig (a file passed with --config)"]
+    assert warnings == [f"{SCHEDULER} (kube-scheduler): kube-scheduler --kubeconfig is deprecated in Kubernetes 1.37: "
+                        "path to kubeconfig file with authorization and master location information. "
+                        "This parameter is ignored if a config file is specified in --config."]
 
 
 def test_planted_unknown_config_fields_are_errors(aws):
@@ -104,11 +106,11 @@ def test_planted_unknown_config_fields_are_errors(aws):
     files[configs.SCHEDULER_CONFIG] = yaml.safe_dump(sched).encode()
     errors, _ = check_files(REF, files)
     assert sorted(errors) == sorted([
-        f"{configs.KUBELET_CONFIG}: notAField is not a field of KubeletConfiguration (kubelet.config.k8s.io/v1beta1) in Kubernetes 1.31",
+        f"{configs.KUBELET_CONFIG}: notAField is not a field of KubeletConfiguration (kubelet.config.k8s.io/v1beta1) in Kubernetes 1.37",
         f"{configs.KUBELET_CONFIG}: authentication.anonymous.allowed is not a field of KubeletConfiguration "
-        "(kubelet.config.k8s.io/v1beta1) in Kubernetes 1.31",
+        "(kubelet.config.k8s.io/v1beta1) in Kubernetes 1.37",
         f"{configs.SCHEDULER_CONFIG}: clientConnection.kubeConfig is not a field of KubeSchedulerConfiguration "
-        "(kubescheduler.config.k8s.io/v1) in Kubernetes 1.31",
+        "(kubescheduler.config.k8s.io/v1) in Kubernetes 1.37",
     ])
 
 
@@ -129,8 +131,8 @@ def test_planted_unknown_pod_field_is_an_error(aws):
     files[APISERVER] = yaml.safe_dump(pod).encode()
     errors, _ = check_files(REF, files)
     assert sorted(errors) == [
-        f"{APISERVER}: spec.containers[0].imagePullPolicyy is not a field of Container in Kubernetes 1.31",
-        f"{APISERVER}: spec.volumes[0].hostPath.kind is not a field of HostPathVolumeSource in Kubernetes 1.31",
+        f"{APISERVER}: spec.containers[0].imagePullPolicyy is not a field of Container in Kubernetes 1.37",
+        f"{APISERVER}: spec.volumes[0].hostPath.kind is not a field of HostPathVolumeSource in Kubernetes 1.37",
     ]
 
 
@@ -141,10 +143,11 @@ def test_systemd_unit_flags_come_from_the_environment_file(aws):
     files["/etc/default/kubelet"] = files["/etc/default/kubelet"].replace(
         b'KUBELET_ARGS="', b'KUBELET_ARGS="--register-with-taints=a=b:NoSchedule --keep-terminated-pod-volumes ')
     errors, warnings = check_files(REF, files)
-    assert errors == ["/etc/systemd/system/kubelet.service: kubelet --keep-terminated-pod-volumes is removed (removed in 1.31) "
-                      "[Kubernetes 1.31]"]
-    assert warnings == ["/etc/systemd/system/kubelet.service: kubelet --register-with-taints is deprecated in Kubernetes 1.31; "
-                        "use KubeletConfiguration registerWithTaints (in the file passed with --config)"]
+    assert errors == ["/etc/systemd/system/kubelet.service: kubelet --keep-terminated-pod-volumes is removed "
+                      "(kubelet v1.37.2 answers: unknown flag: --keep-terminated-pod-volumes) [Kubernetes 1.37]"]
+    assert warnings == ["/etc/systemd/system/kubelet.service: kubelet --register-with-taints is deprecated in Kubernetes 1.37: "
+                        "This parameter should be set via the config file specified by the Kubelet's --config flag. "
+                        "See https://kubernetes.io/docs/tasks/administer-cluster/kubelet-config-file/ for more information."]
 
 
 def _plan_node():
@@ -170,9 +173,11 @@ def test_legacy_and_unknown_controller_names(aws):
     files[CONTROLLER] = yaml.safe_dump(pod).encode()
     errors, warnings = check_files(REF, files)
     assert errors == [f"{CONTROLLER} (kube-controller-manager): kube-controller-manager --controllers: "
-                      "'no-such-controller' is not a controller of Kubernetes 1.31"]
-    assert [w.rsplit(": ", 1)[1] for w in warnings] == ["'bootstrapsigner' is a legacy alias; use 'bootstrap-signer-controller'",
-                                                        "'tokencleaner' is a legacy alias; use 'token-cleaner-controller'"]
+                      "'no-such-controller' is not a controller of Kubernetes 1.37"]
+    # the binary accepts the old names but does not say what they stand for
+    assert [w.split("--controllers: ", 1)[1] for w in warnings] == [
+        "'bootstrapsigner' is a legacy alias (kube-controller-manager v1.37.2 accepts it; not a name its --help lists)",
+        "'tokencleaner' is a legacy alias (kube-controller-manager v1.37.2 accepts it; not a name its --help lists)"]
 
 
 def test_go_runner_wrapped_commands_are_found():
@@ -182,12 +187,24 @@ def test_go_runner_wrapped_commands_are_found():
 
 
 def test_version_without_data_is_checked_against_the_nearest_older_and_says_so():
-    ref, note = reference.select("1.32.1")
-    assert ref.minor == "1.31" and note and "1.32" in note and "1.31" in note
+    assert reference.minors() == ["1.37"]  # 1.35 and 1.36: no binaries to generate their flags from here
+    ref, note = reference.select("1.36.3")
+    assert ref.minor == "1.37" and note and "1.36" in note and "1.37" in note
     ref, note = reference.select("1.29.0")
     assert ref.minor == reference.minors()[0] and note
     ref, note = reference.select("1.40.0")
     assert ref.minor == reference.minors()[-1] and note
+
+
+def test_every_supported_minor_renders_clean_against_the_data_it_is_checked_with(tmp_path: Path):
+    """1.35 and 1.36 have no folder of their own: validate checks them against 1.37's (and
+    says so); bakery's render of each must pass that."""
+    for minor in versions.SUPPORTED_MINORS:
+        version = versions.KUBERNETES[minor][-1]
+        files = node_files(tmp_path / minor, version=version)
+        ref, note = reference.select(version)
+        assert (note is None) == (minor in reference.minors())
+        assert check_files(ref, files) == ([], []), minor
 
 
 def test_every_reference_file_names_its_source():
@@ -205,8 +222,7 @@ def test_bakery_validate_reports_planted_extra_args(tmp_path: Path):
     r = subprocess.run([sys.executable, "-m", "bakery.cli", "validate", "-f", "c.yaml"], cwd=tmp_path,
                        capture_output=True, text=True, check=False, timeout=120)
     assert r.returncode == 2, r.stderr
-    # 1.37 has no transcribed data yet: validate checks against the nearest older minor, 1.34
-    assert "kube-apiserver --no-such-flag is not a flag of kube-apiserver 1.34" in r.stderr
+    assert "kube-apiserver --no-such-flag is not a flag of kube-apiserver 1.37" in r.stderr
     assert "warning: prod-aws-master-0: " in r.stderr and "kube-scheduler --profiling is deprecated" in r.stderr
     assert not (tmp_path / "build").exists()
 
@@ -215,35 +231,44 @@ def test_check_node_passes_the_version_through(aws):
     files = dict(aws)
     edit_command(files, APISERVER, "kube-apiserver", ["--no-such-flag=1"])
     user_data = render.cloud_config("n", [render.NodeFile(p, d) for p, d in files.items()], [])
-    with_version = validate.check_node(user_data, schema=None, kubernetes_version="1.31.4")
+    with_version = validate.check_node(user_data, schema=None, kubernetes_version="1.37.2")
     assert [p for p in with_version.problems if "kube-apiserver" in p] == [
-        f"{APISERVER} (kube-apiserver): kube-apiserver --no-such-flag is not a flag of kube-apiserver 1.31"]
+        f"{APISERVER} (kube-apiserver): kube-apiserver --no-such-flag is not a flag of kube-apiserver 1.37"]
     without = validate.check_node(user_data, schema=None)
     assert not any("no-such-flag" in p for p in without.problems)
 
 
 def test_pod_fields_match_the_official_client_models():
-    """bakery/reference/1.31/pod.json against the PyPI `kubernetes` 31.0.0 client (dev extra)."""
+    """bakery/reference/1.37/pod.json (reflected from k8s.io/api v0.37.2) against the PyPI
+    `kubernetes` 37.x client (dev extra), whose models come from the same release's
+    OpenAPI. The client writes List[T] and Dict[str, T] where the file keeps list[T] and
+    dict(str, T)."""
     try:
         import kubernetes
         from kubernetes.client import models
     except ImportError:
         need("the PyPI kubernetes client (dev extra)", False, "make setup")
 
-    assert kubernetes.__version__ == "31.0.0"
-    types = reference.load("1.31").pod_types
+    need(f"the PyPI kubernetes 37.x client (installed: {kubernetes.__version__})", kubernetes.__version__.startswith("37."),
+         "make setup")
+    types = reference.load("1.37").pod_types
     assert {"V1Pod", "V1PodSpec", "V1Container", "V1Probe", "V1VolumeMount", "V1Volume", "V1HostPathVolumeSource"} <= set(types)
+
+    def notation(t: str) -> str:
+        t = re.sub(r"\bList\[", "list[", t.replace("CoreV1", "V1"))
+        return re.sub(r"\bDict\[str, (.*)\]$", r"dict(str, \1)", t)
+
     for name, fields in types.items():
         cls = getattr(models, name, None) or getattr(models, f"Core{name}")
-        expected = {cls.attribute_map[a]: t.replace("CoreV1", "V1") for a, t in cls.openapi_types.items()}
+        expected = {cls.attribute_map[a]: notation(t) for a, t in cls.openapi_types.items()}
         assert fields == expected, name
 
 
-def test_authentication_config_is_checked_from_1_34(tmp_path: Path):
-    files = node_files(tmp_path, version="1.34.0")
+def test_authentication_config_is_checked(tmp_path: Path):
+    files = node_files(tmp_path, version="1.37.2")
     conf = yaml.safe_load(files[configs.AUTHENTICATION_CONFIG])
     conf["anonymous"]["paths"] = ["/livez"]  # the field is conditions
     files[configs.AUTHENTICATION_CONFIG] = yaml.safe_dump(conf).encode()
-    errors, _ = check_files(reference.load("1.34"), files)
+    errors, _ = check_files(reference.load("1.37"), files)
     assert errors == [f"{configs.AUTHENTICATION_CONFIG}: anonymous.paths is not a field of AuthenticationConfiguration "
-                      "(apiserver.config.k8s.io/v1) in Kubernetes 1.34"]
+                      "(apiserver.config.k8s.io/v1) in Kubernetes 1.37"]

@@ -1,15 +1,17 @@
-"""What the Kubernetes project publishes for each minor release bakery checks against.
+"""What the Kubernetes releases bakery checks against say, one folder per minor.
 
     bakery/reference/<minor>/
       kube-apiserver.yaml, kube-scheduler.yaml,       flag names: current, deprecated (with the
-      kube-controller-manager.yaml, kubelet.yaml      replacement), removed (when, and what instead)
+      kube-controller-manager.yaml, kubelet.yaml      binary's message), removed (its answer)
       kubelet-config.yaml                             KubeletConfiguration fields (dotted paths)
       kube-scheduler-config.yaml                      KubeSchedulerConfiguration fields
       authentication-config.yaml                      the API server's AuthenticationConfiguration fields
       pod.json                                        Pod/Container field names and types
 
-Each file names its source (repository, path, version). The data is transcribed once and
-committed; nothing is fetched at run time. `select(version)` picks the data for a spec's
+Every file is generated, from the release's binaries (--help and probes) and its staging
+Go modules (bakery/reference/gen), by `python -m bakery.reference.generate --kubernetes
+<version>` (bakery/reference/generate.py; README.md beside it), and names its source and
+command. Nothing is fetched at run time. `select(version)` picks the data for a spec's
 Kubernetes version; the checks that use it are in bakery.reference.checks.
 """
 

@@ -48,7 +48,7 @@ def check_flags(ref: Reference, component: str, args: list[str], where: str) -> 
         if name in flags.removed:
             errors.append(f"{label} is removed ({flags.removed[name]}) [Kubernetes {ref.minor}]")
         elif name in flags.deprecated:
-            warnings.append(f"{label} is deprecated in Kubernetes {ref.minor}; use {flags.deprecated[name]}")
+            warnings.append(f"{label} is deprecated in Kubernetes {ref.minor}: {flags.deprecated[name]}")
         elif name not in flags.current:
             errors.append(f"{label} is not a flag of {component} {ref.minor}")
         elif name == "controllers" and flags.controllers:
@@ -83,7 +83,7 @@ def _check_controllers(ref: Reference, value: str, label: str) -> Findings:
         if name == "*":
             continue
         if name in aliases:
-            warnings.append(f"{label}: {name!r} is a legacy alias; use {aliases[name]!r}")
+            warnings.append(f"{label}: {name!r} is a legacy alias ({aliases[name]})")
         elif name not in flags.controllers:
             errors.append(f"{label}: {name!r} is not a controller of Kubernetes {ref.minor}")
     return errors, warnings
@@ -102,7 +102,7 @@ def check_config(ref: Reference, doc: Any, where: str) -> Findings:
         if any(path.startswith(f"{m}.") for m in free):
             continue
         if path in kind.deprecated:
-            warnings.append(f"{where}: {kind.kind} {path} is deprecated in Kubernetes {ref.minor}; use {kind.deprecated[path]}")
+            warnings.append(f"{where}: {kind.kind} {path} is deprecated in Kubernetes {ref.minor}: {kind.deprecated[path]}")
         elif path not in kind.fields and path not in free:
             errors.append(f"{where}: {path} is not a field of {kind.kind} ({kind.api_version}) in Kubernetes {ref.minor}")
     return errors, warnings
