@@ -17,6 +17,14 @@ Per run, one 3-master cluster (removed afterwards):
   writes      share of a writer's puts (one every 50 ms) that etcd acknowledged during the rollout
   voters      the fewest healthy voters seen at any sample (every 0.1-0.2 s)
 
+and, local only, the Kubernetes API through the load balancer (the victim of the kill is
+the master whose kube-controller-manager holds its Lease):
+  lease       the kill -> another kube-controller-manager holds the Lease
+  api kill    share of /readyz samples (one a second) answered ok, kill -> healed
+  api roll    the same during the rollout
+  cm writes   share of ConfigMap creations (one every 50 ms, as the admin) the API
+              acknowledged during the rollout
+
 local store = masters as cattle (surge, bakery/surge.py); local embedded = fixed slots
 (remove, re-add as a learner, reboot in the slot: bakery/rollout.py); aws, gcp = surge.
 """
@@ -27,6 +35,7 @@ import argparse
 import contextlib
 import os
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -37,9 +46,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import httpx  # noqa: E402
 from local import Recorder, _free_base, _free_subnet  # noqa: E402
 
-from bakery import rollout, surge  # noqa: E402
+from bakery import apiserver, rollout, surge  # noqa: E402
 from bakery.bake import images  # noqa: E402
 from bakery.errors import EtcdError  # noqa: E402
 from bakery.etcd import TLS, Client  # noqa: E402
@@ -121,6 +131,80 @@ class LocalSampler:
         return self.fewest
 
 
+def _admin(cluster: Cluster, provider: LocalProvider) -> httpx.Client:
+    pki = cluster.paths.pki
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return httpx.Client(base_url=provider.net.api_endpoint, verify=context, timeout=5)
+
+
+def _lease_holder(api: httpx.Client) -> str | None:
+    """kube-controller-manager's Lease holderIdentity (`<hostname>_<uuid>`), or None."""
+    with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+        r = api.get("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager")
+        if r.status_code == 200:
+            return r.json()["spec"].get("holderIdentity") or None
+    return None
+
+
+class ApiSampler:
+    """/readyz through the load balancer once a second: the share answered ok."""
+
+    def __init__(self, provider: LocalProvider) -> None:
+        self.ok = self.failed = 0
+        self._p = provider
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        end = time.monotonic() + 1800
+        while not self._stop.is_set() and time.monotonic() < end:
+            t = time.monotonic()
+            if apiserver.readyz(self._p.net.api_endpoint, self._p.cluster_ca, timeout=5):
+                self.ok += 1
+            else:
+                self.failed += 1
+            self._stop.wait(max(0.0, 1 - (time.monotonic() - t)))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join(30)
+        return self.ok / max(1, self.ok + self.failed)
+
+
+class ConfigMapWriter:
+    """ConfigMaps created through the API as the admin, one every 50 ms: the share acknowledged."""
+
+    def __init__(self, api: httpx.Client) -> None:
+        self.ok = self.failed = 0
+        self._api = api
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        end = time.monotonic() + 1800
+        for i in range(100_000):
+            if self._stop.is_set() or time.monotonic() > end:
+                return
+            try:
+                r = self._api.post("/api/v1/namespaces/default/configmaps",
+                                   json={"metadata": {"name": f"bench-{i:06d}"}, "data": {"i": str(i)}})
+                if r.status_code == 201:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+            except httpx.HTTPError:
+                self.failed += 1
+            time.sleep(0.05)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join(30)
+        return self.ok / max(1, self.ok + self.failed)
+
+
 def _converged(provider: LocalProvider, want: int) -> bool:
     names = [n.name for n in provider.net.nodes]
     if len(names) != want or not all(provider.master_pid(n) for n in names):
@@ -147,18 +231,31 @@ def run_local(way: str, image: Path, workdir: Path) -> dict[str, object]:
     out: dict[str, object] = {"where": f"local {way}"}
     try:
         provider.up(cluster.render_callback(store=provider.store), wait=True)
-        victim = provider.net.nodes[-1].name
+        api = _admin(cluster, provider)
+        names = [n.name for n in provider.net.nodes]
+        deadline = time.monotonic() + 180
+        while (held := _lease_holder(api)) is None or held.split("_")[0] not in names:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench/rollout.py: kube-controller-manager's Lease has no live holder ({held})")
+            time.sleep(1)
+        victim = held.split("_")[0]
         pid = provider.master_pid(victim)
         leader = container.leader_pid(pid) if pid else None
         assert leader, f"{victim} has no running container"
+        api_kill = ApiSampler(provider)
         t0 = time.monotonic()
         os.kill(leader, signal.SIGKILL)
         deadline = t0 + 600
-        while time.monotonic() < deadline and not (
-                (provider.master_pid(victim) != pid or victim not in [n.name for n in provider.net.nodes])
-                and _converged(provider, 3)):
+        healed = moved = None
+        while time.monotonic() < deadline and (healed is None or moved is None):
+            now = time.monotonic()
+            if moved is None and _lease_holder(api) not in (None, held):
+                moved = now - t0
+            if healed is None and ((provider.master_pid(victim) != pid or victim not in [n.name for n in provider.net.nodes])
+                                   and _converged(provider, 3)):
+                healed = now - t0
             time.sleep(0.5)
-        out["heal"] = time.monotonic() - t0
+        out["heal"], out["lease"], out["api_kill"] = healed, moved, api_kill.stop()
         pki = cluster.paths.pki / "etcd"
         tls = TLS(pki / "ca.crt", pki / "healthcheck-client.crt", pki / "healthcheck-client.key")
 
@@ -168,6 +265,7 @@ def run_local(way: str, image: Path, workdir: Path) -> dict[str, object]:
         events = Events()
         with Client([provider.endpoint], tls=tls, timeout=5) as lb_client:
             writer, sampler = Writer(lb_client), LocalSampler(provider)
+            api_roll, cm = ApiSampler(provider), ConfigMapWriter(api)
             t0 = time.monotonic()
             cluster = Cluster.load(spec_file, workdir / "build")
             timing = rollout.Timing(healthy=600)
@@ -181,6 +279,8 @@ def run_local(way: str, image: Path, workdir: Path) -> dict[str, object]:
             out["rollout"] = time.monotonic() - t0
             out["writes"] = writer.stop()
             out["voters"] = sampler.stop()
+            out["api_roll"], out["cm_writes"] = api_roll.stop(), cm.stop()
+        api.close()
         out["per_master"] = [r.seconds for r in done]
         out["phases"] = events.phases()
     finally:
@@ -271,16 +371,18 @@ def main() -> int:
                     server.stop()
     print("\nreplacing 3 masters onto a new image (seconds)")
     print(f"  {'where':<22} {'heal':>6} {'rollout':>8}  {'per master':<18} {'launch':>7} {'catch-up':>9} {'floor':>6} "
-          f"{'writes':>7} {'voters':>6}")
+          f"{'writes':>7} {'voters':>6} {'lease':>6} {'api kill':>9} {'api roll':>9} {'cm writes':>10}")
     for r in results:
         phases = r.get("phases") or []
         launch = min((p[0] for p in phases), default=None)  # type: ignore[index]
         catch = min((p[1] for p in phases), default=None)  # type: ignore[index]
         floor = min((p[0] + p[1] for p in phases), default=None)  # type: ignore[index]
         fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else "-"  # noqa: E731
+        share = lambda v: f"{v:.1%}" if isinstance(v, float) else "-"  # noqa: E731
         per = ", ".join(f"{s:.1f}" for s in r["per_master"])  # type: ignore[attr-defined]
         print(f"  {r['where']:<22} {fmt(r.get('heal')):>6} {fmt(r['rollout']):>8}  {per:<18} {fmt(launch):>7} "
-              f"{fmt(catch):>9} {fmt(floor):>6} {r['writes']:>6.1%} {r['voters']:>6}")
+              f"{fmt(catch):>9} {fmt(floor):>6} {r['writes']:>6.1%} {r['voters']:>6} {fmt(r.get('lease')):>6} "
+              f"{share(r.get('api_kill')):>9} {share(r.get('api_roll')):>9} {share(r.get('cm_writes')):>10}")
     return 0
 
 

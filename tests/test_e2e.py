@@ -98,6 +98,8 @@ def test_three_vms_up_healthy_checked_and_down(tmp_path: Path, request: pytest.F
         r = c.bakery("up")
         assert r.returncode == 0, f"up failed:\n{r.stdout}\n{r.stderr[-3000:]}"
         assert "healthy" in r.stderr and c.provider.endpoint in r.stderr
+        # and the Kubernetes API: every guest's kube-apiserver ready, the admin authorized through the LB
+        assert "admin authorized" in r.stderr and c.provider.net.api_endpoint in r.stderr, r.stderr[-3000:]
 
         for node in nodes:
             # bounded: cloud-init may still be in its last stage when etcd is already healthy
