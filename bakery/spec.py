@@ -38,8 +38,9 @@ from bakery.errors import Problem, SpecError
 MIN_KUBERNETES = versions.OLDEST_RENDERABLE_KUBERNETES
 MIN_ETCD = versions.OLDEST_RENDERABLE_ETCD
 
-# Options of the 2015 guide (and the flags behind them) that current Kubernetes removed.
-# Keyed by flag name; the value says when it went and what replaces it. Used for the
+# Options of the 2015 guide (and the flags behind them) that current Kubernetes removed, or
+# kept only as deprecated aliases bakery refuses. Keyed by flag name; the value says what
+# happened to it and what replaces it. Used for the
 # spec's extra_args and by bakery.render.lint on rendered manifests.
 REMOVED_FLAGS: dict[str, str] = {
     "basic-auth-file": "removed in Kubernetes 1.19; use client certificates (bakery issues admin.kubeconfig)",
@@ -47,7 +48,7 @@ REMOVED_FLAGS: dict[str, str] = {
     "insecure-bind-address": "removed in Kubernetes 1.24; the API server serves TLS only",
     "address": "removed from the scheduler and controller-manager in 1.24; use --bind-address",
     "port": "removed from the scheduler and controller-manager; they serve TLS on --secure-port",
-    "admission-control": "removed in Kubernetes 1.24; use --enable-admission-plugins",
+    "admission-control": "deprecated since Kubernetes 1.10 (1.37 still takes it, with a warning); use --enable-admission-plugins",
     "master": "talks plain HTTP to the insecure port, which is gone; use --kubeconfig",
     "kubelet-https": "removed in Kubernetes 1.22; the kubelet is always reached over TLS",
     "service-account-api-audiences": "removed in Kubernetes 1.25; use --api-audiences",
