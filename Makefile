@@ -15,7 +15,7 @@ DEBIAN_PACKAGES := packer etcd-server etcd-client monit haproxy cloud-init \
 	openssh-client openssl iproute2 python3-venv ca-certificates curl \
 	systemd systemd-container util-linux procps
 
-.PHONY: help setup-system setup binaries test test-fast lint render validate bake up down status nightly golden bench clean
+.PHONY: help setup-system setup binaries test-binaries test test-fast lint render validate bake up down status nightly golden bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,7 +44,11 @@ setup: $(VENV)/.installed ## create .venv with bakery and its dev, aws and gcp e
 binaries: setup ## obtain the real etcd and Kubernetes binaries of SPEC's versions into ~/.cache/bakery
 	$(BAKERY) binaries -f $(SPEC)
 
-test: setup-system setup binaries ## run every test (real etcd, packer, monit, moto, fake GCE, containers and QEMU end-to-end)
+# What the tests run besides: tests/test_control_plane.py runs every supported minor.
+test-binaries: binaries ## obtain the binaries of every supported Kubernetes minor's default release too (the tests run them)
+	$(BAKERY) binaries --supported
+
+test: setup-system setup test-binaries ## run every test (real etcd, packer, monit, moto, fake GCE, containers and QEMU end-to-end)
 	$(VENV)/bin/pytest
 
 test-fast: setup ## the tests that boot no machine (no container, no QEMU)

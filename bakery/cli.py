@@ -653,30 +653,37 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
 
 def cmd_binaries(args: argparse.Namespace) -> int:
-    from bakery import components, spec
+    from bakery import components, spec, versions
 
-    if args.kubernetes_version:
-        k8s, etcd = args.kubernetes_version, args.etcd_version
-        if not etcd:
-            from bakery import versions
-
-            etcd = versions.default_etcd(k8s)
+    if args.supported:
+        if args.kubernetes_version or args.etcd_version:
+            raise BakeryError("--supported obtains every supported minor's default release: it takes no --kubernetes-version "
+                              "or --etcd-version")
+        pairs = [(versions.KUBERNETES[m][-1], versions.default_etcd(versions.KUBERNETES[m][-1]))
+                 for m in versions.SUPPORTED_MINORS]
+    elif args.kubernetes_version:
+        pairs = [(args.kubernetes_version, args.etcd_version or versions.default_etcd(args.kubernetes_version))]
     else:
         s = spec.load(args.file)
         _warn(s)
-        k8s, etcd = s.kubernetes_version, s.etcd_version
+        pairs = [(s.kubernetes_version, s.etcd_version)]
     wanted = args.component or list(components.ALL)
+    many = len(pairs) > 1
     if args.cached:
-        rows = [(c, str(p) if p else "(not cached)") for c, p in components.cached(wanted, k8s, etcd).items()]
-        table(rows, ("component", "binary"))
+        rows = [((k8s,) if many else ()) + (c, str(p) if p else "(not cached)")
+                for k8s, etcd in pairs for c, p in components.cached(wanted, k8s, etcd).items()]
+        table(rows, (("kubernetes",) if many else ()) + ("component", "binary"))
         return 0
     started = time.monotonic()
 
     def progress(line: str) -> None:
         err(f"[{time.monotonic() - started:6.1f}s] {line}")
 
-    paths = components.obtain(wanted, k8s, etcd, source=args.source, progress=progress)
-    table([(c, str(p)) for c, p in paths.items()], ("component", "binary"))
+    rows = []
+    for k8s, etcd in pairs:
+        paths = components.obtain(wanted, k8s, etcd, source=args.source, progress=progress)
+        rows += [((k8s,) if many else ()) + (c, str(p)) for c, p in paths.items()]
+    table(rows, (("kubernetes",) if many else ()) + ("component", "binary"))
     return 0
 
 
@@ -986,7 +993,8 @@ def _parser() -> argparse.ArgumentParser:
                        "against their published sha256. `bake` and `up` call the same code.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  bakery binaries -f cluster.yaml\n  bakery binaries --kubernetes-version 1.36.3 "
-                       "--component kube-apiserver\n  bakery binaries -f cluster.yaml --cached")
+                       "--component kube-apiserver\n  bakery binaries -f cluster.yaml --cached\n"
+                       "  bakery binaries --supported     # every supported minor's default release (what `make test` runs)")
     _add_spec_arg(p)
     p.add_argument("--kubernetes-version", metavar="V", help="instead of the spec's: this Kubernetes release")
     p.add_argument("--etcd-version", metavar="V", help="with --kubernetes-version: this etcd release (default: the paired one)")
@@ -996,6 +1004,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="build: from the Go modules; release: the official downloads; auto (default, or BAKERY_BINARIES): "
                    "build when `go` is on PATH")
     p.add_argument("--cached", action="store_true", help="only show what the cache holds; build and download nothing")
+    p.add_argument("--supported", action="store_true",
+                   help="instead of the spec's: the newest release bakery knows of every supported Kubernetes minor, each with "
+                   "its paired etcd")
     p.set_defaults(func=cmd_binaries)
 
     p = sub.add_parser("images", help="list or prune the images bakery built for the cluster")

@@ -121,6 +121,7 @@ class ControlPlane:
     def __init__(self, folder: Path, masters: int = 3, kubernetes_version: str = versions.DEFAULT_KUBERNETES,
                  extra: str = "") -> None:
         self.folder = folder
+        self.kubernetes_version = kubernetes_version
         self.bins = binaries(kubernetes_version)
         self.name = "cp"
         prefix = loopback_net()

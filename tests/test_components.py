@@ -180,6 +180,23 @@ def test_the_cached_defaults_are_the_real_programs_of_their_versions():
     assert r.returncode == 0 and str(have["kubelet"]) in r.stdout and "(not cached)" not in r.stdout
 
 
+def test_binaries_supported_lists_every_supported_minors_default_and_takes_no_version(tmp_path: Path):
+    """`bakery binaries --supported` is what `make test` obtains: the newest known release of
+    every supported minor with its paired etcd (here an empty cache: nothing is built)."""
+    env = {**os.environ, "BAKERY_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "bakery.cli", "binaries", "--supported", "--cached"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    wanted = [versions.KUBERNETES[m][-1] for m in versions.SUPPORTED_MINORS]
+    assert sorted({row[0] for row in rows}) == sorted(wanted)
+    assert len(rows) == len(wanted) * len(components.ALL) and all(row[2:] == ["(not", "cached)"] for row in rows)
+    r = subprocess.run([sys.executable, "-m", "bakery.cli", "binaries", "--supported", "--kubernetes-version", "1.36.3"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode != 0 and "--supported" in r.stderr and "Traceback" not in r.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything was made
+
+
 def test_install_is_a_rename_with_its_sum(tmp_path: Path):
     slot = cache.Slot(tmp_path, "etcd", "3.7.4")
     with slot.locked(), slot.staging() as work:

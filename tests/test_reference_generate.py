@@ -1,7 +1,7 @@
 """bakery/reference/generate.py: its readers of --help and probe answers, on output the
 real v1.37.2 binaries gave (tests/fixtures/reference-1.37.2/, README there), and the
-committed bakery/reference/1.37/ against what the generator makes from the real binaries
-and Go modules (a missing binary or Go toolchain skips on a laptop, fails under CI)."""
+committed bakery/reference/<minor>/ of every supported minor against what the generator
+makes from the real binaries and Go modules of the release bakery pins for it (a missing binary or Go toolchain skips on a laptop, fails under CI)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bakery import reference
+from bakery import reference, versions
 from bakery.components import cache
 from bakery.reference import generate
 from tests.conftest import need
@@ -88,10 +88,14 @@ def test_help_text_of_the_generator_teaches():
     assert e.value.code == 0
 
 
-def _binaries() -> Path:
-    slot = cache.Slot(cache.root(), "kubernetes", VERSION)
+# the committed data of every supported minor, each from its pinned release
+RELEASES = [versions.KUBERNETES[m][-1] for m in versions.SUPPORTED_MINORS]
+
+
+def _binaries(version: str = VERSION) -> Path:
+    slot = cache.Slot(cache.root(), "kubernetes", version)
     have = all(slot.has(c) for c in reference.COMPONENTS)
-    need(f"the Kubernetes v{VERSION} binaries in {slot.folder}", have, f"bakery binaries (Kubernetes {VERSION})")
+    need(f"the Kubernetes v{version} binaries in {slot.folder}", have, f"bakery binaries --kubernetes-version {version}")
     return slot.folder
 
 
@@ -102,16 +106,18 @@ def _go() -> str:
     return go
 
 
-def test_committed_1_37_flags_are_what_the_binaries_say():
+@pytest.mark.parametrize("version", RELEASES)
+def test_committed_flags_are_what_the_binaries_say(version: str):
     """Without the source's marked names: the committed data lists them, so they are
     probed anyway (and the test needs no Go toolchain)."""
-    bin_dir = _binaries()
+    bin_dir = _binaries(version)
+    minor = versions.minor_of(version)
     files = {}
     for c in reference.COMPONENTS:
-        data = generate.component_flags(c, bin_dir / c, VERSION, reference.HERE)
-        files[f"{c}.yaml"] = generate.render_flags(c, VERSION, data)
+        data = generate.component_flags(c, bin_dir / c, version, reference.HERE)
+        files[f"{c}.yaml"] = generate.render_flags(c, version, data)
     for name in FLAG_FILES:
-        assert files[name] == (reference.HERE / "1.37" / name).read_text(), f"{name}: run {generate.command(VERSION)}"
+        assert files[name] == (reference.HERE / minor / name).read_text(), f"{name}: run {generate.command(version)}"
 
 
 def test_the_source_marks_the_hidden_flags_the_committed_data_has():
@@ -130,9 +136,11 @@ def test_a_binary_of_another_release_is_refused():
         generate.component_flags("kube-scheduler", bin_dir / "kube-scheduler", "1.36.3", reference.HERE)
 
 
-def test_committed_1_37_config_fields_and_pod_types_are_what_the_go_modules_say():
-    types = generate.go_types(VERSION, _go())
-    files = {f"{n}.yaml": generate.render_config(VERSION, d) for n, d in generate.config_files(types, VERSION).items()}
-    files["pod.json"] = generate.render_pod(generate.pod_file(types, VERSION))
+@pytest.mark.parametrize("version", RELEASES)
+def test_committed_config_fields_and_pod_types_are_what_the_go_modules_say(version: str):
+    types = generate.go_types(version, _go())
+    minor = versions.minor_of(version)
+    files = {f"{n}.yaml": generate.render_config(version, d) for n, d in generate.config_files(types, version).items()}
+    files["pod.json"] = generate.render_pod(generate.pod_file(types, version))
     for name in TYPE_FILES:
-        assert files[name] == (reference.HERE / "1.37" / name).read_text(), f"{name}: run {generate.command(VERSION)}"
+        assert files[name] == (reference.HERE / minor / name).read_text(), f"{name}: run {generate.command(version)}"

@@ -186,19 +186,19 @@ def test_go_runner_wrapped_commands_are_found():
     assert component_argv(["/go-runner", "--also-stdout=false"]) is None
 
 
-def test_version_without_data_is_checked_against_the_nearest_older_and_says_so():
-    assert reference.minors() == ["1.37"]  # 1.35 and 1.36: no binaries to generate their flags from here
-    ref, note = reference.select("1.36.3")
-    assert ref.minor == "1.37" and note and "1.36" in note and "1.37" in note
-    ref, note = reference.select("1.29.0")
-    assert ref.minor == reference.minors()[0] and note
+def test_every_supported_minor_has_its_own_data_and_others_say_which_they_are_checked_against():
+    assert reference.minors() == list(versions.SUPPORTED_MINORS)
+    for minor in versions.SUPPORTED_MINORS:
+        ref, note = reference.select(versions.KUBERNETES[minor][-1])
+        assert ref.minor == minor and note is None
+    ref, note = reference.select("1.29.0")  # past end of life (allow_unsupported_versions): the oldest there is
+    assert ref.minor == reference.minors()[0] and note and "1.29" in note
     ref, note = reference.select("1.40.0")
-    assert ref.minor == reference.minors()[-1] and note
+    assert ref.minor == reference.minors()[-1] and note and "1.40" in note
 
 
 def test_every_supported_minor_renders_clean_against_the_data_it_is_checked_with(tmp_path: Path):
-    """1.35 and 1.36 have no folder of their own: validate checks them against 1.37's (and
-    says so); bakery's render of each must pass that."""
+    """bakery's render of every supported minor passes that minor's own data."""
     for minor in versions.SUPPORTED_MINORS:
         version = versions.KUBERNETES[minor][-1]
         files = node_files(tmp_path / minor, version=version)

@@ -269,21 +269,32 @@ def go_binary(given: str | None) -> str:
     return found
 
 
+STAGING_DIRECT = ("k8s.io/api", "k8s.io/apiserver", "k8s.io/kube-scheduler", "k8s.io/kubelet")
+
+
 def go_types(version: str, go: str) -> dict[str, Any]:
     """Run bakery/reference/gen with its staging modules pinned to v0.<minor>.<patch>."""
     staging = "v0." + version.split(".", 1)[1]
     env = dict(os.environ, PATH=f"{Path(go).parent}{os.pathsep}{os.environ.get('PATH', '')}", GOFLAGS="-mod=mod")
     with tempfile.TemporaryDirectory(prefix="bakery-reference-gen-") as tmp:
-        for name in ("main.go", "go.mod", "go.sum"):
+        for name in ("main.go", "go.sum"):
             if (GEN / name).exists():
                 shutil.copy(GEN / name, Path(tmp) / name)
-        steps = [[go, "mod", "edit", *(f"-require={m}@{staging}" for m in ("k8s.io/api", "k8s.io/apiserver", "k8s.io/kube-scheduler", "k8s.io/kubelet"))],
-                 [go, "mod", "tidy"], [go, "run", "."]]
-        for argv in steps:
+        # a go.mod of the four direct requirements only: the committed one's indirect
+        # k8s.io/* lines (client-go, component-base, ... at the committed release) would pull
+        # k8s.io/api up to that release by minimal version selection
+        go_version = next(line.split()[1] for line in (GEN / "go.mod").read_text().splitlines() if line.startswith("go "))
+        (Path(tmp) / "go.mod").write_text(f"module bakery/reference/gen\n\ngo {go_version}\n\nrequire (\n"
+                                          + "".join(f"\t{m} {staging}\n" for m in STAGING_DIRECT) + ")\n")
+        for argv in ([go, "mod", "tidy"], [go, "run", "."]):
             r = subprocess.run(argv, cwd=tmp, env=env, capture_output=True, text=True, check=False, timeout=1800)
             if r.returncode != 0:
                 raise GenerateError(f"{' '.join(argv)} (in a copy of {GEN}): {r.stderr[-2000:]}")
-    return json.loads(r.stdout)
+    types = json.loads(r.stdout)
+    wrong = {m: v for m, v in types["modules"].items() if v != staging}
+    if wrong:
+        raise GenerateError(f"bakery/reference/gen for {version} read {wrong}, not {staging}")
+    return types
 
 
 def config_files(types: dict[str, Any], version: str) -> dict[str, dict[str, Any]]:
