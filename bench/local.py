@@ -74,7 +74,9 @@ def run(runtime: str, mode: str, image: Path, workdir: Path) -> dict[str, float]
     spec_file = workdir / f"{runtime}-{mode}.yaml"
     spec_file.write_text(
         f"name: bench-{runtime[:2]}-{mode}\nprovider: local\nelection: podmaster\nruntime: systemd\n"
-        f"network: {{subnet: {_free_subnet()}}}\netcd: {{bootstrap: {mode}}}\n"
+        # QEMU guests cannot reach the folder store: they boot embedded user-data (the spec refuses otherwise)
+        + ("user_data: embedded\n" if runtime == "vm" else "")
+        + f"network: {{subnet: {_free_subnet()}}}\netcd: {{bootstrap: {mode}}}\n"
         f"local: {{runtime: {runtime}, port_base: {_free_base()}, image: '{image}'}}\n"
     )
     cluster = Cluster.load(spec_file, workdir / "build")

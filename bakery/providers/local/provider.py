@@ -527,13 +527,16 @@ class LocalProvider:
         hold = self.layout.hold(name)
         atomic_write(hold, "retiring\n")  # the supervisor must not heal what we stop on purpose
         try:
-            pid = self.runtime.stop(name)
-            if pid:
-                self.progress(f"master {name}", "stopped", f"pid {pid}")
             n = self.net.node(name)
+            # out of the group and HAProxy first: no new request reaches a master shutting
+            # down (the replaced HAProxy finishes what it carries, hard-stop-after bounds it)
             with locked(self.layout.group):
                 group.save(self.layout.group, group.without(group.load(self.layout.group, self.plan), name))
             self.sync_lb()
+            t0 = time.monotonic()
+            pid = self.runtime.stop(name)
+            if pid:
+                self.progress(f"master {name}", "stopped", f"pid {pid} in {time.monotonic() - t0:.1f}s")
             self.runtime.retire(n)  # type: ignore[attr-defined]
             self.progress(f"master {name}", "retired", n.address)
         finally:
