@@ -30,11 +30,9 @@ def readyz(endpoint: str, ca: Path, *, timeout: float = 3.0) -> Ready:
         context = ssl.create_default_context(cafile=str(ca))
     except (OSError, ssl.SSLError) as e:
         return Ready(False, f"cluster CA {ca}: {e}")
-    try:
-        with httpx.Client(verify=context, timeout=timeout) as client:
-            r = client.get(f"{endpoint}/readyz")
-    except httpx.HTTPError as e:
-        return Ready(False, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    r = _get(f"{endpoint}/readyz", context, timeout)
+    if isinstance(r, Ready):
+        return r
     if r.status_code == 200:
         return Ready(True, "ok")
     failed = [line.strip() for line in r.text.splitlines() if line.startswith("[-]")]
@@ -51,13 +49,20 @@ def authorized(endpoint: str, ca: Path, cert: Path, key: Path, *, timeout: float
         context.load_cert_chain(str(cert), str(key))
     except (OSError, ssl.SSLError) as e:
         return Ready(False, f"client certificate {cert}: {type(e).__name__}")  # never the key's content
-    try:
-        with httpx.Client(verify=context, timeout=timeout) as client:
-            r = client.get(f"{endpoint}/api/v1/namespaces/kube-system")
-    except httpx.HTTPError as e:
-        return Ready(False, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    r = _get(f"{endpoint}/api/v1/namespaces/kube-system", context, timeout)
+    if isinstance(r, Ready):
+        return r
     if r.status_code == 200:
         return Ready(True, "ok")
     if r.status_code == 403:
         return Ready(False, "HTTP 403: no rights yet (bakery's RBAC addon is applied by the masters' bakery-node-register)")
     return Ready(False, f"HTTP {r.status_code}")
+
+
+def _get(url: str, context: ssl.SSLContext, timeout: float) -> httpx.Response | Ready:
+    """The answer to GET `url`, or a not-ready Ready naming the connection's failure."""
+    try:
+        with httpx.Client(verify=context, timeout=timeout) as client:
+            return client.get(url)
+    except httpx.HTTPError as e:
+        return Ready(False, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)

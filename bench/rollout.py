@@ -80,30 +80,53 @@ class Events:
         return out
 
 
-class Writer:
-    def __init__(self, client: Client) -> None:
+class Background:
+    """Calls `attempt` every `every` seconds on a thread until stop() (at most 30 minutes,
+    100 000 attempts): stop() returns the share that succeeded. Subclasses set their own
+    fields before calling __init__, which starts the thread."""
+
+    every = 0.05
+
+    def __init__(self) -> None:
         self.ok = self.failed = 0
-        self._c = client
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
+
+    def attempt(self, i: int) -> bool:
+        raise NotImplementedError
 
     def _run(self) -> None:
         end = time.monotonic() + 1800
         for i in range(100_000):
             if self._stop.is_set() or time.monotonic() > end:
                 return
-            try:
-                self._c.put(f"/bench/w/{i:06d}", str(i))
+            t = time.monotonic()
+            if self.attempt(i):
                 self.ok += 1
-            except EtcdError:
+            else:
                 self.failed += 1
-            time.sleep(0.05)
+            self._stop.wait(max(0.0, self.every - (time.monotonic() - t)))
 
     def stop(self) -> float:
         self._stop.set()
         self._t.join(30)
         return self.ok / max(1, self.ok + self.failed)
+
+
+class Writer(Background):
+    """etcd puts through the load balancer, one every 50 ms."""
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+        super().__init__()
+
+    def attempt(self, i: int) -> bool:
+        try:
+            self._c.put(f"/bench/w/{i:06d}", str(i))
+            return True
+        except EtcdError:
+            return False
 
 
 class LocalSampler:
@@ -147,62 +170,33 @@ def _lease_holder(api: httpx.Client) -> str | None:
     return None
 
 
-class ApiSampler:
-    """/readyz through the load balancer once a second: the share answered ok."""
+class ApiSampler(Background):
+    """/readyz through the load balancer once a second."""
+
+    every = 1.0
 
     def __init__(self, provider: LocalProvider) -> None:
-        self.ok = self.failed = 0
         self._p = provider
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
+        super().__init__()
 
-    def _run(self) -> None:
-        end = time.monotonic() + 1800
-        while not self._stop.is_set() and time.monotonic() < end:
-            t = time.monotonic()
-            if apiserver.readyz(self._p.net.api_endpoint, self._p.cluster_ca, timeout=5):
-                self.ok += 1
-            else:
-                self.failed += 1
-            self._stop.wait(max(0.0, 1 - (time.monotonic() - t)))
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._t.join(30)
-        return self.ok / max(1, self.ok + self.failed)
+    def attempt(self, i: int) -> bool:
+        return bool(apiserver.readyz(self._p.net.api_endpoint, self._p.cluster_ca, timeout=5))
 
 
-class ConfigMapWriter:
-    """ConfigMaps created through the API as the admin, one every 50 ms: the share acknowledged."""
+class ConfigMapWriter(Background):
+    """ConfigMaps created through the API as the admin, one every 50 ms."""
 
     def __init__(self, api: httpx.Client) -> None:
-        self.ok = self.failed = 0
         self._api = api
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
+        super().__init__()
 
-    def _run(self) -> None:
-        end = time.monotonic() + 1800
-        for i in range(100_000):
-            if self._stop.is_set() or time.monotonic() > end:
-                return
-            try:
-                r = self._api.post("/api/v1/namespaces/default/configmaps",
-                                   json={"metadata": {"name": f"bench-{i:06d}"}, "data": {"i": str(i)}})
-                if r.status_code == 201:
-                    self.ok += 1
-                else:
-                    self.failed += 1
-            except httpx.HTTPError:
-                self.failed += 1
-            time.sleep(0.05)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._t.join(30)
-        return self.ok / max(1, self.ok + self.failed)
+    def attempt(self, i: int) -> bool:
+        try:
+            r = self._api.post("/api/v1/namespaces/default/configmaps",
+                               json={"metadata": {"name": f"bench-{i:06d}"}, "data": {"i": str(i)}})
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 201
 
 
 def _converged(provider: LocalProvider, want: int) -> bool:

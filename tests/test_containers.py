@@ -35,7 +35,7 @@ import yaml
 from bakery import apiserver, backup, restore
 from bakery import spec as spec_mod
 from bakery.errors import EtcdError
-from bakery.etcd import Client
+from bakery.etcd import Client, Member
 from bakery.node import members as records
 from bakery.providers.base import no_progress
 from bakery.providers.local import bridge, container, lb, proc
@@ -367,29 +367,13 @@ def test_a_killed_container_is_replaced_by_a_new_master_at_a_new_address(cluster
         before = {m.name: m.id for m in etcd.member_list()}
         etcd.put("/ct/before-kill", "kept")
     _kill(cluster, victim)
-    deadline = time.monotonic() + 300
-    after: dict[str, object] = {}
-    supervisor_log = cluster.provider.layout.supervisor / "supervisor.log"
-    while time.monotonic() < deadline:
-        names = cluster.nodes  # the group, read afresh
-        try:
-            with cluster.etcd() as etcd:
-                members = {m.name: m for m in etcd.member_list()}
-                if (f"{victim}: replaced and promoted" in supervisor_log.read_text()
-                        and victim not in names and len(names) == 3 and set(members) == set(names)
-                        and not any(m.is_learner for m in members.values())
-                        and all(etcd.health(cluster.provider.node_endpoint(n)) for n in names)):
-                    after = members
-                    assert etcd.get("/ct/before-kill").value == b"kept"
-                    break
-        except EtcdError:
-            pass
-        time.sleep(2)
+    after = _wait_healed(cluster, victim)
+    with cluster.etcd() as etcd:
+        assert etcd.get("/ct/before-kill").value == b"kept"
     log = (cluster.provider.layout.supervisor / "supervisor.log").read_text()
-    assert after, f"not replaced within 300s; supervisor log:\n{log[-3000:]}"
     (new,) = set(after) - set(before)
     assert new == f"{cluster.name}-master-r1" and f"{victim}: replaced and promoted ({new} in its place)" in log
-    assert all(after[n].id == before[n] for n in before if n != victim)  # type: ignore[attr-defined]
+    assert all(after[n].id == before[n] for n in before if n != victim)
     address = cluster.provider.net.node(new).address
     assert address != old_address and address not in {cluster.provider.net.node(n).address for n in before if n != victim}
     assert ipaddress.IPv4Address(address) in ipaddress.IPv4Network(cluster.provider.runtime.br.subnet)  # type: ignore[attr-defined]
@@ -456,8 +440,9 @@ def test_killing_the_lease_holder_moves_the_lease_and_the_api_keeps_answering(cl
     _wait_healed(cluster, victim)
 
 
-def _wait_healed(cluster: Cluster, victim: str) -> None:
-    """Until the supervisor replaced `victim` and the group is three healthy voters again."""
+def _wait_healed(cluster: Cluster, victim: str) -> dict[str, Member]:
+    """Until the supervisor replaced `victim` and the group (read afresh) is three healthy
+    voters again; the members then, by name."""
     deadline = time.monotonic() + 300
     log = cluster.provider.layout.supervisor / "supervisor.log"
     while time.monotonic() < deadline:
@@ -468,7 +453,7 @@ def _wait_healed(cluster: Cluster, victim: str) -> None:
                 if (f"{victim}: replaced and promoted" in log.read_text() and victim not in names and len(names) == 3
                         and set(members) == set(names) and not any(m.is_learner for m in members.values())
                         and all(etcd.health(cluster.provider.node_endpoint(n)) for n in names)):
-                    return
+                    return members
         except EtcdError:
             pass
         time.sleep(2)
