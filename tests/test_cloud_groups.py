@@ -93,7 +93,14 @@ def _wait_voters(what: str, m: Machines, group: Any, timeout: float,
 
 
 def _formed(provider: Any, m: Machines) -> dict[str, Any]:
+    """Three healthy voters, each recorded in the store, and the store's bootstrapped marker:
+    a learner's agent records its member after its promotion, a moment after etcd shows it
+    as a voter (a `down` in that moment finds one record fewer)."""
     voters = _wait_voters("3 instances, each a healthy voter", m, provider.group(), 180, lambda v: len(v) == 3)
+    store = provider.store()
+    wait_for("every voter recorded in the store, and the bootstrapped marker",
+             lambda: ({r.name for r in records.records(store, "demo")} >= set(voters)
+                      and records.bootstrapped(store, "demo") is not None), 60, m)
     assert not m.errors, m.errors
     return voters
 
@@ -104,8 +111,9 @@ def test_aws_group_of_five_assembles_etcd_with_every_member_registered(aws: tupl
     group = provider.group()
     _wait_voters("5 instances, each a healthy voter", m, group, 240, lambda v: len(v) == 5)
     assert not m.errors, m.errors
-    recorded = {r.name for r in records.records(provider.store(), "demo")}
-    assert recorded == set(group.members())  # every member's record in the store
+    # every member's record in the store (a learner records itself just after its promotion)
+    store = provider.store()
+    wait_for("every member recorded", lambda: {r.name for r in records.records(store, "demo")} == set(group.members()), 60, m)
 
 
 def test_aws_master_without_a_path_to_its_store_never_joins(aws: tuple[Any, Machines, Moto, Any]) -> None:
