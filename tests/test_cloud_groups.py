@@ -170,6 +170,8 @@ def test_aws_down_then_up_bootstraps_a_new_cluster(aws: tuple[Any, Machines, Mot
     first = set(m.joined)
     provider.up(env.render_callback(store=provider.store))
     _formed(provider, m)
+    # an agent's join returns (and the harness notes how it joined) just after it recorded its member
+    wait_for("the three new machines' agents done joining", lambda: len(set(m.joined) - first) == 3, 60, m)
     again = [j.how for iid, j in m.joined.items() if iid not in first]
     assert sorted(again) == ["bootstrap", "learner", "learner"], again  # a new cluster, by itself
     with m.client(list(provider.group().etcd_endpoints().values())) as e:
