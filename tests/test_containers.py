@@ -586,22 +586,7 @@ def test_after_a_rollout_backup_works_restore_is_refused_and_a_kill_heals_into_o
 
     victim = cluster.nodes[0]
     _kill(cluster, victim)
-    deadline = time.monotonic() + 300
-    log = cluster.provider.layout.supervisor / "supervisor.log"
-    while time.monotonic() < deadline:
-        names = cluster.nodes
-        try:
-            with cluster.etcd() as etcd:
-                members = etcd.member_list()
-                if (f"{victim}: replaced and promoted" in log.read_text() and victim not in names and len(names) == 3
-                        and sorted(m.name for m in members) == sorted(names) and not any(m.is_learner for m in members)
-                        and all(etcd.health(cluster.provider.node_endpoint(n)) for n in names)):
-                    break
-        except EtcdError:
-            pass
-        time.sleep(2)
-    else:
-        raise AssertionError(f"{victim} not replaced within 300s; supervisor log:\n{log.read_text()[-3000:]}")
+    _wait_healed(cluster, victim)
     seen = _clusters(cluster)
     assert len({cid for cid, _ in seen.values()}) == 1 and 0 not in {cid for cid, _ in seen.values()}, seen
     assert sum(leads for _, leads in seen.values()) == 1, seen
